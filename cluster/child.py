@@ -1,0 +1,62 @@
+"""What every child process does at start: read its config, die with its parent, ship its logs."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import sys
+
+import zmq
+
+from cluster.config import ClusterConfig
+
+CONFIG_ENV = "VC_CHILD_CONFIG"
+PARENT_ENV = "VC_PARENT_PID"
+LISTEN_FD_ENV = "VC_LISTEN_FD"
+EXIT_BOOT_FAILURE = 3  # tells the supervisor to back off instead of respawning at once
+PR_SET_PDEATHSIG = 1
+LOG_HWM = 10_000
+
+
+def child_config() -> ClusterConfig:
+    return ClusterConfig.from_json(os.environ[CONFIG_ENV])
+
+
+def die_with_parent() -> int:
+    """Ask the kernel for SIGTERM when the primary dies; exit now if it already has."""
+    parent = int(os.environ.get(PARENT_ENV, "0"))
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if parent and os.getppid() != parent:
+        sys.exit(EXIT_BOOT_FAILURE)
+    return parent
+
+
+async def watch_parent(parent: int, on_orphaned: asyncio.Event, interval_s: float = 0.5) -> None:
+    """Belt and braces beside PDEATHSIG: notice re-parenting by polling."""
+    while os.getppid() == parent:
+        await asyncio.sleep(interval_s)
+    on_orphaned.set()
+
+
+class LogShipper:
+    """A non-blocking PUSH to the primary, which republishes each line on its PUB socket."""
+
+    def __init__(self, context: zmq.Context, config: ClusterConfig) -> None:
+        # a plain socket on the same underlying context: logging is synchronous
+        self._push = zmq.Context.shadow(context.underlying).socket(zmq.PUSH)
+        self._push.setsockopt(zmq.SNDHWM, LOG_HWM)
+        self._push.setsockopt(zmq.LINGER, 0)
+        self._push.connect(config.endpoint("logs"))
+
+    def __call__(self, line: bytes) -> None:
+        try:
+            self._push.send(line, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the primary is not reading: drop the line rather than block
+
+    def close(self) -> None:
+        self._push.close(linger=0)

@@ -1,0 +1,136 @@
+"""Cluster configuration: one frozen dataclass, built once from flags and environment."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "VC_"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    host: str = "127.0.0.1"
+    port: int = 8060
+    data_dir: Path = Path("data")
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    executors: int = 1
+    ffmpeg: str | None = None
+    ffmpeg_threads: int = 0
+    max_retries: int = 3
+    retry_initial_ms: int = 2000
+    job_timeout_s: float = 3600.0
+    heartbeat_interval_s: float = 1.0
+    executor_timeout_s: float = 5.0
+    max_upload_mb: int = 4096
+    ws_queue_size: int = 1000
+    shutdown_grace_s: float = 5.0
+    event_retention: int = 100_000
+    log_level: str = "info"
+    log_format: str = "json"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "storage"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "cluster.db"
+
+    def endpoint(self, name: str) -> str:
+        return f"ipc://{(self.run_dir / f'{name}.ipc').resolve()}"
+
+    @property
+    def threads_per_ffmpeg(self) -> int:
+        if self.ffmpeg_threads:
+            return self.ffmpeg_threads
+        return max(1, (os.cpu_count() or 1) // max(1, self.executors))
+
+    def to_json(self) -> str:
+        values = dataclasses.asdict(self)
+        values["data_dir"] = str(self.data_dir.resolve())
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterConfig:
+        values = json.loads(text)
+        values["data_dir"] = Path(values["data_dir"])
+        return cls(**values)
+
+
+_HELP = {
+    "host": "address to listen on",
+    "port": "HTTP/WebSocket port",
+    "data_dir": "directory for cluster.db, storage/ and run/ (ipc sockets)",
+    "workers": "number of HTTP/WebSocket worker processes (default: CPU count)",
+    "executors": "number of FFmpeg executor processes",
+    "ffmpeg": "ffmpeg binary (default: ffmpeg on PATH, else the imageio-ffmpeg build)",
+    "ffmpeg_threads": "threads per ffmpeg (0: CPU count / executors)",
+    "max_retries": "retries after a job's first attempt",
+    "retry_initial_ms": "first retry back-off; doubles on each retry",
+    "job_timeout_s": "default per-job timeout in seconds",
+    "heartbeat_interval_s": "executor heartbeat interval",
+    "executor_timeout_s": "an executor silent this long is declared lost",
+    "max_upload_mb": "largest accepted upload in MiB",
+    "ws_queue_size": "events buffered per WebSocket client before it is dropped",
+    "shutdown_grace_s": "seconds children get to exit on shutdown before SIGKILL",
+    "event_retention": "number of events kept in the store for resuming clients",
+    "log_level": "debug, info, warning or error",
+    "log_format": "json (for the tap and log shippers) or console",
+}
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field; each flag's default comes from its environment variable."""
+    defaults = ClusterConfig()
+    for f in dataclasses.fields(ClusterConfig):
+        default = os.environ.get(env_name(f.name), getattr(defaults, f.name))
+        kind = _argument_type(f.type)
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind,
+            default=kind(default) if default is not None else None,
+            help=f"{_HELP[f.name]} (env {env_name(f.name)}, default: %(default)s)",
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> ClusterConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ClusterConfig)}
+    config = ClusterConfig(**values)
+    validate(config)
+    return config
+
+
+def validate(config: ClusterConfig) -> None:
+    if not 0 < config.port < 65536:
+        raise ValueError(f"port out of range: {config.port}")
+    if config.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    if config.executors < 0:
+        raise ValueError("--executors must not be negative")
+    if config.log_format not in ("json", "console"):
+        raise ValueError("--log-format must be json or console")
+
+
+def _argument_type(annotation: object) -> type:
+    text = str(annotation)
+    if "int" in text:
+        return int
+    if "float" in text:
+        return float
+    if "Path" in text:
+        return Path
+    return str

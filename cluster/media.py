@@ -1,0 +1,319 @@
+"""ffmpeg/PyAV helpers: locate ffmpeg, probe files, build commands, parse progress."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import imageio_ffmpeg
+
+VIDEO_FORMATS = ("mp4", "mov", "avi", "webm", "mkv", "flv")
+
+_X264 = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p"]
+_FASTSTART = ["-movflags", "+faststart"]
+_AAC = ["-c:a", "aac", "-b:a", "128k"]
+
+OUTPUT_CODECS: dict[str, tuple[list[str], list[str]]] = {
+    "mp4": ([*_X264, *_FASTSTART], _AAC),
+    "mov": ([*_X264, *_FASTSTART], _AAC),
+    "mkv": (_X264, _AAC),
+    # FLV only supports 44100/22050/11025 Hz audio.
+    "flv": (_X264, [*_AAC, "-ar", "44100"]),
+    "webm": (
+        [
+            "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
+            "-row-mt", "1", "-crf", "32", "-b:v", "0",
+        ],
+        ["-c:a", "libopus", "-b:a", "96k"],
+    ),
+    "avi": (["-c:v", "mpeg4", "-q:v", "4"], ["-c:a", "libmp3lame", "-q:a", "4"]),
+}
+
+# ffmpeg muxer names; always passed with -f because outputs go to temp names.
+MUXERS: dict[str, str] = {
+    "mp4": "mp4",
+    "mov": "mov",
+    "avi": "avi",
+    "webm": "webm",
+    "mkv": "matroska",
+    "flv": "flv",
+}
+
+_WEBM_VIDEO_CODECS = frozenset({"vp8", "vp9", "av1"})
+_BASE_ARGS = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
+_PROGRESS_ARGS = ["-progress", "pipe:1", "-nostats", "-stats_period", "0.1"]
+_STDERR_TAIL_LINES = 5
+
+
+class MediaError(Exception):
+    """An ffmpeg-related failure."""
+
+
+class ProbeError(MediaError):
+    """The file is not a readable video."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    width: int
+    height: int
+    duration_s: float
+    video_codec: str
+    audio_codec: str | None
+    container: str
+    size_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "duration": self.duration_s,
+            "videoCodec": self.video_codec,
+            "audioCodec": self.audio_codec,
+            "container": self.container,
+            "sizeBytes": self.size_bytes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MediaInfo:
+        audio = d.get("audioCodec")
+        return cls(
+            width=int(d["width"]),
+            height=int(d["height"]),
+            duration_s=float(d["duration"]),
+            video_codec=str(d["videoCodec"]),
+            audio_codec=None if audio is None else str(audio),
+            container=str(d["container"]),
+            size_bytes=int(d["sizeBytes"]),
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    out_time_s: float
+    speed: float | None
+    done: bool
+
+
+def find_ffmpeg(configured: str | None = None) -> str:
+    if configured is not None:
+        if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
+            raise MediaError(f"configured ffmpeg is not an executable file: {configured!r}")
+        return configured
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as e:
+        raise MediaError("no ffmpeg found on PATH or in imageio-ffmpeg") from e
+
+
+def _codec_name(stream: av.stream.Stream) -> str:
+    # canonical_name is the codec id name ("mp3"); .name is the decoder ("mp3float").
+    ctx = stream.codec_context
+    return ctx.codec.canonical_name if ctx.codec is not None else ctx.name
+
+
+def _duration_s(container: av.container.InputContainer, video: av.VideoStream) -> float:
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    if video.duration is not None and video.duration > 0 and video.time_base:
+        return float(video.duration * Fraction(video.time_base))
+    return 0.0
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    name = os.fspath(path)
+    try:
+        size = os.stat(name).st_size
+        container = av.open(name, metadata_errors="replace")
+    except (OSError, av.FFmpegError) as e:
+        raise ProbeError(f"cannot open {name!r} as media: {e}") from e
+    with container:
+        if not container.streams.video:
+            raise ProbeError(f"{name!r} has no video stream")
+        video = container.streams.video[0]
+        width, height = video.codec_context.width, video.codec_context.height
+        if width <= 0 or height <= 0:
+            raise ProbeError(f"{name!r} has an invalid frame size {width}x{height}")
+        audio = container.streams.audio
+        return MediaInfo(
+            width=width,
+            height=height,
+            duration_s=_duration_s(container, video),
+            video_codec=_codec_name(video),
+            audio_codec=_codec_name(audio[0]) if audio else None,
+            container=container.format.name,
+            size_bytes=size,
+        )
+
+
+def format_of(info: MediaInfo) -> str | None:
+    names = set(info.container.split(","))
+    if names & {"mov", "mp4"}:
+        return "mp4"
+    if names & {"matroska", "webm"}:
+        # The demuxer name is shared; WebM only allows VP8/VP9/AV1 video.
+        return "webm" if info.video_codec in _WEBM_VIDEO_CODECS else "mkv"
+    if "avi" in names:
+        return "avi"
+    if "flv" in names:
+        return "flv"
+    return None
+
+
+def _codec_args(fmt: str) -> tuple[list[str], list[str]]:
+    if fmt not in OUTPUT_CODECS:
+        raise MediaError(f"unsupported output format {fmt!r}; expected one of {VIDEO_FORMATS}")
+    return OUTPUT_CODECS[fmt]
+
+
+def _threads_args(threads: int) -> list[str]:
+    return ["-threads", str(threads)] if threads > 0 else []
+
+
+def _job_command(
+    ffmpeg: str,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    fmt: str,
+    filters: list[str],
+    threads: int,
+) -> list[str]:
+    video_args, audio_args = _codec_args(fmt)
+    return [
+        ffmpeg, *_BASE_ARGS, *_PROGRESS_ARGS,
+        "-i", os.fspath(src),
+        "-map", "0:v:0", "-map", "0:a?",
+        *filters, *video_args, *audio_args, *_threads_args(threads),
+        "-f", MUXERS[fmt], os.fspath(dst),
+    ]
+
+
+def resize_command(
+    ffmpeg: str,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    width: int,
+    height: int,
+    fmt: str,
+    threads: int = 0,
+) -> list[str]:
+    if width <= 0 or height <= 0:
+        raise MediaError(f"invalid target size {width}x{height}")
+    return _job_command(ffmpeg, src, dst, fmt, ["-vf", f"scale={width}:{height}"], threads)
+
+
+def convert_command(
+    ffmpeg: str,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    fmt: str,
+    threads: int = 0,
+) -> list[str]:
+    return _job_command(ffmpeg, src, dst, fmt, [], threads)
+
+
+def thumbnail_command(
+    ffmpeg: str,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    at_s: float,
+) -> list[str]:
+    return [
+        ffmpeg, *_BASE_ARGS,
+        "-ss", f"{max(at_s, 0.0):.3f}", "-i", os.fspath(src),
+        "-vf", "scale=320:-2", "-frames:v", "1", "-q:v", "4",
+        # -update 1: write a single image, not an image sequence.
+        "-update", "1", "-f", "image2", "-c:v", "mjpeg", os.fspath(dst),
+    ]
+
+
+def _parse_out_time(value: str) -> float | None:
+    try:
+        return max(int(value), 0) / 1_000_000
+    except ValueError:
+        return None
+
+
+def _parse_speed(value: str) -> float | None:
+    try:
+        return float(value.strip().removesuffix("x"))
+    except ValueError:
+        return None
+
+
+class ProgressParser:
+    """Turns ffmpeg `-progress` key=value lines into one Progress per block."""
+
+    def __init__(self) -> None:
+        self._out_time_s = 0.0
+        self._speed: float | None = None
+
+    def feed(self, line: str) -> Progress | None:
+        key, sep, value = line.strip().partition("=")
+        if not sep:
+            return None
+        value = value.strip()
+        if key == "out_time_us":
+            parsed = _parse_out_time(value)
+            # Never move backwards: ffmpeg reports N/A mid-run, and at start-up it
+            # reports queued audio that runs ahead of the buffering video encoder.
+            if parsed is not None:
+                self._out_time_s = max(self._out_time_s, parsed)
+        elif key == "speed":
+            self._speed = _parse_speed(value)
+        elif key == "progress":
+            return Progress(self._out_time_s, self._speed, done=value == "end")
+        return None
+
+
+def percent(progress: Progress, duration_s: float) -> float:
+    if progress.done:
+        return 100.0
+    if duration_s <= 0:
+        return 0.0
+    return round(min(max(progress.out_time_s / duration_s * 100, 0.0), 100.0), 1)
+
+
+def eta_seconds(progress: Progress, duration_s: float) -> float | None:
+    if progress.done:
+        return 0.0
+    if progress.speed is None or progress.speed <= 0 or duration_s <= 0:
+        return None
+    return max(duration_s - progress.out_time_s, 0.0) / progress.speed
+
+
+def _stderr_tail(stderr: bytes) -> str:
+    lines = [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+    return "\n".join(lines[-_STDERR_TAIL_LINES:])
+
+
+async def run_quick(argv: list[str], timeout_s: float) -> None:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as e:
+        raise MediaError(f"cannot start {argv[0]!r}: {e}") from e
+    try:
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError as e:
+        raise MediaError(f"ffmpeg timed out after {timeout_s:g}s") from e
+    finally:
+        # Also covers cancellation: never leave ffmpeg running behind us.
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise MediaError(f"ffmpeg exited with {proc.returncode}: {_stderr_tail(stderr)}")

@@ -1,0 +1,168 @@
+"""The contracts every process shares: job types and states, event names, wire messages.
+
+Events travel on the primary's PUB socket as two frames, ``[topic, json]``;
+requests from web workers and messages to and from executors are single JSON
+frames. Every message is a frozen dataclass with ``encode``/``decode``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+LOG_TOPIC = "log"
+
+
+class ProtocolError(ValueError):
+    """A message that could not be decoded."""
+
+
+class JobType(str, Enum):
+    RESIZE = "resize"
+    CONVERT = "convert"
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DELAYED = "delayed"  # failed, waiting for its retry
+    COMPLETED = "completed"
+    DEAD = "dead"  # permanent failure, kept in the dead-letter list
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+
+
+class Priority(str, Enum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        return {"high": 0, "normal": 1, "low": 2}[self.value]
+
+
+class EventName(str, Enum):
+    QUEUED = "job:queued"
+    STARTED = "job:started"
+    PROGRESS = "job:progress"
+    COMPLETED = "job:completed"
+    FAILED = "job:failed"
+    PERMANENT_FAILURE = "job:permanent-failure"
+    CANCELLED = "job:cancelled"
+    STALLED = "job:stalled"
+
+
+def _loads(frame: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(frame)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProtocolError(f"not JSON: {frame[:80]!r}") from e
+    if not isinstance(value, dict):
+        raise ProtocolError(f"not a JSON object: {frame[:80]!r}")
+    return value
+
+
+def _dumps(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Event:
+    event: str
+    seq: int
+    ts: float
+    data: dict[str, Any]
+
+    def body(self) -> bytes:
+        return _dumps({"event": self.event, "seq": self.seq, "ts": self.ts, "data": self.data})
+
+    def encode(self) -> list[bytes]:
+        return [self.event.encode(), self.body()]
+
+    @classmethod
+    def decode(cls, frames: list[bytes]) -> Event:
+        if len(frames) != 2:
+            raise ProtocolError(f"an event has 2 frames, got {len(frames)}")
+        return cls.from_body(frames[1])
+
+    @classmethod
+    def from_body(cls, body: bytes) -> Event:
+        value = _loads(body)
+        try:
+            return cls(value["event"], int(value["seq"]), float(value["ts"]), dict(value["data"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"bad event: {body[:80]!r}") from e
+
+
+@dataclass(frozen=True)
+class Request:
+    """A web worker's call to the primary over the control socket."""
+
+    id: int
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return _dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, frame: bytes) -> Request:
+        value = _loads(frame)
+        try:
+            return cls(int(value["id"]), str(value["op"]), dict(value.get("args") or {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"bad request: {frame[:80]!r}") from e
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: int
+    result: Any = None
+    error: str | None = None
+    status: int = 200
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def encode(self) -> bytes:
+        return _dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, frame: bytes) -> Reply:
+        value = _loads(frame)
+        try:
+            return cls(int(value["id"]), value.get("result"), value.get("error"), int(value.get("status", 200)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"bad reply: {frame[:80]!r}") from e
+
+
+@dataclass(frozen=True)
+class ExecutorMessage:
+    """Between the primary and an executor, both ways.
+
+    Executor -> primary kinds: ``hello``, ``ready`` (one credit), ``heartbeat``,
+    ``progress``, ``done``, ``failed``. Primary -> executor: ``run``, ``cancel``.
+    ``run_id`` names one attempt of one job, so a late report is recognised.
+    """
+
+    kind: str
+    run_id: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return _dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, frame: bytes) -> ExecutorMessage:
+        value = _loads(frame)
+        try:
+            return cls(str(value["kind"]), str(value.get("run_id", "")), dict(value.get("payload") or {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"bad executor message: {frame[:80]!r}") from e

@@ -1,0 +1,77 @@
+"""File storage: where each video's original and outputs live.
+
+The one module that knows the layout ``storage/<videoId>/...``; files are
+written under a temporary name and moved in place only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "avi": "video/x-msvideo",
+    "webm": "video/webm",
+    "mkv": "video/x-matroska",
+    "flv": "video/x-flv",
+    "jpg": "image/jpeg",
+    "aac": "audio/aac",
+}
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.temp_dir = root / ".tmp"
+
+    def prepare(self) -> None:
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+
+    def video_dir(self, video_id: str) -> Path:
+        if not video_id.isalnum():
+            raise ValueError(f"bad video id {video_id!r}")
+        return self.root / video_id
+
+    def original(self, video_id: str, fmt: str) -> Path:
+        return self.video_dir(video_id) / f"original.{fmt}"
+
+    def thumbnail(self, video_id: str) -> Path:
+        return self.video_dir(video_id) / "thumbnail.jpg"
+
+    def resized(self, video_id: str, width: int, height: int, fmt: str) -> Path:
+        return self.video_dir(video_id) / f"{width}x{height}.{fmt}"
+
+    def converted(self, video_id: str, fmt: str) -> Path:
+        return self.video_dir(video_id) / f"converted.{fmt}"
+
+    def job_output(self, job_type: str, video_id: str, params: dict[str, Any], source_fmt: str) -> Path:
+        if job_type == "resize":
+            return self.resized(video_id, int(params["width"]), int(params["height"]), source_fmt)
+        if job_type == "convert":
+            return self.converted(video_id, str(params["format"]))
+        raise ValueError(f"no output for job type {job_type!r}")
+
+    def new_temp(self, suffix: str = "") -> Path:
+        return self.temp_dir / f"{uuid.uuid4().hex}{suffix}.part"
+
+    @staticmethod
+    def partial(final: Path) -> Path:
+        """The name a file is written under until it is complete."""
+        return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.part")
+
+    @staticmethod
+    def commit(temp: Path, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp, final)
+
+    def remove_video(self, video_id: str) -> None:
+        shutil.rmtree(self.video_dir(video_id), ignore_errors=True)
+
+
+def content_type(path: Path) -> str:
+    return CONTENT_TYPES.get(path.suffix.lstrip("."), "application/octet-stream")

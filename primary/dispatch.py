@@ -1,0 +1,118 @@
+"""Executor dispatch: credit-based (an executor holds at most one job), heartbeats, lost executors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from cluster.logs import get_logger
+from cluster.protocol import ExecutorMessage, ProtocolError
+from primary.engine import JobEngine
+from primary.jobs import Job
+
+log = get_logger()
+
+
+@dataclass
+class ExecutorState:
+    identity: bytes
+    pid: int
+    last_seen: float
+    ready: bool = False
+    run_id: str | None = None
+
+
+class ExecutorPool:
+    def __init__(self, socket: zmq.asyncio.Socket, engine: JobEngine, video_lookup: Any,
+                 timeout_s: float, threads_per_ffmpeg: int) -> None:
+        self._socket = socket
+        self._engine = engine
+        self._video_lookup = video_lookup
+        self._timeout_s = timeout_s
+        self._threads = threads_per_ffmpeg
+        self.executors: dict[bytes, ExecutorState] = {}
+        engine.on_work = self.dispatch
+
+    async def serve(self) -> None:
+        while True:
+            identity, frame = await self._socket.recv_multipart()
+            try:
+                self.handle(identity, ExecutorMessage.decode(frame))
+            except ProtocolError as e:
+                log.warning("bad executor message", error=str(e))
+
+    async def watch_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.5, self._timeout_s / 4))
+            deadline = time.monotonic() - self._timeout_s
+            for state in list(self.executors.values()):
+                if state.last_seen < deadline:
+                    self.lose(state.identity, "executor lost: no heartbeat")
+
+    def handle(self, identity: bytes, message: ExecutorMessage) -> None:
+        state = self.executors.get(identity)
+        if message.kind == "hello":
+            self.executors[identity] = ExecutorState(identity, int(message.payload.get("pid", 0)), time.monotonic())
+            log.info("executor joined", executor=identity.decode(), pid=message.payload.get("pid"))
+            return
+        if state is None:
+            return  # a lost executor's late message changes nothing
+        state.last_seen = time.monotonic()
+        if message.kind == "ready":
+            state.ready = True
+            self.dispatch()
+        elif message.kind in ("progress", "done", "failed"):
+            self._report(state, message)
+
+    def _report(self, state: ExecutorState, message: ExecutorMessage) -> None:
+        if message.run_id != state.run_id:
+            return
+        p = message.payload
+        if message.kind == "progress":
+            self._engine.progress(message.run_id, float(p["progress"]), p.get("speed"), p.get("etaSeconds"))
+            return
+        state.run_id = None
+        if message.kind == "done":
+            self._engine.complete(message.run_id, dict(p.get("result") or {}))
+        else:
+            self._engine.fail(message.run_id, str(p.get("error", "unknown error")), bool(p.get("permanent")))
+
+    def dispatch(self) -> None:
+        for state in self.executors.values():
+            if not (state.ready and state.run_id is None):
+                continue
+            job = self._engine.next_job()
+            if job is None:
+                return
+            self._run(state, job)
+
+    def _run(self, state: ExecutorState, job: Job) -> None:
+        state.ready = False
+        state.run_id = self._engine.start(job, state.identity.decode())
+        payload = {"jobId": job.id, "type": job.type, "videoId": job.video_id, "params": job.params,
+                   "timeoutS": job.timeout_s, "threads": self._threads, "video": self._video_lookup(job.video_id)}
+        message = ExecutorMessage("run", state.run_id, payload)
+        self._socket.send_multipart([state.identity, message.encode()])
+
+    def lose(self, identity: bytes, reason: str) -> None:
+        state = self.executors.pop(identity, None)
+        if state is None:
+            return
+        log.warning("executor removed", executor=identity.decode(), pid=state.pid, reason=reason)
+        if state.run_id:
+            self._engine.run_lost(state.run_id, reason)
+
+    def lose_pid(self, pid: int, reason: str) -> None:
+        for state in list(self.executors.values()):
+            if state.pid == pid:
+                self.lose(state.identity, reason)
+
+    def cancel(self, run_id: str) -> None:
+        for state in self.executors.values():
+            if state.run_id == run_id:
+                self._socket.send_multipart([state.identity, ExecutorMessage("cancel", run_id).encode()])

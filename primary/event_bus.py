@@ -1,0 +1,43 @@
+"""The primary's PUB socket: numbers events, and carries the cluster's log lines."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import zmq
+
+from cluster.protocol import LOG_TOPIC, Event
+
+PUB_HWM = 100_000
+
+
+class EventBus:
+    """Sequence numbers grow by one per event across the cluster and survive restarts."""
+
+    def __init__(self, context: zmq.Context, endpoint: str, last_seq: int) -> None:
+        # A plain (not asyncio) socket: PUB never blocks, so publishing is a synchronous call.
+        self._pub = context.socket(zmq.PUB)
+        self._pub.setsockopt(zmq.SNDHWM, PUB_HWM)
+        self._pub.setsockopt(zmq.LINGER, 0)
+        self._pub.bind(endpoint)
+        self._seq = last_seq
+        self.published = 0
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def make(self, name: str, data: dict[str, Any]) -> Event:
+        self._seq += 1
+        return Event(name, self._seq, round(time.time() * 1000, 3), data)
+
+    def publish(self, event: Event) -> None:
+        self._pub.send_multipart(event.encode())
+        self.published += 1
+
+    def publish_log(self, line: bytes) -> None:
+        self._pub.send_multipart([LOG_TOPIC.encode(), line])
+
+    def close(self) -> None:
+        self._pub.close(linger=0)

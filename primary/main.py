@@ -1,0 +1,150 @@
+"""The primary: owns the queue and the store, publishes events, supervises the children."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+from contextlib import suppress
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from cluster.child import EXIT_BOOT_FAILURE
+from cluster.config import ClusterConfig
+from cluster.logs import configure_logging, get_logger
+from primary.control import ControlServer
+from primary.dispatch import ExecutorPool
+from primary.engine import JobEngine
+from primary.event_bus import EventBus
+from primary.listener import bind_listener
+from primary.retry import RetryPolicy, RetryTracker
+from primary.store import JobStore
+from primary.supervisor import Child, ChildSpec, Supervisor
+
+log = get_logger()
+
+PRUNE_INTERVAL_S = 60.0
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+class Primary:
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def run(self) -> int:
+        config = self.config
+        lock = _lock_run_dir(config.run_dir)
+        listener = bind_listener(config.host, config.port)
+        context = zmq.asyncio.Context()
+        store = JobStore(config.db_path)
+        bus = EventBus(zmq.Context.shadow(context.underlying), config.endpoint("events"), store.last_seq())
+        configure_logging("primary", config.log_level, config.log_format, sink=bus.publish_log)
+        engine = JobEngine(store, bus, RetryTracker(RetryPolicy(config.max_retries, config.retry_initial_ms)))
+        executor_socket = _bind(context, zmq.ROUTER, config.endpoint("executors"))
+        pool = ExecutorPool(executor_socket, engine, store.get_video, config.executor_timeout_s,
+                            config.threads_per_ffmpeg)
+        supervisor = Supervisor(config, lambda child, code: self._child_exited(pool, child, code))
+        control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), engine, store,
+                                supervisor.processes, config.job_timeout_s, config.max_retries)
+        logs = _bind(context, zmq.PULL, config.endpoint("logs"))
+        engine.recover()
+        self._tasks = [asyncio.create_task(coro) for coro in (
+            control.serve(), pool.serve(), pool.watch_heartbeats(), _forward_logs(logs, bus),
+            _prune_events(store, config.event_retention),
+        )]
+        self._install_signal_handlers()
+        await supervisor.start(ChildSpec("web", "workers.web", (listener.fileno(),)), config.workers)
+        await supervisor.start(ChildSpec("executor", "workers.executor"), config.executors)
+        log.info("cluster started", port=config.port, workers=config.workers, executors=config.executors)
+        await self._stop.wait()
+        log.info("cluster stopping")
+        await supervisor.stop(config.shutdown_grace_s)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        engine.close()
+        listener.close()
+        for sock in (executor_socket, logs, control._socket):
+            sock.close(linger=0)
+        bus.close()
+        context.term()
+        store.close()
+        _release_run_dir(config.run_dir, lock)
+        log.info("cluster stopped")
+        return 0
+
+    def _child_exited(self, pool: ExecutorPool, child: Child, code: int) -> None:
+        if child.spec.role == "executor":
+            pool.lose_pid(child.pid, "executor lost: process exited" if code != EXIT_BOOT_FAILURE
+                          else "executor failed to boot")
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+
+
+def _bind(context: zmq.asyncio.Context, kind: int, endpoint: str) -> zmq.asyncio.Socket:
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    if kind == zmq.PULL:
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+    sock.bind(endpoint)
+    return sock
+
+
+async def _forward_logs(pull: zmq.asyncio.Socket, bus: EventBus) -> None:
+    while True:
+        bus.publish_log(await pull.recv())
+
+
+async def _prune_events(store: JobStore, keep: int) -> None:
+    while True:
+        await asyncio.sleep(PRUNE_INTERVAL_S)
+        store.prune_events(keep)
+
+
+def _lock_run_dir(run_dir: Path) -> int:
+    """One primary per data dir: a second one would fight over the store and the sockets."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(run_dir, 0o700)
+    fd = os.open(run_dir / "primary.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+        os.close(fd)
+        raise AlreadyRunning(f"another primary is running on {run_dir.parent}") from e
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    for stale in run_dir.glob("*.ipc"):  # left by a primary that was killed
+        stale.unlink()
+    return fd
+
+
+def _release_run_dir(run_dir: Path, fd: int) -> None:
+    for path in run_dir.glob("*.ipc"):
+        with suppress(FileNotFoundError):
+            path.unlink()
+    with suppress(FileNotFoundError):
+        (run_dir / "primary.lock").unlink()
+    os.close(fd)
+
+
+def run_primary(config: ClusterConfig) -> int:
+    configure_logging("primary", config.log_level, config.log_format)
+    try:
+        return asyncio.run(Primary(config).run())
+    except AlreadyRunning as e:
+        log.error(str(e))
+        return 1
+    except OSError as e:
+        log.error("cannot start", error=str(e))
+        return 1

@@ -1,0 +1,129 @@
+"""An executor process: asks the primary for work, runs one ffmpeg at a time, heart-beats."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from contextlib import suppress
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from cluster import media
+from cluster.child import LogShipper, child_config, die_with_parent, watch_parent
+from cluster.config import ClusterConfig
+from cluster.logs import configure_logging, get_logger
+from cluster.protocol import ExecutorMessage, ProtocolError
+from cluster.storage import LocalStorage
+from workers.executor.jobs import JobFailure, execute
+
+log = get_logger()
+
+PROGRESS_INTERVAL_S = 0.1
+
+
+class Executor:
+    def __init__(self, config: ClusterConfig, context: zmq.asyncio.Context) -> None:
+        self._config = config
+        self._socket = context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.IDENTITY, f"executor-{os.getpid()}".encode())
+        self._socket.connect(config.endpoint("executors"))
+        self._storage = LocalStorage(config.storage_dir)
+        self._ffmpeg = media.find_ffmpeg(config.ffmpeg)
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    async def serve(self) -> None:
+        await self._send("hello", payload={"pid": os.getpid()})
+        await self._send("ready")
+        while True:
+            try:
+                message = ExecutorMessage.decode(await self._socket.recv())
+            except ProtocolError as e:
+                log.warning("bad message from the primary", error=str(e))
+                continue
+            if message.kind == "run":
+                task = asyncio.create_task(self._run(message.run_id, message.payload))
+                self._running[message.run_id] = task
+            elif message.kind == "cancel" and message.run_id in self._running:
+                self._running[message.run_id].cancel()
+
+    async def heartbeat(self) -> None:
+        while True:
+            await self._send("heartbeat")
+            await asyncio.sleep(self._config.heartbeat_interval_s)
+
+    async def stop(self) -> None:
+        """Kill the running ffmpeg (its partial output goes with it); the primary re-queues the job."""
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._socket.close(linger=0)
+
+    async def _run(self, run_id: str, payload: dict[str, Any]) -> None:
+        job_log = log.bind(jobId=payload.get("jobId"), videoId=payload.get("videoId"))
+        job_log.info("job started", type=payload.get("type"))
+        try:
+            result = await execute(payload, self._storage, self._ffmpeg, self._progress_reporter(run_id))
+        except JobFailure as e:
+            job_log.warning("job failed", error=str(e), permanent=e.permanent)
+            await self._send("failed", run_id, {"error": str(e), "permanent": e.permanent, "stderr": e.stderr_tail})
+        except (OSError, media.MediaError) as e:
+            job_log.exception("job failed")
+            await self._send("failed", run_id, {"error": str(e), "permanent": False})
+        else:
+            job_log.info("job completed")
+            await self._send("done", run_id, {"result": result})
+        finally:
+            self._running.pop(run_id, None)
+        await self._send("ready")
+
+    def _progress_reporter(self, run_id: str) -> Any:
+        last = {"at": 0.0, "percent": -1.0}
+
+        def report(percent: float, speed: float | None, eta_s: float | None) -> None:
+            now = time.monotonic()
+            if percent <= last["percent"] or (now - last["at"] < PROGRESS_INTERVAL_S and percent < 100):
+                return
+            last.update(at=now, percent=percent)
+            payload = {"progress": percent, "speed": speed, "etaSeconds": None if eta_s is None else round(eta_s, 2)}
+            self._socket.send(ExecutorMessage("progress", run_id, payload).encode())
+
+        return report
+
+    async def _send(self, kind: str, run_id: str = "", payload: dict[str, Any] | None = None) -> None:
+        await self._socket.send(ExecutorMessage(kind, run_id, payload or {}).encode())
+
+
+async def serve(config: ClusterConfig, parent: int) -> None:
+    context = zmq.asyncio.Context()
+    shipper = LogShipper(context, config)
+    configure_logging("executor", config.log_level, config.log_format, sink=shipper)
+    executor = Executor(config, context)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    tasks = [asyncio.create_task(c) for c in (executor.serve(), executor.heartbeat(), watch_parent(parent, stop))]
+    log.info("executor ready", ffmpeg=executor._ffmpeg)
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await executor.stop()
+    with suppress(asyncio.CancelledError):
+        await asyncio.gather(*tasks, return_exceptions=True)
+    log.info("executor stopped")
+    shipper.close()
+    context.destroy(linger=0)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the primary decides
+    parent = die_with_parent()
+    asyncio.run(serve(child_config(), parent))
+
+
+if __name__ == "__main__":
+    main()

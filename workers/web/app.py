@@ -1,0 +1,190 @@
+"""The web worker's Starlette application: the HTTP API, the asset downloads, /ws and the pages."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from cluster import jobspec
+from cluster.config import ClusterConfig
+from cluster.storage import LocalStorage, content_type
+from workers.web.errors import EXCEPTION_HANDLERS, ApiError
+from workers.web.hub import Hub
+from workers.web.rpc import ControlClient
+from workers.web.uploads import ingest, receive_body, upload_extension
+from workers.web.websocket import websocket_endpoint
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+HEALTH_TTL_S = 0.2
+
+
+@dataclass
+class WorkerState:
+    config: ClusterConfig
+    rpc: ControlClient
+    hub: Hub
+    storage: LocalStorage
+    ffmpeg: str
+    health: tuple[float, bytes] = (0.0, b"")
+
+
+def build_app(state: WorkerState) -> Starlette:
+    routes = [
+        Route("/api/health", health),
+        Route("/api/upload-video", upload_video, methods=["POST"]),
+        Route("/api/video/resize", resize_video, methods=["PUT"]),
+        Route("/api/video/convert", convert_video, methods=["PUT"]),
+        Route("/api/videos", list_videos),
+        Route("/api/jobs", list_jobs),
+        Route("/api/jobs/{job_id}", get_job),
+        Route("/get-video-asset", get_video_asset),
+        WebSocketRoute("/ws", websocket_endpoint),
+        Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
+    ]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    app.state.worker = state
+    return app
+
+
+def _state(request: Request) -> WorkerState:
+    return request.app.state.worker
+
+
+async def health(request: Request) -> Response:
+    """Served from a snapshot at most HEALTH_TTL_S old, so probes and load balancers cost the primary little."""
+    state = _state(request)
+    fetched_at, body = state.health
+    if time.monotonic() - fetched_at > HEALTH_TTL_S:
+        body = json.dumps(await state.rpc.call("health")).encode()
+        state.health = (time.monotonic(), body)
+    return Response(body, media_type="application/json")
+
+
+async def upload_video(request: Request) -> JSONResponse:
+    state = _state(request)
+    ext = upload_extension(request.headers.get("filename"))
+    temp = await receive_body(request, state.storage, state.config.max_upload_mb * 1024 * 1024)
+    video_id, info = await ingest(temp, ext, state.storage, state.ffmpeg)
+    try:
+        await state.rpc.call("add_video", videoId=video_id, name=request.headers["filename"], info=info)
+    except Exception:
+        state.storage.remove_video(video_id)
+        raise
+    return JSONResponse({"videoId": video_id}, status_code=201)
+
+
+async def resize_video(request: Request) -> JSONResponse:
+    body = await _json_body(request)
+    video = await _video(request, body.get("videoId"))
+    params = jobspec.resize_params(body)
+    return await _submit(request, "resize", video, params, body)
+
+
+async def convert_video(request: Request) -> JSONResponse:
+    body = await _json_body(request)
+    video = await _video(request, request.query_params.get("videoId"))
+    params = jobspec.convert_params(body.get("format"), video["info"]["format"])
+    return await _submit(request, "convert", video, params, body)
+
+
+async def list_videos(request: Request) -> JSONResponse:
+    videos = await _state(request).rpc.call("list_videos")
+    return JSONResponse([_video_view(v) for v in videos])
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    q = request.query_params
+    limit = q.get("limit", "100")
+    if not limit.isdigit() or not 0 < int(limit) <= 1000:
+        raise ApiError(400, "limit must be between 1 and 1000")
+    jobs = await _state(request).rpc.call("list_jobs", state=q.get("state"), videoId=q.get("videoId"),
+                                          type=q.get("type"), limit=int(limit))
+    return JSONResponse(jobs)
+
+
+async def get_job(request: Request) -> JSONResponse:
+    return JSONResponse(await _state(request).rpc.call("get_job", jobId=request.path_params["job_id"]))
+
+
+async def get_video_asset(request: Request) -> FileResponse:
+    q = request.query_params
+    video = await _video(request, q.get("videoId"))
+    path = _asset_path(_state(request).storage, video, q.get("type"), q)
+    if not path.is_file():
+        raise ApiError(404, "that asset does not exist (yet)")
+    return FileResponse(path, media_type=content_type(path), filename=f"{video['videoId']}-{path.name}")
+
+
+# helpers
+
+
+def _asset_path(storage: LocalStorage, video: dict[str, Any], kind: str | None, q: Any) -> Path:
+    video_id, fmt = video["videoId"], video["info"]["format"]
+    if kind == "original":
+        return storage.original(video_id, fmt)
+    if kind == "thumbnail":
+        return storage.thumbnail(video_id)
+    if kind == "resize":
+        width, _, height = (q.get("dimensions") or "").partition("x")
+        if not (width.isdigit() and height.isdigit()):
+            raise ApiError(400, "dimensions must look like 320x240")
+        return storage.resized(video_id, int(width), int(height), fmt)
+    if kind == "converted":
+        target = q.get("format")
+        if target not in jobspec.VIDEO_FORMATS:
+            raise ApiError(400, "format must be one of " + ", ".join(jobspec.VIDEO_FORMATS))
+        return storage.converted(video_id, target)
+    raise ApiError(400, "type must be original, thumbnail, resize or converted")
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiError(400, "the body is not valid JSON") from e
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+async def _video(request: Request, video_id: Any) -> dict[str, Any]:
+    if not isinstance(video_id, str) or not video_id:
+        raise ApiError(400, "videoId is required")
+    if not video_id.isalnum():
+        raise ApiError(404, f"video {video_id} not found")
+    return await _state(request).rpc.call("get_video", videoId=video_id)
+
+
+async def _submit(request: Request, job_type: str, video: dict[str, Any], params: dict[str, Any],
+                  body: dict[str, Any]) -> JSONResponse:
+    options = jobspec.job_options(body)
+    answer = await _state(request).rpc.call("submit_job", type=job_type, videoId=video["videoId"],
+                                            params=params, **options)
+    return JSONResponse({"jobId": answer["jobId"]}, status_code=202 if answer["created"] else 200)
+
+
+def _video_view(video: dict[str, Any]) -> dict[str, Any]:
+    info = video["info"]
+    return {
+        "videoId": video["videoId"],
+        "name": video["name"],
+        "extension": info["format"],
+        "dimensions": {"width": info["width"], "height": info["height"]},
+        "duration": info["duration"],
+        "size": info["sizeBytes"],
+        "videoCodec": info["videoCodec"],
+        "audioCodec": info["audioCodec"],
+        "createdAt": video["createdAt"],
+        "resizes": video.get("resizes", {}),
+        "conversions": video.get("conversions", {}),
+    }

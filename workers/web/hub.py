@@ -1,0 +1,77 @@
+"""WebSocket fan-out: each event reaches each client that may see it, once.
+
+Every client has a bounded queue drained by its own sender task, so a slow
+client is dropped (it can reconnect and resume) and never slows the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from starlette.websockets import WebSocket
+
+from cluster.protocol import Event
+
+CLOSE_TOO_SLOW = 1013  # "try again later"
+
+
+class WsClient:
+    def __init__(self, websocket: WebSocket, queue_size: int, sees_all: bool = True) -> None:
+        self.websocket = websocket
+        self.rooms: set[str] = set()
+        self.sees_all = sees_all
+        self.dropped = False
+        self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+
+    def may_see(self, event: Event) -> bool:
+        return self.sees_all or event.data.get("videoId") in self.rooms
+
+    def offer(self, text: str) -> bool:
+        try:
+            self._queue.put_nowait(text)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def send_forever(self) -> None:
+        while True:
+            text = await self._queue.get()
+            await self.websocket.send_text(text)
+
+
+class Hub:
+    def __init__(self, queue_size: int) -> None:
+        self._queue_size = queue_size
+        self.clients: set[WsClient] = set()
+        self.delivered = 0
+
+    def connect(self, websocket: WebSocket) -> WsClient:
+        client = WsClient(websocket, self._queue_size)
+        self.clients.add(client)
+        return client
+
+    def disconnect(self, client: WsClient) -> None:
+        self.clients.discard(client)
+
+    def deliver(self, event: Event, text: str) -> None:
+        for client in list(self.clients):
+            if not client.may_see(event):
+                continue
+            if client.offer(text):
+                self.delivered += 1
+            else:
+                self._drop(client)
+
+    def _drop(self, client: WsClient) -> None:
+        client.dropped = True
+        self.clients.discard(client)
+        asyncio.get_running_loop().create_task(_close(client.websocket, CLOSE_TOO_SLOW, "too slow"))
+
+    async def close_all(self, code: int, reason: str) -> None:
+        await asyncio.gather(*(_close(c.websocket, code, reason) for c in self.clients))
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):  # the peer may be gone already
+        await websocket.close(code, reason)

@@ -1,0 +1,55 @@
+"""The /ws endpoint: room subscriptions from the client, events from the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from workers.web.hub import WsClient
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    hub = websocket.app.state.worker.hub
+    await websocket.accept()
+    client = hub.connect(websocket)
+    sender = asyncio.create_task(client.send_forever())
+    try:
+        while True:
+            await _handle(client, await websocket.receive_text())
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # closed by the client, or by the hub for being too slow
+    finally:
+        hub.disconnect(client)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+
+
+async def _handle(client: WsClient, text: str) -> None:
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError:
+        await _reply(client, {"type": "error", "error": "messages must be JSON"})
+        return
+    kind = message.get("type") if isinstance(message, dict) else None
+    video_id = message.get("videoId") if isinstance(message, dict) else None
+    if kind in ("subscribe-video", "unsubscribe-video"):
+        if not isinstance(video_id, str) or not video_id:
+            await _reply(client, {"type": "error", "error": "videoId is required"})
+            return
+        if kind == "subscribe-video":
+            client.rooms.add(video_id)
+            await _reply(client, {"type": "subscribed", "videoId": video_id})
+        else:
+            client.rooms.discard(video_id)
+            await _reply(client, {"type": "unsubscribed", "videoId": video_id})
+        return
+    await _reply(client, {"type": "error", "error": f"unknown message type {kind!r}"})
+
+
+async def _reply(client: WsClient, message: dict[str, Any]) -> None:
+    client.offer(json.dumps(message))
