@@ -61,8 +61,15 @@ class LocalStorage:
 
     @staticmethod
     def partial(final: Path) -> Path:
-        """The name a file is written under until it is complete."""
-        return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.part")
+        """The name a file is written under until it is complete; a retry overwrites its predecessor's."""
+        return final.with_name(f".{final.name}.part")
+
+    def sweep_partials(self) -> int:
+        """Remove what writers that died left half-written; only safe while no writer runs."""
+        stale = [*self.root.glob("*/.*.part"), *self.temp_dir.glob("*.part")]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     @staticmethod
     def commit(temp: Path, final: Path) -> None:

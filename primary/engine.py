@@ -168,8 +168,7 @@ class JobEngine:
         job = self.active.get(job_id) if job_id else None
         if job is None or job.run_id != run_id or job.state is not JobState.RUNNING:
             return None
-        job.run_id = None
-        job.executor = None
+        job.run_id = None  # job.executor stays: the executor of the latest attempt
         return job
 
     def _track(self, job: Job) -> None:

@@ -84,6 +84,7 @@ class Job:
             "failedAt": self.failed_at,
             "cancelledAt": self.cancelled_at,
             "retryAt": self.retry_at,
+            "executor": self.executor,
         }
 
 

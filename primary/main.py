@@ -15,6 +15,7 @@ import zmq.asyncio
 from cluster.child import EXIT_BOOT_FAILURE
 from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
+from cluster.storage import LocalStorage
 from primary.control import ControlServer
 from primary.dispatch import ExecutorPool
 from primary.engine import JobEngine
@@ -53,9 +54,13 @@ class Primary:
                             config.threads_per_ffmpeg)
         supervisor = Supervisor(config, lambda child, code: self._child_exited(pool, child, code))
         control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), engine, store,
-                                supervisor.processes, config.job_timeout_s, config.max_retries)
+                                lambda: _describe_processes(supervisor, pool), config.job_timeout_s,
+                                config.max_retries)
         logs = _bind(context, zmq.PULL, config.endpoint("logs"))
         engine.recover()
+        swept = LocalStorage(config.storage_dir).sweep_partials()  # no child runs yet
+        if swept:
+            log.info("removed partial files", count=swept)
         self._tasks = [asyncio.create_task(coro) for coro in (
             control.serve(), pool.serve(), pool.watch_heartbeats(), _forward_logs(logs, bus),
             _prune_events(store, config.event_retention),
@@ -90,6 +95,12 @@ class Primary:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
+
+
+def _describe_processes(supervisor: Supervisor, pool: ExecutorPool) -> list[dict[str, object]]:
+    """The live processes; an executor is ``joined`` once it has said hello to the pool."""
+    joined = {state.pid for state in pool.executors.values()}
+    return [{**p, "joined": p["pid"] in joined} if p["role"] == "executor" else p for p in supervisor.processes()]
 
 
 def _bind(context: zmq.asyncio.Context, kind: int, endpoint: str) -> zmq.asyncio.Socket:

@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from cluster import jobspec
 from cluster.config import ClusterConfig
+from cluster.logs import get_logger
 from cluster.storage import LocalStorage, content_type
 from workers.web.errors import EXCEPTION_HANDLERS, ApiError
 from workers.web.hub import Hub
@@ -25,6 +26,8 @@ from workers.web.websocket import websocket_endpoint
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 HEALTH_TTL_S = 0.2
+
+log = get_logger()
 
 
 @dataclass
@@ -79,6 +82,7 @@ async def upload_video(request: Request) -> JSONResponse:
     except Exception:
         state.storage.remove_video(video_id)
         raise
+    log.info("video uploaded", videoId=video_id, size=info["sizeBytes"], format=info["format"])
     return JSONResponse({"videoId": video_id}, status_code=201)
 
 
@@ -170,6 +174,7 @@ async def _submit(request: Request, job_type: str, video: dict[str, Any], params
     options = jobspec.job_options(body)
     answer = await _state(request).rpc.call("submit_job", type=job_type, videoId=video["videoId"],
                                             params=params, **options)
+    log.info("job requested", jobId=answer["jobId"], videoId=video["videoId"], created=answer["created"])
     return JSONResponse({"jobId": answer["jobId"]}, status_code=202 if answer["created"] else 200)
 
 

@@ -14,19 +14,21 @@ from workers.web.hub import WsClient
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     hub = websocket.app.state.worker.hub
-    await websocket.accept()
-    client = hub.connect(websocket)
-    sender = asyncio.create_task(client.send_forever())
+    client = hub.connect(websocket)  # before accept: an event published once the client is connected reaches it
+    sender: asyncio.Task[None] | None = None
     try:
+        await websocket.accept()
+        sender = asyncio.create_task(client.send_forever())
         while True:
             await _handle(client, await websocket.receive_text())
     except (WebSocketDisconnect, RuntimeError):
         pass  # closed by the client, or by the hub for being too slow
     finally:
         hub.disconnect(client)
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await sender
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
 
 
 async def _handle(client: WsClient, text: str) -> None:

@@ -1,0 +1,374 @@
+"""Event fan-out latency: from a job request to each WebSocket client's receipt of that job's job:queued.
+
+The cluster runs with 2 web workers and no executors (jobs stay queued). Client processes (spawned) open
+the /ws connections; the driver sends one resize request every 20 ms and notes each send time on
+CLOCK_MONOTONIC, which is system-wide on Linux, so the clients' receive times compare with it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import multiprocessing
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import httpx
+import imageio_ffmpeg
+import uvloop
+import websockets
+from harness import exit_on_sigterm, raise_fd_limit, running_cluster, verdict, write_summary
+
+WORKERS = 2
+CLIENT_PROCESSES = 4
+CLIENT_COUNTS = (10, 1000)
+JOBS = 100
+SEND_INTERVAL_S = 0.02
+TARGET_P99_MS = 25.0
+CONNECT_CONCURRENCY = 50  # per client process: handshakes in flight at once
+CONNECT_TIMEOUT_S = 120.0
+DELIVERY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+FLUSH_INTERVAL_S = 0.05
+FD_HEADROOM = 256
+
+Record = tuple[int, str, float]  # (client id, jobId, monotonic receive time)
+_widths = itertools.count(2, 2)  # every resize request gets a width of its own, so none is deduplicated
+
+
+# client processes
+
+
+def client_process(url: str, first_id: int, count: int, video_id: str, pipe: Connection) -> None:
+    """Open `count` connections, say "connected", stream job:queued records until the driver says stop."""
+    raise_fd_limit(count + FD_HEADROOM)
+    try:
+        closed = uvloop.run(_client_main(url, first_id, count, video_id, pipe))
+    except Exception as e:
+        pipe.send(("error", f"client process {first_id}: {e!r}"))
+        raise
+    pipe.send(("done", closed))
+
+
+async def _client_main(url: str, first_id: int, count: int, video_id: str, pipe: Connection) -> int:
+    """Returns how many connections the server closed before the driver said stop."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_reader(pipe.fileno(), _stop_on_message, pipe, stop)
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    sockets = await asyncio.wait_for(asyncio.gather(*(_subscribe(url, video_id, gate) for _ in range(count))),
+                                     CONNECT_TIMEOUT_S)
+    records: list[Record] = []
+    readers = [asyncio.create_task(_read(first_id + i, ws, records)) for i, ws in enumerate(sockets)]
+    pipe.send(("connected", count))
+    flusher = asyncio.create_task(_flush_forever(records, pipe))
+    await stop.wait()
+    closed = sum(reader.done() for reader in readers)
+    for task in (flusher, *readers):
+        task.cancel()
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    _flush(records, pipe)
+    return closed
+
+
+def _stop_on_message(pipe: Connection, stop: asyncio.Event) -> None:
+    """Any message from the driver means stop, and so does its hanging up; read it, or closing resets the pipe."""
+    asyncio.get_running_loop().remove_reader(pipe.fileno())
+    with contextlib.suppress(EOFError, OSError):
+        pipe.recv()
+    stop.set()
+
+
+async def _subscribe(url: str, video_id: str, gate: asyncio.Semaphore) -> websockets.ClientConnection:
+    """Connect and wait for the server's "subscribed" reply: from then on the hub delivers to this client."""
+    async with gate:
+        ws = await websockets.connect(url, proxy=None, ping_interval=None, max_queue=None)
+        await ws.send(json.dumps({"type": "subscribe-video", "videoId": video_id}))
+        while json.loads(await ws.recv()).get("type") != "subscribed":
+            pass
+        return ws
+
+
+async def _read(client_id: int, ws: websockets.ClientConnection, records: list[Record]) -> None:
+    """Ends only if the server closes the connection."""
+    try:
+        async for text in ws:
+            received = time.monotonic()
+            event = json.loads(text)
+            if event.get("event") == "job:queued":
+                records.append((client_id, event["data"]["jobId"], received))
+    except websockets.ConnectionClosed:
+        pass
+
+
+async def _flush_forever(records: list[Record], pipe: Connection) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL_S)
+        _flush(records, pipe)
+
+
+def _flush(records: list[Record], pipe: Connection) -> None:
+    if records:
+        pipe.send(("records", records.copy()))
+        records.clear()
+
+
+# the driver's side of the clients
+
+
+@dataclass
+class Collector:
+    """Drains the client processes' pipes on a thread of its own, so that no client ever blocks on a send."""
+
+    pipes: list[Connection]
+    connected: int = 0
+    closed_by_server: int = 0
+    errors: list[str] = field(default_factory=list)
+    arrivals: dict[str, Counter[int]] = field(default_factory=dict)  # jobId -> receipts per client
+    times: list[Record] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def run(self) -> None:
+        """Until every client process has hung up; one that hangs up before saying "done" has failed."""
+        open_pipes, done = list(self.pipes), set()
+        while open_pipes:
+            for pipe in wait(open_pipes):
+                try:
+                    message = pipe.recv()
+                except (EOFError, OSError):
+                    open_pipes.remove(pipe)
+                    if pipe not in done:
+                        self._handle(("error", "a client process exited without a word"))
+                    continue
+                if message[0] == "done":
+                    done.add(pipe)
+                self._handle(message)
+
+    def _handle(self, message: tuple[str, Any]) -> None:
+        kind, value = message
+        with self.changed:
+            if kind == "records":
+                for client_id, job_id, _ in value:
+                    self.arrivals.setdefault(job_id, Counter())[client_id] += 1
+                self.times.extend(value)
+            elif kind == "connected":
+                self.connected += value
+            elif kind == "done":
+                self.closed_by_server += value
+            elif kind == "error":
+                self.errors.append(value)
+            self.changed.notify_all()
+
+    def wait_for(self, what: str, predicate: Callable[[], bool], timeout_s: float) -> None:
+        """Wait until predicate() holds; raise if a client process fails or the deadline passes."""
+        with self.changed:
+            ok = self.changed.wait_for(lambda: bool(self.errors) or predicate(), timeout_s)
+            if self.errors:
+                raise RuntimeError("; ".join(self.errors))
+            if not ok:
+                raise TimeoutError(f"{what}: not within {timeout_s} s")
+
+    def delivered(self, job_ids: list[str], clients: int) -> bool:
+        return all(len(self.arrivals.get(job_id, ())) == clients for job_id in job_ids)
+
+
+def shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+@dataclass
+class ClientPool:
+    """The spawned client processes, their pipes and the collector thread."""
+
+    processes: list[multiprocessing.process.BaseProcess]
+    pipes: list[Connection]
+    collector: Collector
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        """Ask every client to flush and stop, wait for them, kill any that hang."""
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):  # that client process is gone already
+                pipe.send("stop")
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(STOP_TIMEOUT_S)
+        self.thread.join(STOP_TIMEOUT_S)  # ends once every pipe has hung up
+        for pipe in self.pipes:
+            pipe.close()
+
+
+def start_clients(ws_url: str, clients: int, video_id: str) -> ClientPool:
+    context = multiprocessing.get_context("spawn")
+    processes, pipes, first_id = [], [], 0
+    for count in shares(clients, min(CLIENT_PROCESSES, clients)):
+        ours, theirs = context.Pipe()
+        process = context.Process(target=client_process, args=(ws_url, first_id, count, video_id, theirs),
+                                  daemon=True)
+        process.start()
+        theirs.close()
+        processes.append(process)
+        pipes.append(ours)
+        first_id += count
+    collector = Collector(pipes)
+    thread = threading.Thread(target=collector.run, name="collector", daemon=True)
+    thread.start()
+    return ClientPool(processes, pipes, collector, thread)
+
+
+# the driver
+
+
+def submit_resize(http: httpx.Client, video_id: str) -> str:
+    response = http.put("/api/video/resize", json={"videoId": video_id, "width": next(_widths), "height": 240})
+    if response.status_code != 202:
+        raise RuntimeError(f"resize answered {response.status_code}: {response.text}")
+    return response.json()["jobId"]
+
+
+def send_jobs(http: httpx.Client, video_id: str, count: int) -> dict[str, float]:
+    """One request every SEND_INTERVAL_S on a fixed schedule; jobId -> monotonic send time."""
+    sent: dict[str, float] = {}
+    start = time.monotonic()
+    for i in range(count):
+        time.sleep(max(0.0, start + i * SEND_INTERVAL_S - time.monotonic()))
+        send_time = time.monotonic()
+        sent[submit_resize(http, video_id)] = send_time
+    return sent
+
+
+@dataclass(frozen=True)
+class Result:
+    clients: int
+    latencies_ms: list[float]
+    missing: int
+    duplicates: int
+    closed_by_server: int
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.missing == 0 and self.duplicates == 0
+
+    def percentile(self, p: float) -> float:
+        """Nearest rank; NaN if nothing was received."""
+        if not self.latencies_ms:
+            return float("nan")
+        ranked = sorted(self.latencies_ms)
+        return ranked[min(len(ranked) - 1, max(0, round(p / 100 * len(ranked)) - 1))]
+
+
+def analyse(collector: Collector, sent: dict[str, float], clients: int) -> Result:
+    first_receipts: dict[tuple[int, str], float] = {}
+    for client_id, job_id, received in collector.times:
+        if job_id in sent:
+            first_receipts.setdefault((client_id, job_id), received)
+    duplicates = sum(n - 1 for job_id in sent for n in collector.arrivals.get(job_id, Counter()).values())
+    latencies = [(received - sent[job_id]) * 1000 for (_, job_id), received in first_receipts.items()]
+    return Result(clients, latencies, clients * len(sent) - len(first_receipts), duplicates,
+                  collector.closed_by_server)
+
+
+def measure(base_url: str, video_id: str, clients: int) -> Result:
+    """Connect `clients` WebSockets, warm the path up with one job, then time JOBS jobs."""
+    pool = start_clients(base_url.replace("http://", "ws://") + "/ws", clients, video_id)
+    collector = pool.collector
+    sent: dict[str, float] = {}
+    try:
+        collector.wait_for("clients connected", lambda: collector.connected == clients, CONNECT_TIMEOUT_S)
+        with httpx.Client(base_url=base_url, timeout=10.0, trust_env=False) as http:
+            warmup = [submit_resize(http, video_id)]
+            collector.wait_for("warm-up event", lambda: collector.delivered(warmup, clients), DELIVERY_TIMEOUT_S)
+            sent = send_jobs(http, video_id, JOBS)
+        collector.wait_for(f"every job:queued at {clients} clients",
+                           lambda: collector.delivered(list(sent), clients), DELIVERY_TIMEOUT_S)
+    finally:
+        pool.stop()
+    return analyse(collector, sent, clients)
+
+
+def make_clip(directory: Path) -> Path:
+    clip = directory / "clip.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y",
+                    "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=2",
+                    "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(clip)],
+                   check=True, timeout=60)
+    return clip
+
+
+def upload(base_url: str, clip: Path) -> str:
+    response = httpx.post(base_url + "/api/upload-video", content=clip.read_bytes(),
+                          headers={"filename": clip.name}, timeout=30.0, trust_env=False)
+    if response.status_code != 201:
+        raise RuntimeError(f"upload answered {response.status_code}: {response.text}")
+    return response.json()["videoId"]
+
+
+def run(client_counts: tuple[int, ...]) -> list[Result]:
+    raise_fd_limit(max(client_counts) + FD_HEADROOM)  # the web workers inherit it
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vc-bench-events-") as tmp, \
+            running_cluster(WORKERS, executors=0) as cluster:
+        video_id = upload(cluster.url, make_clip(Path(tmp)))
+        for clients in client_counts:
+            result = measure(cluster.url, video_id, clients)
+            print(f"  {clients} clients: p99 {result.percentile(99):.1f} ms", flush=True)
+            results.append(result)
+    return results
+
+
+def report(results: list[Result]) -> tuple[bool, str]:
+    print(f"\njob:queued fan-out latency, {JOBS} jobs one every {SEND_INTERVAL_S * 1000:.0f} ms, "
+          f"{WORKERS} web workers, {CLIENT_PROCESSES} client processes")
+    print(f"{'clients':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}  {'exactly once':14}"
+          f"{'target':16}result")
+    *baselines, top = results
+    for result in baselines:
+        print(_row(result) + "(baseline)")
+    passed = top.exactly_once and top.percentile(99) <= TARGET_P99_MS
+    print(_row(top) + f"{f'p99 <= {TARGET_P99_MS:g} ms':16}{verdict(passed)}")
+    line = (f"events: p99 {top.percentile(99):.1f} ms at {top.clients} clients (target <= {TARGET_P99_MS} ms), "
+            f"{results[0].percentile(99):.1f} ms at {results[0].clients}; exactly once: "
+            f"{'yes' if all(r.exactly_once for r in results) else 'NO'}")
+    return passed, line
+
+
+def _row(result: Result) -> str:
+    figures = "".join(f"{result.percentile(p):9.1f}" for p in (50, 95, 99, 100))
+    return f"{result.clients:8d}{figures}  {_delivery(result):14}"
+
+
+def _delivery(result: Result) -> str:
+    if result.exactly_once:
+        return "yes"
+    return f"NO: {result.missing} missing, {result.duplicates} duplicates, {result.closed_by_server} dropped"
+
+
+def main() -> int:
+    exit_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENT_COUNTS),
+                        help="client counts to run, the last one against the target, the others as baselines")
+    parser.add_argument("--summary-json", type=Path, help="write the verdict here (for run_all.py)")
+    args = parser.parse_args()
+    passed, line = report(run(tuple(args.clients)))
+    write_summary(args.summary_json, "events", passed, line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

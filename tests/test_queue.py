@@ -1,0 +1,128 @@
+"""JobQueue: high before normal before low, FIFO within a level, true 1-based positions."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.protocol import Priority
+from primary.queue import JobQueue
+
+H, N, L = Priority.HIGH, Priority.NORMAL, Priority.LOW
+
+
+def _queue(pushes: list[tuple[str, Priority]]) -> tuple[JobQueue, list[int]]:
+    queue = JobQueue()
+    positions = [queue.push(job_id, priority) for job_id, priority in pushes]
+    return queue, positions
+
+
+def _drain(queue: JobQueue) -> list[str]:
+    popped = []
+    while (job_id := queue.pop()) is not None:
+        popped.append(job_id)
+    return popped
+
+
+ORDER_CASES = [
+    ([("a", N)], ["a"]),
+    ([("a", N), ("b", N), ("c", N)], ["a", "b", "c"]),
+    ([("a", L), ("b", N), ("c", H)], ["c", "b", "a"]),
+    ([("l1", L), ("n1", N), ("h1", H), ("l2", L), ("n2", N), ("h2", H)], ["h1", "h2", "n1", "n2", "l1", "l2"]),
+    ([("l1", L), ("l2", L), ("l3", L), ("h1", H)], ["h1", "l1", "l2", "l3"]),
+]
+
+
+@pytest.mark.parametrize(("pushes", "order"), ORDER_CASES)
+def test_pop_order_is_priority_then_fifo(pushes: list[tuple[str, Priority]], order: list[str]) -> None:
+    queue, _ = _queue(pushes)
+    assert _drain(queue) == order
+    assert len(queue) == 0
+
+
+@pytest.mark.parametrize(("pushes", "order"), ORDER_CASES)
+def test_position_matches_pop_order(pushes: list[tuple[str, Priority]], order: list[str]) -> None:
+    queue, _ = _queue(pushes)
+    assert [queue.position(job_id) for job_id in order] == list(range(1, len(order) + 1))
+
+
+@pytest.mark.parametrize(("pushes", "positions"), [
+    ([("a", N), ("b", N), ("c", N)], [1, 2, 3]),
+    ([("a", N), ("b", H)], [1, 1]),
+    ([("a", H), ("b", N)], [1, 2]),
+    ([("a", L), ("b", N), ("c", H)], [1, 1, 1]),
+    ([("l1", L), ("l2", L), ("n1", N)], [1, 2, 1]),
+    ([("h1", H), ("n1", N), ("l1", L), ("h2", H), ("n2", N)], [1, 2, 3, 2, 4]),
+])
+def test_push_returns_true_position(pushes: list[tuple[str, Priority]], positions: list[int]) -> None:
+    _, returned = _queue(pushes)
+    assert returned == positions
+
+
+def test_remove_shifts_positions_and_pop_skips_removed() -> None:
+    queue, _ = _queue([("a", N), ("b", N), ("c", N), ("h", H)])
+    assert queue.remove("b") is True
+    assert "b" not in queue
+    assert len(queue) == 3
+    assert queue.position("c") == 3  # h, a, c
+    assert _drain(queue) == ["h", "a", "c"]
+
+
+@pytest.mark.parametrize("job_id", ["missing", "b"])
+def test_remove_unknown_or_already_removed_returns_false(job_id: str) -> None:
+    queue, _ = _queue([("a", N), ("b", N)])
+    queue.remove("b")
+    assert queue.remove(job_id) is False
+    assert len(queue) == 1
+
+
+def test_removed_job_can_be_pushed_again_at_the_back() -> None:
+    queue, _ = _queue([("a", N), ("b", N)])
+    queue.remove("a")
+    assert queue.push("a", N) == 2
+    assert _drain(queue) == ["b", "a"]
+
+
+def test_pop_on_empty_returns_none() -> None:
+    queue = JobQueue()
+    assert queue.pop() is None
+    queue.push("a", L)
+    assert queue.pop() == "a"
+    assert queue.pop() is None
+
+
+@pytest.mark.parametrize(("first", "second", "order"), [
+    (N, N, ["x", "a"]),
+    (N, H, ["x", "a"]),
+    (L, H, ["x", "a"]),
+    (H, L, ["a", "x"]),
+])
+def test_duplicate_push_raises_and_leaves_queue_unchanged(first: Priority, second: Priority,
+                                                          order: list[str]) -> None:
+    queue, _ = _queue([("x", N), ("a", first)])
+    with pytest.raises(ValueError, match="a is queued"):
+        queue.push("a", second)
+    assert len(queue) == 2
+    assert _drain(queue) == order  # still at its first priority, not the second
+
+
+def test_position_of_unknown_job_raises_key_error() -> None:
+    queue, _ = _queue([("a", N)])
+    with pytest.raises(KeyError):
+        queue.position("nope")
+
+
+@pytest.mark.parametrize(("pushes", "popped", "length", "inside", "outside"), [
+    ([], 0, 0, [], ["a"]),
+    ([("a", N)], 0, 1, ["a"], ["b"]),
+    ([("a", N), ("b", H), ("c", L)], 0, 3, ["a", "b", "c"], ["d"]),
+    ([("a", N), ("b", H), ("c", L)], 1, 2, ["a", "c"], ["b"]),
+    ([("a", N), ("b", H), ("c", L)], 3, 0, [], ["a", "b", "c"]),
+])
+def test_len_and_contains(pushes: list[tuple[str, Priority]], popped: int, length: int,
+                          inside: list[str], outside: list[str]) -> None:
+    queue, _ = _queue(pushes)
+    for _ in range(popped):
+        queue.pop()
+    assert len(queue) == length
+    assert all(job_id in queue for job_id in inside)
+    assert not any(job_id in queue for job_id in outside)
