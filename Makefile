@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: cluster test tap bench lint clean
+.PHONY: cluster test tap bench lint clean browser
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,12 @@ cluster: $(STAMP)
 tap: $(STAMP)
 	$(PY) run_cluster.py tap $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/pytest -q $(ARGS)
+
+# Debian's Chromium for the page tests (Playwright drives it; it cannot download its own here)
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 bench: $(STAMP)
 	bash bench/install-tools.sh

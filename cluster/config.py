@@ -121,6 +121,8 @@ def validate(config: ClusterConfig) -> None:
         raise ValueError("--workers must be at least 1")
     if config.executors < 0:
         raise ValueError("--executors must not be negative")
+    if config.event_retention < 1:
+        raise ValueError("--event-retention must be at least 1")
     if config.log_format not in ("json", "console"):
         raise ValueError("--log-format must be json or console")
 

@@ -36,7 +36,7 @@ def job_options(body: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     priority = body.get("priority")
     if priority is not None:
-        if priority not in {p.value for p in Priority}:
+        if not isinstance(priority, str) or priority not in {p.value for p in Priority}:
             raise InvalidJob("priority must be high, normal or low")
         options["priority"] = priority
     timeout = body.get("timeout")

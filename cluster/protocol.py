@@ -61,7 +61,7 @@ class EventName(str, Enum):
 def _loads(frame: bytes) -> dict[str, Any]:
     try:
         value = json.loads(frame)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ProtocolError(f"not JSON: {frame[:80]!r}") from e
     if not isinstance(value, dict):
         raise ProtocolError(f"not a JSON object: {frame[:80]!r}")

@@ -57,7 +57,7 @@ class JobEngine:
             elif job.state is JobState.RUNNING:
                 log.info("job requeued after restart", jobId=job.id, videoId=job.video_id)
                 job.attempts -= 1  # interrupted by the restart, not failed
-                self._enqueue(job)
+                self._enqueue(job, keep_order=True)
             else:
                 self.queue.push(job.id, job.priority)
         log.info("jobs recovered", count=len(self.active), queued=len(self.queue))
@@ -151,11 +151,14 @@ class JobEngine:
             job.retry_at = None
             self._enqueue(job)
 
-    def _enqueue(self, job: Job) -> None:
-        self._order += 1
+    def _enqueue(self, job: Job, keep_order: bool = False) -> None:
+        if not keep_order:
+            self._order += 1
+            job.queue_order = self._order
         job.state = JobState.QUEUED
-        job.queue_order = self._order
         job.queued_at = now_ms()
+        if job.run_id:
+            self._by_run.pop(job.run_id, None)
         job.run_id = None
         job.executor = None
         position = self.queue.push(job.id, job.priority)

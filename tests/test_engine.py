@@ -343,10 +343,6 @@ def test_recover_retries_a_delayed_job_left_by_the_previous_run(open_primary: Op
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: recover() re-registers a running job's old run_id in _by_run (via _track), then "
-                          "_enqueue clears job.run_id but never removes that mapping, so progress() for the dead "
-                          "run still finds the job and changes it")
 def test_late_progress_for_a_run_interrupted_by_a_restart_changes_nothing(open_primary: OpenPrimary) -> None:
     first = open_primary()
     job, _ = first.submit()
@@ -364,9 +360,6 @@ def test_late_progress_for_a_run_interrupted_by_a_restart_changes_nothing(open_p
     assert second.engine.job_for_run(old_run) is None
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: recover() re-queues a running job in memory at its old place but _enqueue stores a "
-                          "new, highest queue_order, so a second restart moves it to the back")
 def test_queue_order_is_the_same_after_each_restart(open_primary: OpenPrimary) -> None:
     first = open_primary()
     for video in "abc":

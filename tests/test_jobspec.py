@@ -99,9 +99,6 @@ def test_job_options_refuses_unknown_priority(priority: Any) -> None:
         job_options({"priority": priority})
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="BUG: job_options tests `priority not in {set}`, so an unhashable JSON value (list, object) "
-                          "raises TypeError (a 500 from the web worker) instead of InvalidJob (400)")
 @pytest.mark.parametrize("priority", [["high"], {"level": "high"}])
 def test_job_options_refuses_unhashable_priority(priority: Any) -> None:
     with pytest.raises(InvalidJob):

@@ -3,13 +3,9 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-# The repo is not an installed package; make `cluster` importable from a bare `pytest` run.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cluster.media import (
     OUTPUT_CODECS,

@@ -87,10 +87,6 @@ def test_event_decode_missing_or_bad_fields(body: dict[str, object]) -> None:
         Event.decode([b"job:queued", _json(body)])
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="BUG: protocol._loads catches only UnicodeDecodeError/JSONDecodeError, so deeply nested "
-                          "JSON raises RecursionError instead of ProtocolError (it escapes ControlServer.answer and "
-                          "ExecutorPool.serve, which only catch ProtocolError)")
 @pytest.mark.parametrize("decode", [
     lambda frame: Event.decode([b"job:queued", frame]),
     Request.decode,
