@@ -24,12 +24,16 @@ class ClusterConfig:
     max_retries: int = 3
     retry_initial_ms: int = 2000
     job_timeout_s: float = 3600.0
+    max_job_timeout_s: float = 6 * 3600.0
+    job_policies: str = ""
     heartbeat_interval_s: float = 1.0
     executor_timeout_s: float = 5.0
     max_upload_mb: int = 4096
     ws_queue_size: int = 1000
     shutdown_grace_s: float = 5.0
     event_retention: int = 100_000
+    event_retention_s: float = 7 * 24 * 3600.0
+    pub_hwm: int = 100_000
     log_level: str = "info"
     log_format: str = "json"
 
@@ -77,12 +81,17 @@ _HELP = {
     "max_retries": "retries after a job's first attempt",
     "retry_initial_ms": "first retry back-off; doubles on each retry",
     "job_timeout_s": "default per-job timeout in seconds",
+    "max_job_timeout_s": "largest timeout a request may ask for",
+    "job_policies": "per job type retry/timeout policy, e.g. 'resize:retries=5,backoff_ms=1000,factor=2,"
+                    "cap_ms=60000,timeout_s=600;hls:timeout_s=7200'",
     "heartbeat_interval_s": "executor heartbeat interval",
     "executor_timeout_s": "an executor silent this long is declared lost",
     "max_upload_mb": "largest accepted upload in MiB",
     "ws_queue_size": "events buffered per WebSocket client before it is dropped",
-    "shutdown_grace_s": "seconds children get to exit on shutdown before SIGKILL",
+    "shutdown_grace_s": "on SIGTERM, seconds running jobs get to finish (then they wait in the store)",
     "event_retention": "number of events kept in the store for resuming clients",
+    "event_retention_s": "age in seconds after which stored events are pruned",
+    "pub_hwm": "events queued per slow subscriber before the PUB socket drops (workers then fetch the gap)",
     "log_level": "debug, info, warning or error",
     "log_format": "json (for the tap and log shippers) or console",
 }

@@ -10,8 +10,9 @@ import zmq.asyncio
 
 from cluster.logs import get_logger
 from cluster.protocol import JobState, Priority, ProtocolError, Reply, Request
-from primary.engine import JobEngine
+from primary.engine import EngineError, JobEngine
 from primary.jobs import Job
+from primary.stats import queue_stats
 from primary.store import JobStore
 
 log = get_logger()
@@ -25,13 +26,12 @@ class RequestError(Exception):
 
 class ControlServer:
     def __init__(self, socket: zmq.asyncio.Socket, engine: JobEngine, store: JobStore,
-                 processes: Callable[[], list[dict[str, Any]]], default_timeout_s: float, max_retries: int) -> None:
+                 processes: Callable[[], list[dict[str, Any]]], max_timeout_s: float) -> None:
         self._socket = socket
         self._engine = engine
         self._store = store
         self._processes = processes
-        self._default_timeout_s = default_timeout_s
-        self._max_retries = max_retries
+        self._max_timeout_s = max_timeout_s
         self._started = time.monotonic()
         self._handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
             "health": self.health,
@@ -41,6 +41,14 @@ class ControlServer:
             "add_video": self.add_video,
             "get_video": self.get_video,
             "list_videos": self.list_videos,
+            "cancel_job": self.cancel_job,
+            "retry_job": self.retry_job,
+            "queue_stats": self.queue_stats,
+            "dead_letter": self.dead_letter,
+            "pause": lambda _args: self._pause(True),
+            "resume": lambda _args: self._pause(False),
+            "clean": self.clean,
+            "events_since": self.events_since,
         }
 
     async def serve(self) -> None:
@@ -58,7 +66,7 @@ class ControlServer:
             return Reply(request.id, error=f"unknown operation {request.op!r}", status=400)
         try:
             return Reply(request.id, result=handler(request.args))
-        except RequestError as e:
+        except (RequestError, EngineError) as e:
             return Reply(request.id, error=str(e), status=e.status)
         except Exception as e:
             log.exception("control request failed", op=request.op)
@@ -69,20 +77,58 @@ class ControlServer:
     def health(self, _args: dict[str, Any]) -> dict[str, Any]:
         counts = {state.value: 0 for state in JobState}
         counts.update(self._store.count_by_state())
-        return {"status": "ok", "uptimeS": round(time.monotonic() - self._started, 3),
+        status = "shutting-down" if self._engine.draining else "ok"
+        return {"status": status, "uptimeS": round(time.monotonic() - self._started, 3), "paused": self._engine.paused,
                 "queue": counts, "processes": self._processes()}
 
     def submit_job(self, args: dict[str, Any]) -> dict[str, Any]:
         video_id = str(args["videoId"])
         if self._store.get_video(video_id) is None:
             raise RequestError(404, f"video {video_id} not found")
+        timeout = args.get("timeout")
+        if timeout is not None and float(timeout) > self._max_timeout_s:
+            raise RequestError(400, f"timeout must be at most {self._max_timeout_s:g} seconds")
         job, created = self._engine.submit(
             str(args["type"]), video_id, dict(args.get("params") or {}),
             priority=Priority(args.get("priority") or "normal"),
-            timeout_s=float(args.get("timeout") or self._default_timeout_s),
-            max_retries=self._max_retries, owner=str(args.get("owner") or ""),
+            timeout_s=float(timeout) if timeout is not None else None, owner=str(args.get("owner") or ""),
         )
         return {"jobId": job.id, "created": created}
+
+    def cancel_job(self, args: dict[str, Any]) -> dict[str, Any]:
+        job = self._find_job(str(args["jobId"]))
+        return self._engine.cancel(job.id).public()
+
+    def retry_job(self, args: dict[str, Any]) -> dict[str, Any]:
+        job = self._find_job(str(args["jobId"]))
+        return self._engine.retry(job).public()
+
+    def queue_stats(self, _args: dict[str, Any]) -> dict[str, Any]:
+        return {**queue_stats(self._store, paused=self._engine.paused), "running": self._engine.running,
+                "queueLength": len(self._engine.queue)}
+
+    def dead_letter(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        jobs = self._store.list_jobs(state=JobState.DEAD.value, limit=int(args.get("limit") or 100))
+        return [{**job.public(), "attemptsDetail": [a.public() for a in self._store.attempts(job.id)]}
+                for job in jobs]
+
+    def _pause(self, paused: bool) -> dict[str, Any]:
+        self._engine.pause(paused)
+        return {"paused": self._engine.paused}
+
+    def clean(self, args: dict[str, Any]) -> dict[str, Any]:
+        older_than_s = float(args.get("olderThan", 0))
+        if older_than_s < 0:
+            raise RequestError(400, "olderThan must not be negative")
+        removed = self._store.delete_finished(time.time() * 1000 - older_than_s * 1000)
+        log.info("finished jobs cleaned", removed=removed, olderThanS=older_than_s)
+        return {"removed": removed}
+
+    def events_since(self, args: dict[str, Any]) -> dict[str, Any]:
+        since = int(args.get("since", 0))
+        limit = min(int(args.get("limit") or 1000), 1000)
+        events = self._store.events_since(since, limit)
+        return {"events": [e.body().decode() for e in events], "lastSeq": self._engine.bus.last_seq}
 
     def get_job(self, args: dict[str, Any]) -> dict[str, Any]:
         return self._find_job(str(args["jobId"])).public()

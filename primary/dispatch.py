@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,14 +30,16 @@ class ExecutorState:
 
 class ExecutorPool:
     def __init__(self, socket: zmq.asyncio.Socket, engine: JobEngine, video_lookup: Any,
-                 timeout_s: float, threads_per_ffmpeg: int) -> None:
+                 timeout_s: float, threads_per_ffmpeg: int, kill: Callable[[int], None]) -> None:
         self._socket = socket
         self._engine = engine
         self._video_lookup = video_lookup
         self._timeout_s = timeout_s
         self._threads = threads_per_ffmpeg
+        self._kill = kill
         self.executors: dict[bytes, ExecutorState] = {}
         engine.on_work = self.dispatch
+        engine.on_cancel_run = self.cancel
 
     async def serve(self) -> None:
         while True:
@@ -63,8 +66,9 @@ class ExecutorPool:
         if state is None:
             return  # a lost executor's late message changes nothing
         state.last_seen = time.monotonic()
-        if message.kind == "ready":
+        if message.kind == "ready":  # idle: whatever it ran has ended (or been killed, when cancelled)
             state.ready = True
+            state.run_id = None
             self.dispatch()
         elif message.kind in ("progress", "done", "failed"):
             self._report(state, message)
@@ -76,11 +80,11 @@ class ExecutorPool:
         if message.kind == "progress":
             self._engine.progress(message.run_id, float(p["progress"]), p.get("speed"), p.get("etaSeconds"))
             return
-        state.run_id = None
         if message.kind == "done":
             self._engine.complete(message.run_id, dict(p.get("result") or {}))
         else:
-            self._engine.fail(message.run_id, str(p.get("error", "unknown error")), bool(p.get("permanent")))
+            self._engine.fail(message.run_id, str(p.get("error", "unknown error")), bool(p.get("permanent")),
+                              p.get("command"), p.get("stderr"))
 
     def dispatch(self) -> None:
         for state in self.executors.values():
@@ -100,10 +104,14 @@ class ExecutorPool:
         self._socket.send_multipart([state.identity, message.encode()])
 
     def lose(self, identity: bytes, reason: str) -> None:
+        """Forget an executor and re-queue its job; kill it, in case it is only stuck (SIGSTOP, a hung loop),
+        so that it can never finish the job a second time. The supervisor replaces it."""
         state = self.executors.pop(identity, None)
         if state is None:
             return
         log.warning("executor removed", executor=identity.decode(), pid=state.pid, reason=reason)
+        if state.pid:
+            self._kill(state.pid)
         if state.run_id:
             self._engine.run_lost(state.run_id, reason)
 

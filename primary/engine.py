@@ -11,12 +11,20 @@ from typing import Any
 from cluster.logs import get_logger
 from cluster.protocol import EventName, JobState, Priority
 from primary.event_bus import EventBus
-from primary.jobs import Job, JobIdFactory, dedupe_key, now_ms
+from primary.jobs import Attempt, Job, JobIdFactory, dedupe_key, now_ms
 from primary.queue import JobQueue
 from primary.retry import RetryTracker
 from primary.store import JobStore
 
 log = get_logger()
+
+PAUSED_SETTING = "queue_paused"
+
+
+class EngineError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class JobEngine:
@@ -26,23 +34,30 @@ class JobEngine:
         self.retries = retries
         self.queue = JobQueue()
         self.active: dict[str, Job] = {}  # every job not in a final state
+        self.paused = store.get_setting(PAUSED_SETTING) == "1"
+        self.draining = False
         self._by_run: dict[str, str] = {}
         self._by_key: dict[str, str] = {}
+        self._attempts: dict[str, Attempt] = {}  # run id -> the attempt it runs
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._ids = JobIdFactory()
         self._order = store.max_queue_order()
         self.on_work: Callable[[], None] = lambda: None
+        self.on_cancel_run: Callable[[str], None] = lambda run_id: None
 
     # intake
 
     def submit(self, job_type: str, video_id: str, params: dict[str, Any], *, priority: Priority,
-               timeout_s: float, max_retries: int, owner: str = "") -> tuple[Job, bool]:
+               timeout_s: float | None = None, owner: str = "") -> tuple[Job, bool]:
         """Queue a job; an identical job still queued, delayed or running is returned instead."""
+        self._refuse_when_draining()
         existing = self._by_key.get(dedupe_key(job_type, video_id, params))
         if existing:
             return self.active[existing], False
+        policy = self.retries.policy(job_type)
         job = Job(id=self._ids.make(job_type, video_id), type=job_type, video_id=video_id, params=params,
-                  owner=owner, priority=priority, timeout_s=timeout_s, max_retries=max_retries)
+                  owner=owner, priority=priority, timeout_s=timeout_s or policy.timeout_s,
+                  max_retries=policy.max_retries)
         self._track(job)
         self._enqueue(job)
         return job, True
@@ -60,11 +75,13 @@ class JobEngine:
                 self._enqueue(job, keep_order=True)
             else:
                 self.queue.push(job.id, job.priority)
-        log.info("jobs recovered", count=len(self.active), queued=len(self.queue))
+        log.info("jobs recovered", count=len(self.active), queued=len(self.queue), paused=self.paused)
 
     # dispatch
 
     def next_job(self) -> Job | None:
+        if self.paused or self.draining:
+            return None
         job_id = self.queue.pop()
         return self.active[job_id] if job_id else None
 
@@ -76,7 +93,9 @@ class JobEngine:
         job.started_at = now_ms()
         job.progress = 0.0
         self._by_run[job.run_id] = job.id
-        self._commit(job, EventName.STARTED, startedAt=job.started_at, queuedAt=job.queued_at,
+        attempt = Attempt(job.id, job.attempts, executor, job.queued_at, job.started_at)
+        self._attempts[job.run_id] = attempt
+        self._commit(job, EventName.STARTED, attempt, startedAt=job.started_at, queuedAt=job.queued_at,
                      attempt=job.attempts - 1)
         return job.run_id
 
@@ -84,11 +103,15 @@ class JobEngine:
         job_id = self._by_run.get(run_id)
         return self.active.get(job_id) if job_id else None
 
+    @property
+    def running(self) -> int:
+        return len(self._by_run)
+
     # reports from executors
 
     def progress(self, run_id: str, percent: float, speed: float | None, eta_s: float | None) -> None:
         job = self.job_for_run(run_id)
-        if job is None or percent <= job.progress:
+        if job is None or job.state is not JobState.RUNNING or percent <= job.progress:
             return
         job.progress = percent
         self._commit(job, EventName.PROGRESS, progress=percent, speed=speed, etaSeconds=eta_s)
@@ -102,15 +125,32 @@ class JobEngine:
         job.progress = 100.0
         job.result = result
         job.error = None
+        attempt = self._end_attempt(job, run_id, "completed")
         self._finish(job)
-        self._commit(job, EventName.COMPLETED, result=result, queuedAt=job.queued_at, startedAt=job.started_at,
-                     completedAt=job.completed_at, duration=round(job.completed_at - job.started_at),
-                     attempts=job.attempts)
+        self._commit(job, EventName.COMPLETED, attempt, result=result, queuedAt=job.queued_at,
+                     startedAt=job.started_at, completedAt=job.completed_at,
+                     duration=round(job.completed_at - job.started_at), attempts=job.attempts)
 
-    def fail(self, run_id: str, error: str, permanent: bool) -> None:
+    def fail(self, run_id: str, error: str, permanent: bool, command: str | None = None,
+             stderr: str | None = None) -> None:
         job = self._end_run(run_id)
-        if job is not None:
-            self._fail(job, error, permanent)
+        if job is None:
+            return
+        outcome = "timeout" if error == "timeout" else "failed"
+        attempt = self._end_attempt(job, run_id, outcome, error, command, stderr)
+        job.failed_at = now_ms()
+        job.error = error
+        decision = self.retries.on_failure(job.type, job.attempts, job.max_retries, permanent)
+        if not decision.retry:
+            job.state = JobState.DEAD
+            self._finish(job)
+            self._commit(job, EventName.PERMANENT_FAILURE, attempt, totalAttempts=job.attempts, error=error)
+            return
+        job.state = JobState.DELAYED
+        job.retry_at = job.failed_at + decision.delay_ms
+        self._commit(job, EventName.FAILED, attempt, error=error, currentAttempt=job.attempts - 1,
+                     maxRetries=job.max_retries, retryInMs=decision.delay_ms, failedAt=job.failed_at)
+        self._schedule_retry(job)
 
     def run_lost(self, run_id: str, reason: str) -> None:
         """The executor running this attempt is gone: the job goes back to the queue."""
@@ -118,26 +158,62 @@ class JobEngine:
         if job is None:
             return
         log.warning("job stalled", jobId=job.id, videoId=job.video_id, reason=reason)
+        attempt = self._end_attempt(job, run_id, "stalled", reason)
         job.attempts -= 1  # the attempt never finished: it does not count against the job
-        self._commit(job, EventName.STALLED, reason=reason, attempt=job.attempts)
+        self._commit(job, EventName.STALLED, attempt, reason=reason, attempt=job.attempts)
         self._enqueue(job)
 
-    # internals
+    # requests
 
-    def _fail(self, job: Job, error: str, permanent: bool) -> None:
-        job.failed_at = now_ms()
-        job.error = error
-        decision = self.retries.on_failure(job.attempts, job.max_retries, permanent)
-        if not decision.retry:
-            job.state = JobState.DEAD
-            self._finish(job)
-            self._commit(job, EventName.PERMANENT_FAILURE, totalAttempts=job.attempts, error=error)
+    def cancel(self, job_id: str) -> Job:
+        job = self.active.get(job_id)
+        if job is None:
+            raise EngineError(409, f"job {job_id} is not queued, delayed or running")
+        if job.state is JobState.RUNNING and job.run_id:
+            run_id = job.run_id
+            self._end_run(run_id)
+            attempt = self._end_attempt(job, run_id, "cancelled")
+            self.on_cancel_run(run_id)
+        else:
+            attempt = None
+            self.queue.remove(job.id)
+        job.state = JobState.CANCELLED
+        job.cancelled_at = now_ms()
+        self._finish(job)
+        self._commit(job, EventName.CANCELLED, attempt, cancelledAt=job.cancelled_at)
+        return job
+
+    def retry(self, job: Job) -> Job:
+        """Put a dead or cancelled job back with fresh attempts."""
+        self._refuse_when_draining()
+        if job.state not in (JobState.DEAD, JobState.CANCELLED):
+            raise EngineError(409, f"job {job.id} is {job.state.value}: only dead or cancelled jobs are retried")
+        if job.dedupe_key in self._by_key:
+            raise EngineError(409, f"an identical job is queued already: {self._by_key[job.dedupe_key]}")
+        job.attempts = 0
+        job.progress = 0.0
+        job.error = job.result = None
+        job.completed_at = job.failed_at = job.cancelled_at = job.retry_at = None
+        self._track(job)
+        self._enqueue(job)
+        return job
+
+    def pause(self, paused: bool) -> None:
+        if paused == self.paused:
             return
-        job.state = JobState.DELAYED
-        job.retry_at = job.failed_at + decision.delay_ms
-        self._commit(job, EventName.FAILED, error=error, currentAttempt=job.attempts - 1,
-                     maxRetries=job.max_retries, retryInMs=decision.delay_ms, failedAt=job.failed_at)
-        self._schedule_retry(job)
+        self.paused = paused
+        name = "queue:paused" if paused else "queue:resumed"
+        event = self.bus.make(name, {"paused": paused, "at": now_ms(), "queued": len(self.queue)})
+        self.store.set_setting(PAUSED_SETTING, "1" if paused else "0", [event])
+        self.bus.publish(event)
+        if not paused:
+            self.on_work()
+
+    def _refuse_when_draining(self) -> None:
+        if self.draining:
+            raise EngineError(503, "the cluster is shutting down")
+
+    # internals
 
     def _schedule_retry(self, job: Job) -> None:
         delay_s = max(0.0, ((job.retry_at or 0) - time.time() * 1000) / 1000)
@@ -174,6 +250,14 @@ class JobEngine:
         job.run_id = None  # job.executor stays: the executor of the latest attempt
         return job
 
+    def _end_attempt(self, job: Job, run_id: str | None, outcome: str, error: str | None = None,
+                     command: str | None = None, stderr: str | None = None) -> Attempt:
+        attempt = self._attempts.pop(run_id or "", None) or Attempt(
+            job.id, job.attempts, job.executor, job.queued_at, job.started_at or now_ms())
+        attempt.ended_at = now_ms()
+        attempt.outcome, attempt.error, attempt.command, attempt.stderr = outcome, error, command, stderr
+        return attempt
+
     def _track(self, job: Job) -> None:
         self.active[job.id] = job
         self._by_key[job.dedupe_key] = job.id
@@ -187,9 +271,9 @@ class JobEngine:
         if timer:
             timer.cancel()
 
-    def _commit(self, job: Job, name: EventName, **data: Any) -> None:
+    def _commit(self, job: Job, name: EventName, record: Attempt | None = None, /, **data: Any) -> None:
         event = self.bus.make(name.value, {"jobId": job.id, "type": job.type, "videoId": job.video_id, **data})
-        self.store.save(job, [event])
+        self.store.save(job, [event], record)
         self.bus.publish(event)
 
     def close(self) -> None:

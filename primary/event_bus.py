@@ -15,10 +15,10 @@ PUB_HWM = 100_000
 class EventBus:
     """Sequence numbers grow by one per event across the cluster and survive restarts."""
 
-    def __init__(self, context: zmq.Context, endpoint: str, last_seq: int) -> None:
+    def __init__(self, context: zmq.Context, endpoint: str, last_seq: int, hwm: int = PUB_HWM) -> None:
         # A plain (not asyncio) socket: PUB never blocks, so publishing is a synchronous call.
         self._pub = context.socket(zmq.PUB)
-        self._pub.setsockopt(zmq.SNDHWM, PUB_HWM)
+        self._pub.setsockopt(zmq.SNDHWM, hwm)
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.bind(endpoint)
         self._seq = last_seq

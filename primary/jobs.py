@@ -88,5 +88,27 @@ class Job:
         }
 
 
+@dataclass
+class Attempt:
+    """One run of a job on an executor, kept for the dead-letter list and the statistics."""
+
+    job_id: str
+    number: int  # 1-based
+    executor: str | None
+    queued_at: float | None
+    started_at: float
+    ended_at: float | None = None
+    outcome: str | None = None  # completed, failed, timeout, stalled, cancelled
+    error: str | None = None
+    command: str | None = None
+    stderr: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {"attempt": self.number, "executor": self.executor, "startedAt": self.started_at,
+                "endedAt": self.ended_at, "outcome": self.outcome, "error": self.error,
+                "command": self.command, "stderrTail": self.stderr}
+
+
+
 def dedupe_key(job_type: str, video_id: str, params: dict[str, Any]) -> str:
     return f"{job_type}|{video_id}|{json.dumps(params, sort_keys=True)}"

@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import os
 import signal
+import time
 from contextlib import suppress
 from pathlib import Path
 
@@ -21,13 +22,14 @@ from primary.dispatch import ExecutorPool
 from primary.engine import JobEngine
 from primary.event_bus import EventBus
 from primary.listener import bind_listener
-from primary.retry import RetryPolicy, RetryTracker
+from primary.retry import RetryPolicy, RetryTracker, parse_policies
 from primary.store import JobStore
 from primary.supervisor import Child, ChildSpec, Supervisor
 
 log = get_logger()
 
 PRUNE_INTERVAL_S = 60.0
+CHILD_STOP_TIMEOUT_S = 5.0
 
 
 class AlreadyRunning(RuntimeError):
@@ -38,6 +40,7 @@ class Primary:
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
         self._stop = asyncio.Event()
+        self._force = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def run(self) -> int:
@@ -46,16 +49,16 @@ class Primary:
         listener = bind_listener(config.host, config.port)
         context = zmq.asyncio.Context()
         store = JobStore(config.db_path)
-        bus = EventBus(zmq.Context.shadow(context.underlying), config.endpoint("events"), store.last_seq())
+        bus = EventBus(zmq.Context.shadow(context.underlying), config.endpoint("events"), store.last_seq(),
+                       config.pub_hwm)
         configure_logging("primary", config.log_level, config.log_format, sink=bus.publish_log)
-        engine = JobEngine(store, bus, RetryTracker(RetryPolicy(config.max_retries, config.retry_initial_ms)))
+        engine = JobEngine(store, bus, _retry_tracker(config))
         executor_socket = _bind(context, zmq.ROUTER, config.endpoint("executors"))
-        pool = ExecutorPool(executor_socket, engine, store.get_video, config.executor_timeout_s,
-                            config.threads_per_ffmpeg)
         supervisor = Supervisor(config, lambda child, code: self._child_exited(pool, child, code))
+        pool = ExecutorPool(executor_socket, engine, store.get_video, config.executor_timeout_s,
+                            config.threads_per_ffmpeg, supervisor.kill)
         control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), engine, store,
-                                lambda: _describe_processes(supervisor, pool), config.job_timeout_s,
-                                config.max_retries)
+                                lambda: _describe_processes(supervisor, pool), config.max_job_timeout_s)
         logs = _bind(context, zmq.PULL, config.endpoint("logs"))
         engine.recover()
         swept = LocalStorage(config.storage_dir).sweep_partials()  # no child runs yet
@@ -63,15 +66,16 @@ class Primary:
             log.info("removed partial files", count=swept)
         self._tasks = [asyncio.create_task(coro) for coro in (
             control.serve(), pool.serve(), pool.watch_heartbeats(), _forward_logs(logs, bus),
-            _prune_events(store, config.event_retention),
+            _prune_events(store, config.event_retention, config.event_retention_s),
         )]
         self._install_signal_handlers()
         await supervisor.start(ChildSpec("web", "workers.web", (listener.fileno(),)), config.workers)
         await supervisor.start(ChildSpec("executor", "workers.executor"), config.executors)
         log.info("cluster started", port=config.port, workers=config.workers, executors=config.executors)
         await self._stop.wait()
+        await self._drain(engine)
         log.info("cluster stopping")
-        await supervisor.stop(config.shutdown_grace_s)
+        await supervisor.stop(CHILD_STOP_TIMEOUT_S)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -86,6 +90,22 @@ class Primary:
         log.info("cluster stopped")
         return 0
 
+    async def _drain(self, engine: JobEngine) -> None:
+        """New jobs get 503 and nothing new starts; running jobs get the grace period to finish.
+        Whatever is still running then is interrupted and runs again at the next start."""
+        engine.draining = True
+        deadline = time.monotonic() + self.config.shutdown_grace_s
+        if engine.running:
+            log.info("waiting for running jobs", running=engine.running, graceS=self.config.shutdown_grace_s)
+        while engine.running and time.monotonic() < deadline and not self._force.is_set():
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._force.wait(), 0.05)
+
+    def _on_stop_signal(self) -> None:
+        if self._stop.is_set():
+            self._force.set()  # a second Ctrl-C: stop now
+        self._stop.set()
+
     def _child_exited(self, pool: ExecutorPool, child: Child, code: int) -> None:
         if child.spec.role == "executor":
             pool.lose_pid(child.pid, "executor lost: process exited" if code != EXIT_BOOT_FAILURE
@@ -94,7 +114,12 @@ class Primary:
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self._on_stop_signal)
+
+
+def _retry_tracker(config: ClusterConfig) -> RetryTracker:
+    default = RetryPolicy(config.max_retries, config.retry_initial_ms, timeout_s=config.job_timeout_s)
+    return RetryTracker(default, parse_policies(config.job_policies, default))
 
 
 def _describe_processes(supervisor: Supervisor, pool: ExecutorPool) -> list[dict[str, object]]:
@@ -117,10 +142,10 @@ async def _forward_logs(pull: zmq.asyncio.Socket, bus: EventBus) -> None:
         bus.publish_log(await pull.recv())
 
 
-async def _prune_events(store: JobStore, keep: int) -> None:
+async def _prune_events(store: JobStore, keep: int, max_age_s: float) -> None:
     while True:
+        store.prune_events(keep, time.time() * 1000 - max_age_s * 1000)
         await asyncio.sleep(PRUNE_INTERVAL_S)
-        store.prune_events(keep)
 
 
 def _lock_run_dir(run_dir: Path) -> int:

@@ -1,8 +1,8 @@
-"""Retry policy: a pure back-off function and the tracker that decides to give up."""
+"""Retry policy: a pure back-off function, per-type policies, and the tracker that decides to give up."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 def compute_backoff_ms(attempt: int, initial_ms: int, factor: float = 2.0, cap_ms: int | None = None) -> int:
@@ -17,6 +17,7 @@ class RetryPolicy:
     initial_ms: int = 2000
     factor: float = 2.0
     cap_ms: int | None = None
+    timeout_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -25,15 +26,40 @@ class RetryDecision:
     delay_ms: int = 0
 
 
+_POLICY_KEYS = {"retries": ("max_retries", int), "backoff_ms": ("initial_ms", int), "factor": ("factor", float),
+                "cap_ms": ("cap_ms", int), "timeout_s": ("timeout_s", float)}
+
+
+def parse_policies(text: str, default: RetryPolicy) -> dict[str, RetryPolicy]:
+    """``"resize:retries=5,backoff_ms=1000;hls:timeout_s=7200"`` -> a policy per job type."""
+    policies: dict[str, RetryPolicy] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        job_type, _, settings = part.partition(":")
+        changes = {}
+        for setting in filter(None, settings.split(",")):
+            key, _, value = setting.partition("=")
+            if key.strip() not in _POLICY_KEYS:
+                raise ValueError(f"unknown job policy setting {key!r} (known: {', '.join(_POLICY_KEYS)})")
+            name, kind = _POLICY_KEYS[key.strip()]
+            changes[name] = kind(value)
+        policies[job_type.strip()] = replace(default, **changes)
+    return policies
+
+
 class RetryTracker:
-    """Decides, per job, whether a failed attempt is retried and after how long."""
+    """Owns the policy of each job type and decides, per job, whether a failed attempt is retried."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
+    def __init__(self, default: RetryPolicy, per_type: dict[str, RetryPolicy] | None = None) -> None:
+        self.default = default
+        self.per_type = per_type or {}
 
-    def on_failure(self, attempts_made: int, max_retries: int, permanent: bool) -> RetryDecision:
+    def policy(self, job_type: str) -> RetryPolicy:
+        return self.per_type.get(job_type, self.default)
+
+    def on_failure(self, job_type: str, attempts_made: int, max_retries: int, permanent: bool) -> RetryDecision:
         failed_attempt = attempts_made - 1  # 0-based
         if permanent or failed_attempt >= max_retries:
             return RetryDecision(retry=False)
-        delay = compute_backoff_ms(failed_attempt, self.policy.initial_ms, self.policy.factor, self.policy.cap_ms)
-        return RetryDecision(retry=True, delay_ms=delay)
+        policy = self.policy(job_type)
+        return RetryDecision(retry=True, delay_ms=compute_backoff_ms(failed_attempt, policy.initial_ms,
+                                                                      policy.factor, policy.cap_ms))

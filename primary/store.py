@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.protocol import Event, JobState, Priority
-from primary.jobs import Job
+from primary.jobs import Attempt, Job
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -50,6 +50,23 @@ CREATE TABLE IF NOT EXISTS events (
     ts REAL NOT NULL,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    executor TEXT,
+    queued_at REAL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    outcome TEXT,
+    error TEXT,
+    command TEXT,
+    stderr TEXT,
+    PRIMARY KEY (job_id, number)
+);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS videos (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL DEFAULT '',
@@ -60,6 +77,8 @@ CREATE TABLE IF NOT EXISTS videos (
 """
 
 _JOB_COLUMNS = [f.name for f in fields(Job)]
+_ATTEMPT_COLUMNS = [f.name for f in fields(Attempt)]
+_ENDED_AT = "COALESCE(completed_at, CASE WHEN state = 'dead' THEN failed_at END, cancelled_at)"
 _JSON_COLUMNS = {"params", "result"}
 
 
@@ -77,13 +96,68 @@ class JobStore:
 
     # jobs
 
-    def save(self, job: Job, events: Iterable[Event] = ()) -> None:
-        """Write a job and the events of its transition in one transaction."""
+    def save(self, job: Job, events: Iterable[Event] = (), attempt: Attempt | None = None) -> None:
+        """Write a job, the events of its transition and its attempt record in one transaction."""
         row = _job_row(job)
         marks = ",".join("?" for _ in _JOB_COLUMNS)
         with self._transaction():
             self._db.execute(f"INSERT OR REPLACE INTO jobs ({','.join(_JOB_COLUMNS)}) VALUES ({marks})", row)
             self._insert_events(events)
+            if attempt is not None:
+                self._db.execute(f"INSERT OR REPLACE INTO attempts ({','.join(_ATTEMPT_COLUMNS)}) "
+                                 f"VALUES ({','.join('?' for _ in _ATTEMPT_COLUMNS)})",
+                                 [getattr(attempt, c) for c in _ATTEMPT_COLUMNS])
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        rows = self._db.execute("SELECT * FROM attempts WHERE job_id = ? ORDER BY number", (job_id,))
+        return [Attempt(**{c: r[c] for c in _ATTEMPT_COLUMNS}) for r in rows]
+
+    def delete_finished(self, before_ms: float) -> int:
+        """Remove completed, dead and cancelled jobs that ended before ``before_ms``, with their attempts."""
+        finished = (JobState.COMPLETED.value, JobState.DEAD.value, JobState.CANCELLED.value)
+        with self._transaction():
+            ids = [r[0] for r in self._db.execute(
+                f"SELECT id FROM jobs WHERE state IN (?, ?, ?) AND {_ENDED_AT} < ?", (*finished, before_ms))]
+            self._db.executemany("DELETE FROM attempts WHERE job_id = ?", [(i,) for i in ids])
+            self._db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in ids])
+        return len(ids)
+
+    def count_by_state_and_type(self) -> list[tuple[str, str, int]]:
+        return [(r[0], r[1], r[2]) for r in self._db.execute("SELECT state, type, COUNT(*) FROM jobs GROUP BY 1, 2")]
+
+    def ended_since(self, since_ms: float) -> list[tuple[str, float]]:
+        """(final state, end time) of every job that reached a final state since ``since_ms``."""
+        rows = self._db.execute(f"SELECT state, {_ENDED_AT} FROM jobs WHERE {_ENDED_AT} >= ?", (since_ms,))
+        return [(r[0], r[1]) for r in rows]
+
+    def attempt_times_since(self, since_ms: float) -> list[tuple[float, float | None]]:
+        """(wait ms, run ms or None) of every attempt started since ``since_ms``."""
+        rows = self._db.execute(
+            "SELECT started_at - queued_at, CASE WHEN outcome = 'completed' THEN ended_at - started_at END "
+            "FROM attempts WHERE started_at >= ? AND queued_at IS NOT NULL", (since_ms,))
+        return [(r[0], r[1]) for r in rows]
+
+    # settings
+
+    def get_setting(self, name: str, default: str = "") -> str:
+        row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else default
+
+    def set_setting(self, name: str, value: str, events: Iterable[Event] = ()) -> None:
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value))
+            self._insert_events(events)
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's own check plus the store's invariants; empty when all is well."""
+        problems = [r[0] for r in self._db.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        seqs = self._db.execute("SELECT COUNT(*), COUNT(DISTINCT seq) FROM events").fetchone()
+        if seqs[0] != seqs[1]:
+            problems.append("duplicate event seq")
+        orphans = self._db.execute("SELECT COUNT(*) FROM attempts WHERE job_id NOT IN (SELECT id FROM jobs)")
+        if orphans.fetchone()[0]:
+            problems.append("attempts of unknown jobs")
+        return problems
 
     def get_job(self, job_id: str) -> Job | None:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -127,10 +201,15 @@ class JobStore:
         rows = self._db.execute("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
         return [Event(r["event"], r["seq"], r["ts"], json.loads(r["data"])) for r in rows]
 
-    def prune_events(self, keep: int) -> int:
+    def prune_events(self, keep: int, before_ms: float | None = None) -> int:
+        """Keep at most ``keep`` events, none older than ``before_ms``; the newest always stays (it holds the seq)."""
         with self._transaction():
-            cursor = self._db.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?", (keep,))
-        return cursor.rowcount
+            removed = self._db.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?",
+                                       (max(1, keep),)).rowcount
+            if before_ms is not None:
+                removed += self._db.execute("DELETE FROM events WHERE ts < ? AND seq < (SELECT MAX(seq) FROM events)",
+                                            (before_ms,)).rowcount
+        return removed
 
     # videos
 

@@ -58,6 +58,12 @@ class Supervisor:
     def pids(self, role: str) -> list[int]:
         return [c.pid for c in self._children.values() if c.spec.role == role]
 
+    def kill(self, pid: int) -> None:
+        """SIGKILL one of our children (never a stranger that reused the pid); it is replaced as usual."""
+        for child in self._children.values():
+            if child.pid == pid:
+                _signal(child, signal.SIGKILL)
+
     async def start(self, spec: ChildSpec, count: int) -> None:
         for slot in range(count):
             await self._spawn(spec, slot)

@@ -8,6 +8,7 @@ fail jobs or recover delayed ones run inside asyncio.run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,8 +40,9 @@ class Primary:
 
     def submit(self, video_id: str = "v1", params: dict[str, Any] | None = None, *,
                priority: Priority = Priority.NORMAL, max_retries: int = 3) -> tuple[Job, bool]:
-        return self.engine.submit("resize", video_id, dict(params or PARAMS), priority=priority,
-                                  timeout_s=60.0, max_retries=max_retries)
+        tracker = self.engine.retries
+        tracker.per_type["resize"] = dataclasses.replace(tracker.default, max_retries=max_retries)
+        return self.engine.submit("resize", video_id, dict(params or PARAMS), priority=priority, timeout_s=60.0)
 
     def start_next(self, executor: str = "executor-1") -> tuple[Job, str]:
         job = self.engine.next_job()

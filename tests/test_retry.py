@@ -40,28 +40,28 @@ def test_compute_backoff_default_factor_doubles_without_cap() -> None:
 ])
 def test_three_retries_then_give_up(attempts_made: int, expected: RetryDecision) -> None:
     tracker = RetryTracker(RetryPolicy())
-    assert tracker.on_failure(attempts_made, max_retries=3, permanent=False) == expected
+    assert tracker.on_failure("resize", attempts_made, max_retries=3, permanent=False) == expected
 
 
 @pytest.mark.parametrize("attempts_made", [1, 2, 3])
 def test_permanent_failure_gives_up_at_once(attempts_made: int) -> None:
     tracker = RetryTracker(RetryPolicy())
-    assert tracker.on_failure(attempts_made, max_retries=3, permanent=True) == RetryDecision(retry=False)
+    assert tracker.on_failure("resize", attempts_made, max_retries=3, permanent=True) == RetryDecision(retry=False)
 
 
 def test_max_retries_zero_never_retries() -> None:
     tracker = RetryTracker(RetryPolicy())
-    assert tracker.on_failure(1, max_retries=0, permanent=False).retry is False
+    assert tracker.on_failure("resize", 1, max_retries=0, permanent=False).retry is False
 
 
 @pytest.mark.parametrize(("max_retries", "retried"), [(0, []), (1, [1]), (2, [1, 2]), (5, [1, 2, 3, 4, 5])])
 def test_number_of_retries_follows_max_retries(max_retries: int, retried: list[int]) -> None:
     tracker = RetryTracker(RetryPolicy())
-    decisions = {n: tracker.on_failure(n, max_retries, permanent=False).retry for n in range(1, 8)}
+    decisions = {n: tracker.on_failure("resize", n, max_retries, permanent=False).retry for n in range(1, 8)}
     assert [n for n, retry in decisions.items() if retry] == retried
 
 
 def test_tracker_uses_policy_initial_factor_and_cap() -> None:
     tracker = RetryTracker(RetryPolicy(initial_ms=1000, factor=3.0, cap_ms=5000))
-    delays = [tracker.on_failure(n, max_retries=4, permanent=False).delay_ms for n in range(1, 5)]
+    delays = [tracker.on_failure("resize", n, max_retries=4, permanent=False).delay_ms for n in range(1, 5)]
     assert delays == [1000, 3000, 5000, 5000]

@@ -35,6 +35,7 @@ class Executor:
         self._storage = LocalStorage(config.storage_dir)
         self._ffmpeg = media.find_ffmpeg(config.ffmpeg)
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
 
     async def serve(self) -> None:
         await self._send("hello", payload={"pid": os.getpid()})
@@ -58,6 +59,7 @@ class Executor:
 
     async def stop(self) -> None:
         """Kill the running ffmpeg (its partial output goes with it); the primary re-queues the job."""
+        self._stopping = True
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
@@ -69,9 +71,14 @@ class Executor:
         job_log.info("job started", type=payload.get("type"))
         try:
             result = await execute(payload, self._storage, self._ffmpeg, self._progress_reporter(run_id))
+        except asyncio.CancelledError:
+            if self._stopping:
+                raise  # the executor stops; the primary re-queues the job when it sees us gone
+            job_log.info("job cancelled: ffmpeg killed")
         except JobFailure as e:
             job_log.warning("job failed", error=str(e), permanent=e.permanent)
-            await self._send("failed", run_id, {"error": str(e), "permanent": e.permanent, "stderr": e.stderr_tail})
+            await self._send("failed", run_id, {"error": str(e), "permanent": e.permanent, "stderr": e.stderr_tail,
+                                                "command": getattr(e, "command", None)})
         except (OSError, media.MediaError) as e:
             job_log.exception("job failed")
             await self._send("failed", run_id, {"error": str(e), "permanent": False})

@@ -18,9 +18,9 @@ from cluster import media
 from cluster.child import LISTEN_FD_ENV, LogShipper, child_config, die_with_parent, watch_parent
 from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
-from cluster.protocol import Event, ProtocolError
 from cluster.storage import LocalStorage
 from workers.web.app import WorkerState, build_app
+from workers.web.event_feed import pump_events
 from workers.web.hub import Hub
 from workers.web.rpc import ControlClient
 
@@ -35,17 +35,6 @@ class WorkerServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-async def pump_events(sub: zmq.asyncio.Socket, hub: Hub) -> None:
-    while True:
-        frames = await sub.recv_multipart()
-        try:
-            event = Event.decode(frames)
-        except ProtocolError as e:
-            log.warning("bad event", error=str(e))
-            continue
-        hub.deliver(event, frames[1].decode())
 
 
 async def serve(config: ClusterConfig, parent: int) -> None:
@@ -71,7 +60,7 @@ async def serve(config: ClusterConfig, parent: int) -> None:
     orphaned = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, lambda: setattr(server, "should_exit", True))
-    tasks = [asyncio.create_task(c) for c in (rpc.receive_replies(), pump_events(sub, hub),
+    tasks = [asyncio.create_task(c) for c in (rpc.receive_replies(), pump_events(sub, hub, rpc),
                                                watch_parent(parent, orphaned), _exit_when(orphaned, server))]
     log.info("web worker serving")
     try:

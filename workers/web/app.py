@@ -49,6 +49,13 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/videos", list_videos),
         Route("/api/jobs", list_jobs),
         Route("/api/jobs/{job_id}", get_job),
+        Route("/api/jobs/{job_id}", cancel_job, methods=["DELETE"]),
+        Route("/api/jobs/{job_id}/retry", retry_job, methods=["POST"]),
+        Route("/api/queue/stats", queue_stats),
+        Route("/api/queue/dead-letter", dead_letter),
+        Route("/api/queue/pause", pause_queue, methods=["POST"]),
+        Route("/api/queue/resume", resume_queue, methods=["POST"]),
+        Route("/api/queue/clean", clean_queue, methods=["POST"]),
         Route("/get-video-asset", get_video_asset),
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
@@ -107,16 +114,51 @@ async def list_videos(request: Request) -> JSONResponse:
 
 async def list_jobs(request: Request) -> JSONResponse:
     q = request.query_params
-    limit = q.get("limit", "100")
-    if not limit.isdigit() or not 0 < int(limit) <= 1000:
-        raise ApiError(400, "limit must be between 1 and 1000")
     jobs = await _state(request).rpc.call("list_jobs", state=q.get("state"), videoId=q.get("videoId"),
-                                          type=q.get("type"), limit=int(limit))
+                                          type=q.get("type"), limit=_limit(request))
     return JSONResponse(jobs)
 
 
 async def get_job(request: Request) -> JSONResponse:
     return JSONResponse(await _state(request).rpc.call("get_job", jobId=request.path_params["job_id"]))
+
+
+async def cancel_job(request: Request) -> JSONResponse:
+    job = await _state(request).rpc.call("cancel_job", jobId=request.path_params["job_id"])
+    return JSONResponse(job)
+
+
+async def retry_job(request: Request) -> JSONResponse:
+    job = await _state(request).rpc.call("retry_job", jobId=request.path_params["job_id"])
+    return JSONResponse({"jobId": job["jobId"], "state": job["state"]}, status_code=202)
+
+
+async def queue_stats(request: Request) -> JSONResponse:
+    return JSONResponse(await _state(request).rpc.call("queue_stats"))
+
+
+async def dead_letter(request: Request) -> JSONResponse:
+    return JSONResponse(await _state(request).rpc.call("dead_letter", limit=_limit(request)))
+
+
+async def pause_queue(request: Request) -> JSONResponse:
+    return JSONResponse(await _state(request).rpc.call("pause"))
+
+
+async def resume_queue(request: Request) -> JSONResponse:
+    return JSONResponse(await _state(request).rpc.call("resume"))
+
+
+async def clean_queue(request: Request) -> JSONResponse:
+    body = await _json_body(request)
+    older_than = body.get("olderThan", request.query_params.get("olderThan", 3600))
+    try:
+        older_than_s = float(older_than)
+    except (TypeError, ValueError) as e:
+        raise ApiError(400, "olderThan must be a number of seconds") from e
+    if older_than_s < 0:
+        raise ApiError(400, "olderThan must not be negative")
+    return JSONResponse(await _state(request).rpc.call("clean", olderThan=older_than_s))
 
 
 async def get_video_asset(request: Request) -> FileResponse:
@@ -129,6 +171,13 @@ async def get_video_asset(request: Request) -> FileResponse:
 
 
 # helpers
+
+
+def _limit(request: Request) -> int:
+    limit = request.query_params.get("limit", "100")
+    if not limit.isdigit() or not 0 < int(limit) <= 1000:
+        raise ApiError(400, "limit must be between 1 and 1000")
+    return int(limit)
 
 
 def _asset_path(storage: LocalStorage, video: dict[str, Any], kind: str | None, q: Any) -> Path:

@@ -1,4 +1,4 @@
-"""WebSocket fan-out: each event reaches each client that may see it, once.
+"""WebSocket fan-out: each event reaches each client that may see it, once and in seq order.
 
 Every client has a bounded queue drained by its own sender task, so a slow
 client is dropped (it can reconnect and resume) and never slows the others.
@@ -21,11 +21,24 @@ class WsClient:
         self.websocket = websocket
         self.rooms: set[str] = set()
         self.sees_all = sees_all
+        self.last_seq = 0  # of the last event queued to this client: nothing at or below it is sent again
         self.dropped = False
         self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self._held: list[tuple[int, str]] | None = None  # live events held back while a resume replays
 
     def may_see(self, event: Event) -> bool:
         return self.sees_all or event.data.get("videoId") in self.rooms
+
+    def offer_event(self, seq: int, text: str) -> bool:
+        if self._held is not None:
+            self._held.append((seq, text))
+            return len(self._held) <= self._queue.maxsize
+        if seq <= self.last_seq:
+            return True
+        if not self.offer(text):
+            return False
+        self.last_seq = seq
+        return True
 
     def offer(self, text: str) -> bool:
         try:
@@ -33,6 +46,14 @@ class WsClient:
         except asyncio.QueueFull:
             return False
         return True
+
+    def hold_live_events(self, since: int) -> None:
+        self._held = []
+        self.last_seq = max(self.last_seq, since)
+
+    def release_live_events(self) -> bool:
+        held, self._held = self._held or [], None
+        return all(self.offer_event(seq, text) for seq, text in held)
 
     async def send_forever(self) -> None:
         while True:
@@ -58,15 +79,16 @@ class Hub:
         for client in list(self.clients):
             if not client.may_see(event):
                 continue
-            if client.offer(text):
+            if client.offer_event(event.seq, text):
                 self.delivered += 1
             else:
-                self._drop(client)
+                self.drop(client)
 
-    def _drop(self, client: WsClient) -> None:
+    def drop(self, client: WsClient) -> None:
+        """Too slow: close it rather than buffer without bound; it can reconnect and resume."""
         client.dropped = True
         self.clients.discard(client)
-        asyncio.get_running_loop().create_task(_close(client.websocket, CLOSE_TOO_SLOW, "too slow"))
+        asyncio.get_running_loop().create_task(_close(client.websocket, CLOSE_TOO_SLOW, "too slow: resume"))
 
     async def close_all(self, code: int, reason: str) -> None:
         await asyncio.gather(*(_close(c.websocket, code, reason) for c in self.clients))

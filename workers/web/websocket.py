@@ -9,18 +9,20 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from workers.web.event_feed import replay
 from workers.web.hub import WsClient
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
-    hub = websocket.app.state.worker.hub
+    state = websocket.app.state.worker
+    hub = state.hub
     client = hub.connect(websocket)  # before accept: an event published once the client is connected reaches it
     sender: asyncio.Task[None] | None = None
     try:
         await websocket.accept()
         sender = asyncio.create_task(client.send_forever())
         while True:
-            await _handle(client, await websocket.receive_text())
+            await _handle(client, await websocket.receive_text(), state)
     except (WebSocketDisconnect, RuntimeError):
         pass  # closed by the client, or by the hub for being too slow
     finally:
@@ -31,7 +33,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 await sender
 
 
-async def _handle(client: WsClient, text: str) -> None:
+async def _handle(client: WsClient, text: str, state: Any) -> None:
     try:
         message = json.loads(text)
     except json.JSONDecodeError:
@@ -50,7 +52,21 @@ async def _handle(client: WsClient, text: str) -> None:
             client.rooms.discard(video_id)
             await _reply(client, {"type": "unsubscribed", "videoId": video_id})
         return
+    if kind == "resume":
+        await _resume(client, message.get("since"), state)
+        return
     await _reply(client, {"type": "error", "error": f"unknown message type {kind!r}"})
+
+
+async def _resume(client: WsClient, since: Any, state: Any) -> None:
+    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+        await _reply(client, {"type": "error", "error": "since must be a seq number (0 or more)"})
+        return
+    replayed = await replay(client, state.rpc, since)
+    if replayed < 0:
+        state.hub.drop(client)
+        return
+    await _reply(client, {"type": "resumed", "since": since, "replayed": replayed, "lastSeq": client.last_seq})
 
 
 async def _reply(client: WsClient, message: dict[str, Any]) -> None:
