@@ -21,7 +21,11 @@ CONTENT_TYPES = {
     "flv": "video/x-flv",
     "jpg": "image/jpeg",
     "aac": "audio/aac",
+    "m3u8": "application/vnd.apple.mpegurl",
+    "ts": "video/mp2t",
 }
+
+HLS_MASTER = "master.m3u8"
 
 
 class LocalStorage:
@@ -49,11 +53,25 @@ class LocalStorage:
     def converted(self, video_id: str, fmt: str) -> Path:
         return self.video_dir(video_id) / f"converted.{fmt}"
 
+    def audio(self, video_id: str) -> Path:
+        return self.video_dir(video_id) / "audio.aac"
+
+    def hls_dir(self, video_id: str) -> Path:
+        return self.video_dir(video_id) / "hls"
+
+    def hls_master(self, video_id: str) -> Path:
+        return self.hls_dir(video_id) / HLS_MASTER
+
     def job_output(self, job_type: str, video_id: str, params: dict[str, Any], source_fmt: str) -> Path:
+        """The file a job makes; for `hls`, the master playlist of its directory."""
         if job_type == "resize":
             return self.resized(video_id, int(params["width"]), int(params["height"]), source_fmt)
         if job_type == "convert":
             return self.converted(video_id, str(params["format"]))
+        if job_type == "extract-audio":
+            return self.audio(video_id)
+        if job_type == "hls":
+            return self.hls_master(video_id)
         raise ValueError(f"no output for job type {job_type!r}")
 
     def new_temp(self, suffix: str = "") -> Path:
@@ -65,10 +83,10 @@ class LocalStorage:
         return final.with_name(f".{final.name}.part")
 
     def sweep_partials(self) -> int:
-        """Remove what writers that died left half-written; only safe while no writer runs."""
+        """Remove what writers that died left half-written (files and directories); only safe while no writer runs."""
         stale = [*self.root.glob("*/.*.part"), *self.temp_dir.glob("*.part")]
         for path in stale:
-            path.unlink(missing_ok=True)
+            discard(path)
         return len(stale)
 
     @staticmethod
@@ -76,8 +94,35 @@ class LocalStorage:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp, final)
 
+    @staticmethod
+    def commit_dir(temp: Path, final: Path) -> Path | None:
+        """Move a complete directory in place of `final`; return the one it replaced, renamed aside.
+
+        A reader sees the old directory, for an instant none, or the new one: never a mix of both.
+        The caller removes what is returned (`discard`), which can take a while for a big tree.
+        """
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # A directory cannot replace a non-empty one, so the old one goes aside first, under a
+        # partial name that sweep_partials removes should the caller die before discarding it.
+        aside = final.with_name(f".{final.name}.{uuid.uuid4().hex}.old.part")
+        try:
+            os.replace(final, aside)
+        except FileNotFoundError:
+            os.replace(temp, final)
+            return None
+        os.replace(temp, final)
+        return aside
+
     def remove_video(self, video_id: str) -> None:
         shutil.rmtree(self.video_dir(video_id), ignore_errors=True)
+
+
+def discard(path: Path) -> None:
+    """Remove a file or a directory tree, if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def content_type(path: Path) -> str:

@@ -49,6 +49,7 @@ class ControlServer:
             "resume": lambda _args: self._pause(False),
             "clean": self.clean,
             "events_since": self.events_since,
+            "last_seq": lambda _args: self._engine.bus.last_seq,
         }
 
     async def serve(self) -> None:

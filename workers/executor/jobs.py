@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cluster import media
-from cluster.storage import LocalStorage
-from workers.executor.ffmpeg_process import ProgressCallback, run_ffmpeg
+from cluster.storage import LocalStorage, discard
+from workers.executor.ffmpeg_process import FfmpegResult, ProgressCallback, run_ffmpeg
+
+# ffmpeg says why an output cannot be made only in its log. Matching that text is acceptable here
+# because it merely chooses between "retry" and "give up": no media fact is read from it (PyAV does
+# that), and a message matching none of these errs on the side of a retry.
+IMPOSSIBLE_OUTPUT_MARKERS = (
+    "Error while opening encoder",  # the encoder refuses the size, sample rate, bit rate...
+    "(incorrect codec parameters ?): Invalid argument",  # the muxer refuses a stream when writing its header
+    "not supported",
+    "not currently supported in container",
+    "supports only codec",
+)
+NO_AUDIO = "invalid parameters: the video has no audio"
+DEFAULT_HLS_HEIGHTS = (240, 360, 720, 1080)
+
+T = TypeVar("T")
 
 
 class JobFailure(Exception):
@@ -17,45 +36,181 @@ class JobFailure(Exception):
         self.stderr_tail = stderr_tail
 
 
+@dataclass(frozen=True)
+class Job:
+    video_id: str
+    params: dict[str, Any]
+    source: Path
+    source_fmt: str
+    info: media.MediaInfo  # probed when the job starts, not the copy stored at upload
+    output: Path
+    ffmpeg: str
+    threads: int
+    timeout_s: float
+    on_progress: ProgressCallback
+
+
+Runner = Callable[[Job], Awaitable[dict[str, Any]]]
+
+
 async def execute(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
                   on_progress: ProgressCallback) -> dict[str, Any]:
+    runner = RUNNERS.get(payload["type"])
+    if runner is None:
+        raise JobFailure(f"invalid parameters: unknown job type {payload['type']!r}", permanent=True)
+    job = await _prepare(payload, storage, ffmpeg, on_progress)
+    return await runner(job)
+
+
+async def _prepare(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
+                   on_progress: ProgressCallback) -> Job:
     video = payload.get("video")
     if not video:
         raise JobFailure("source missing: the video is not in the store", permanent=True)
-    video_id, job_type, params = payload["videoId"], payload["type"], payload["params"]
-    info = media.MediaInfo.from_dict(video["info"])
-    source = storage.original(video_id, video["info"]["format"])
+    video_id, source_fmt, params = payload["videoId"], video["info"]["format"], payload["params"]
+    source = storage.original(video_id, source_fmt)
     if not source.is_file():
         raise JobFailure(f"source missing: {source.name}", permanent=True)
-    output = storage.job_output(job_type, video_id, params, video["info"]["format"])
-    partial = storage.partial(output)
-    argv = _command(ffmpeg, job_type, params, source, partial, video["info"]["format"], int(payload["threads"]))
     try:
-        result = await run_ffmpeg(argv, info.duration_s, float(payload["timeoutS"]), on_progress)
-        if not result.ok:
-            raise JobFailure(result.describe(), permanent=False, stderr_tail=result.stderr_tail)
-        storage.commit(partial, output)
+        info = await asyncio.to_thread(media.probe, source)
+    except media.ProbeError as e:
+        raise JobFailure(f"unreadable input: {e}", permanent=True) from e
+    output = _checked(storage.job_output, payload["type"], video_id, params, source_fmt)
+    return Job(video_id, params, source, source_fmt, info, output, ffmpeg, int(payload["threads"]),
+               float(payload["timeoutS"]), on_progress)
+
+
+def _checked(build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a builder of paths or commands; what it refuses is a permanent parameter error."""
+    try:
+        return build(*args, **kwargs)
+    except (KeyError, ValueError, TypeError, media.MediaError) as e:
+        raise JobFailure(f"invalid parameters: {e}", permanent=True) from e
+
+
+async def _run(argv: list[str], job: Job) -> None:
+    result = await run_ffmpeg(argv, job.info.duration_s, job.timeout_s, job.on_progress)
+    if not result.ok:
+        raise _failure(result)
+
+
+def _failure(result: FfmpegResult) -> JobFailure:
+    if _impossible_output(result):
+        return JobFailure(f"impossible output: {result.describe()}", permanent=True, stderr_tail=result.stderr_tail)
+    return JobFailure(result.describe(), permanent=False, stderr_tail=result.stderr_tail)
+
+
+def _impossible_output(result: FfmpegResult) -> bool:
+    # A crash (signal) or a timeout may go away on a retry, whatever the log says.
+    exited = result.returncode > 0 and not result.timed_out
+    return exited and any(marker in result.stderr_tail for marker in IMPOSSIBLE_OUTPUT_MARKERS)
+
+
+# --- jobs writing one file -------------------------------------------------------
+
+@dataclass(frozen=True)
+class FileJob:
+    """A job whose output is one file, written under a partial name and moved in place when complete."""
+    command: Callable[[Job, Path], list[str]]
+    describe: Callable[[Job], dict[str, Any]]  # the result, from the finished output; runs in a thread
+
+
+async def _run_file_job(spec: FileJob, job: Job) -> dict[str, Any]:
+    partial = LocalStorage.partial(job.output)
+    argv = _checked(spec.command, job, partial)
+    try:
+        await _run(argv, job)
+        LocalStorage.commit(partial, job.output)
     finally:
         partial.unlink(missing_ok=True)
-    return _result(video_id, job_type, params, output)
+    return await asyncio.to_thread(spec.describe, job)
 
 
-def _command(ffmpeg: str, job_type: str, params: dict[str, Any], source: Path, partial: Path,
-             source_fmt: str, threads: int) -> list[str]:
-    if job_type == "resize":
-        return media.resize_command(ffmpeg, str(source), str(partial), int(params["width"]),
-                                    int(params["height"]), source_fmt, threads)
-    if job_type == "convert":
-        return media.convert_command(ffmpeg, str(source), str(partial), str(params["format"]), threads)
-    raise JobFailure(f"invalid parameters: unknown job type {job_type!r}", permanent=True)
+def _asset_url(video_id: str, query: str) -> str:
+    return f"/get-video-asset?videoId={video_id}&{query}"
 
 
-def _result(video_id: str, job_type: str, params: dict[str, Any], output: Path) -> dict[str, Any]:
-    info = media.probe(output)
-    if job_type == "resize":
-        query = f"type=resize&dimensions={params['width']}x{params['height']}"
-    else:
-        query = f"type=converted&format={params['format']}"
-    return {"file": output.name, "url": f"/get-video-asset?videoId={video_id}&{query}",
+def _resize_command(job: Job, dst: Path) -> list[str]:
+    return media.resize_command(job.ffmpeg, job.source, dst, int(job.params["width"]), int(job.params["height"]),
+                                job.source_fmt, job.threads)
+
+
+def _convert_command(job: Job, dst: Path) -> list[str]:
+    return media.convert_command(job.ffmpeg, job.source, dst, str(job.params["format"]), job.threads)
+
+
+def _extract_audio_command(job: Job, dst: Path) -> list[str]:
+    if job.info.audio_codec is None:
+        raise JobFailure(NO_AUDIO, permanent=True)
+    copy = job.info.audio_codec == "aac"
+    return media.extract_audio_command(job.ffmpeg, job.source, dst, copy=copy, threads=job.threads)
+
+
+def _video_result(job: Job, query: str) -> dict[str, Any]:
+    info = media.probe(job.output)
+    return {"file": job.output.name, "url": _asset_url(job.video_id, query),
             "width": info.width, "height": info.height, "size": info.size_bytes,
             "duration": info.duration_s, "videoCodec": info.video_codec}
+
+
+def _resize_result(job: Job) -> dict[str, Any]:
+    return _video_result(job, f"type=resize&dimensions={job.params['width']}x{job.params['height']}")
+
+
+def _convert_result(job: Job) -> dict[str, Any]:
+    return _video_result(job, f"type=converted&format={job.params['format']}")
+
+
+def _audio_result(job: Job) -> dict[str, Any]:
+    info = media.probe_audio(job.output)
+    return {"file": job.output.name, "url": _asset_url(job.video_id, "type=audio"), "size": info.size_bytes,
+            "audioCodec": info.codec, "duration": info.duration_s}
+
+
+# --- HLS ladder --------------------------------------------------------------------
+
+def _ladder(job: Job) -> list[media.Rendition]:
+    heights = job.params.get("renditions", DEFAULT_HLS_HEIGHTS)
+    renditions = _checked(media.ladder, job.info.height, heights, source_width=job.info.width)
+    if not renditions:
+        raise JobFailure(f"invalid parameters: no rendition of {list(heights)} fits a {job.info.height}p source",
+                         permanent=True)
+    return renditions
+
+
+async def _run_hls(job: Job) -> dict[str, Any]:
+    """Write the whole ladder into a hidden directory, master playlist last, then move it in place.
+
+    Only ffmpeg is awaited: the steps around it touch the partial directory synchronously (they
+    are short), so a cancellation can never race a thread still writing or moving it.
+    """
+    renditions = _ladder(job)
+    has_audio = job.info.audio_codec is not None
+    final_dir = job.output.parent
+    partial = LocalStorage.partial(final_dir)
+    argv = _checked(media.hls_command, job.ffmpeg, job.source, partial, renditions, has_audio, job.threads)
+    try:
+        discard(partial)  # what an attempt that died left
+        partial.mkdir(parents=True)
+        await _run(argv, job)
+        variants = media.write_hls_master(partial / job.output.name, renditions, has_audio)
+        replaced = LocalStorage.commit_dir(partial, final_dir)
+    finally:
+        # Also on cancellation: run_ffmpeg has killed and reaped ffmpeg by now, nothing writes here any more.
+        discard(partial)
+    if replaced is not None:
+        await asyncio.to_thread(discard, replaced)
+    return {"master": f"{final_dir.name}/{job.output.name}", "url": f"/hls/{job.video_id}/{job.output.name}",
+            "renditions": [{"height": v.height, "width": v.width, "bandwidth": v.bandwidth} for v in variants]}
+
+
+def _file_job(command: Callable[[Job, Path], list[str]], describe: Callable[[Job], dict[str, Any]]) -> Runner:
+    return functools.partial(_run_file_job, FileJob(command, describe))
+
+
+RUNNERS: dict[str, Runner] = {
+    "resize": _file_job(_resize_command, _resize_result),
+    "convert": _file_job(_convert_command, _convert_result),
+    "extract-audio": _file_job(_extract_audio_command, _audio_result),
+    "hls": _run_hls,
+}

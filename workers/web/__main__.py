@@ -43,7 +43,7 @@ async def serve(config: ClusterConfig, parent: int) -> None:
     configure_logging("web", config.log_level, config.log_format, sink=shipper)
     sub = context.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.RCVHWM, 100_000)
+    sub.setsockopt(zmq.RCVHWM, config.pub_hwm)
     for topic in EVENT_TOPICS:
         sub.setsockopt(zmq.SUBSCRIBE, topic)
     sub.connect(config.endpoint("events"))

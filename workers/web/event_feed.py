@@ -10,11 +10,12 @@ import zmq.asyncio
 from cluster.logs import get_logger
 from cluster.protocol import Event, ProtocolError
 from workers.web.hub import Hub, WsClient
-from workers.web.rpc import ControlClient
+from workers.web.rpc import ControlClient, RpcError
 
 log = get_logger()
 
 PAGE = 500
+QUIET_CHECK_MS = 1000
 
 
 async def stored_events(rpc: ControlClient, since: int, until: int | None = None) -> AsyncIterator[tuple[Event, str]]:
@@ -33,8 +34,13 @@ async def stored_events(rpc: ControlClient, since: int, until: int | None = None
 
 
 async def pump_events(sub: zmq.asyncio.Socket, hub: Hub, rpc: ControlClient) -> None:
-    last_seq = 0
+    """Deliver each event once, in seq order. A jump in seq, or a quiet spell (the drop may have hit
+    the end of a burst), sends the pump to the store for what the PUB socket dropped."""
+    last_seq = int(await rpc.call("last_seq"))
     while True:
+        if not await sub.poll(QUIET_CHECK_MS):
+            last_seq = await _catch_up(hub, rpc, last_seq, None)
+            continue
         frames = await sub.recv_multipart()
         try:
             event = Event.decode(frames)
@@ -43,12 +49,23 @@ async def pump_events(sub: zmq.asyncio.Socket, hub: Hub, rpc: ControlClient) -> 
             continue
         if event.seq <= last_seq:
             continue
-        if last_seq and event.seq > last_seq + 1:
-            log.warning("events dropped by the PUB socket: fetching them", missing=event.seq - last_seq - 1)
-            async for missed, body in stored_events(rpc, last_seq, event.seq - 1):
-                hub.deliver(missed, body)
+        if event.seq > last_seq + 1:
+            last_seq = await _catch_up(hub, rpc, last_seq, event.seq - 1)
         hub.deliver(event, frames[1].decode())
         last_seq = event.seq
+
+
+async def _catch_up(hub: Hub, rpc: ControlClient, last_seq: int, until: int | None) -> int:
+    start = last_seq
+    try:
+        async for event, body in stored_events(rpc, last_seq, until):
+            hub.deliver(event, body)
+            last_seq = event.seq
+    except RpcError as e:
+        log.warning("cannot fetch missed events", error=str(e))
+    if last_seq > start:
+        log.warning("events dropped by the PUB socket were fetched from the store", count=last_seq - start)
+    return last_seq
 
 
 async def replay(client: WsClient, rpc: ControlClient, since: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -20,6 +21,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     sender: asyncio.Task[None] | None = None
     try:
         await websocket.accept()
+        client.offer(json.dumps({"type": "welcome", "worker": os.getpid()}))
         sender = asyncio.create_task(client.send_forever())
         while True:
             await _handle(client, await websocket.receive_text(), state)

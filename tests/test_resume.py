@@ -1,0 +1,96 @@
+"""Resumable events: a client that comes back gets what it missed, in order, once (issue 3, item 10)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.harness import Cluster, EventClient
+
+
+def seqs(client: EventClient) -> list[int]:
+    return [m["seq"] for m in client.events()]
+
+
+def resumed(client: EventClient) -> dict[str, Any]:
+    messages = client.wait_for(lambda ms: any(m.get("type") == "resumed" for m in ms), what="resumed")
+    return next(m for m in messages if m.get("type") == "resumed")
+
+
+def run_jobs(cluster: Cluster, video_id: str, count: int, first_width: int = 64) -> list[str]:
+    with cluster.client() as client:
+        sizes = [(first_width + 2 * (i % 1000), 48 + 2 * (i // 1000)) for i in range(count)]
+        return [client.put("/api/video/resize", json={"videoId": video_id, "width": w, "height": h}).json()["jobId"]
+                for w, h in sizes]
+
+
+def test_a_client_resuming_from_its_last_seq_misses_nothing(
+        cluster_factory: Callable[..., Cluster], clip: Path, ws_factory: Callable[[str], EventClient]) -> None:
+    cluster = cluster_factory(executors=1)
+    video_id = cluster.upload(clip)
+    watcher = ws_factory(cluster.ws_url)  # sees everything, as the reference
+    first = ws_factory(cluster.ws_url)
+    early = run_jobs(cluster, video_id, 2)
+    first.wait_event("job:completed", early[-1])
+    last_seen = seqs(first)[-1]
+    first.close()
+
+    missed = run_jobs(cluster, video_id, 3, first_width=200)  # while nobody listens on `first`
+    watcher.wait_event("job:completed", missed[-1])
+    again = ws_factory(cluster.ws_url)  # perhaps on the other web worker
+    again.send({"type": "resume", "since": last_seen})
+    answer = resumed(again)
+    live = run_jobs(cluster, video_id, 2, first_width=400)
+    again.wait_event("job:completed", live[-1])
+    watcher.wait_event("job:completed", live[-1])
+
+    expected = [s for s in seqs(watcher) if s > last_seen]
+    assert seqs(again) == expected, "every event after last_seen, in order, once"
+    assert answer["replayed"] == len([s for s in expected if s <= answer["lastSeq"]])
+
+
+def test_resume_from_zero_replays_the_stored_history(cluster: Cluster, clip: Path,
+                                                     ws_factory: Callable[[str], EventClient]) -> None:
+    video_id = cluster.upload(clip)
+    watcher = ws_factory(cluster.ws_url)
+    job_id = run_jobs(cluster, video_id, 1)[0]
+    watcher.wait_event("job:completed", job_id)
+    late = ws_factory(cluster.ws_url)
+    late.send({"type": "resume", "since": 0})
+    resumed(late)
+    assert seqs(late) == seqs(watcher)
+    assert [m["event"] for m in late.events(job_id)][-1] == "job:completed"
+
+
+def test_bad_resume_requests(cluster: Cluster, ws_factory: Callable[[str], EventClient]) -> None:
+    client = ws_factory(cluster.ws_url)
+    for since in (-1, "7", None):
+        client.send({"type": "resume", "since": since})
+    client.wait_for(lambda ms: len([m for m in ms if m.get("type") == "error"]) == 3, what="three errors")
+
+
+def welcome_worker(client: EventClient) -> int:
+    messages = client.wait_for(lambda ms: any(m.get("type") == "welcome" for m in ms), what="welcome")
+    return next(m["worker"] for m in messages if m.get("type") == "welcome")
+
+
+def test_events_dropped_by_pub_to_a_stalled_worker_are_fetched(
+        cluster_factory: Callable[..., Cluster], clip: Path, ws_factory: Callable[[str], EventClient]) -> None:
+    cluster = cluster_factory(workers=2, executors=0, extra=["--pub-hwm", "2"])
+    video_id = cluster.upload(clip)
+    clients = [ws_factory(cluster.ws_url) for _ in range(8)]
+    workers = {welcome_worker(c): c for c in clients}
+    assert len(workers) == 2, "the kernel spread the connections over both workers"
+    (slow_pid, slow), (_, fast) = workers.items()
+    os.kill(slow_pid, signal.SIGSTOP)
+    try:
+        job_ids = run_jobs(cluster, video_id, 4000, first_width=2)  # answered by the other worker
+        fast.wait_event("job:queued", job_ids[-1])
+    finally:
+        os.kill(slow_pid, signal.SIGCONT)
+    slow.wait_event("job:queued", job_ids[-1], timeout_s=60)
+    assert seqs(slow) == seqs(fast)
+    assert "events dropped by the PUB socket were fetched" in cluster.log_path.read_text()
