@@ -259,3 +259,46 @@ def generate_clip(path: Path, seconds: float = 2, size: str = "320x240", audio: 
     subprocess.run([find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *inputs, *codecs, str(path)],
                    check=True, timeout=120)
     return path
+
+
+class ResumingClient:
+    """A WebSocket client that, like the pages, reconnects after a drop and resumes from its last seq."""
+
+    RECONNECT_DELAY_S = 0.1
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seqs: list[int] = []
+        self.events: list[dict[str, Any]] = []
+        self.reconnects = 0
+        self._stop = threading.Event()
+        self._connection: ClientConnection | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with connect(self.url, open_timeout=5) as connection:
+                    self._connection = connection
+                    connection.send(json.dumps({"type": "resume", "since": self.seqs[-1] if self.seqs else 0}))
+                    for text in connection:
+                        message = json.loads(text)
+                        if "seq" in message:
+                            self.seqs.append(message["seq"])
+                            self.events.append(message)
+            except (OSError, Exception):  # noqa: BLE001 - refused, reset or closed: reconnect as a page would
+                pass
+            if not self._stop.is_set():
+                self.reconnects += 1
+                self._stop.wait(self.RECONNECT_DELAY_S)
+
+    def final_states(self) -> dict[str, str]:
+        finals = {"job:completed", "job:permanent-failure", "job:cancelled"}
+        return {e["data"]["jobId"]: e["event"] for e in self.events if e["event"] in finals}
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._connection is not None:
+            self._connection.close()
+        self._thread.join(10)
