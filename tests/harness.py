@@ -271,6 +271,7 @@ class ResumingClient:
         self.seqs: list[int] = []
         self.events: list[dict[str, Any]] = []
         self.reconnects = 0
+        self.last_error = ""
         self._stop = threading.Event()
         self._connection: ClientConnection | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -287,8 +288,8 @@ class ResumingClient:
                         if "seq" in message:
                             self.seqs.append(message["seq"])
                             self.events.append(message)
-            except (OSError, Exception):  # noqa: BLE001 - refused, reset or closed: reconnect as a page would
-                pass
+            except Exception as e:  # noqa: BLE001 - refused, reset or closed: reconnect as a page would
+                self.last_error = repr(e)
             if not self._stop.is_set():
                 self.reconnects += 1
                 self._stop.wait(self.RECONNECT_DELAY_S)

@@ -123,7 +123,7 @@ def test_random_faults_keep_every_promise(cluster_factory: Callable[..., Cluster
         if fault == "primary":
             everything = cluster.descendants()
             cluster.kill_primary()
-            wait_until(lambda: gone(everything), 5, "the children to exit by themselves")
+            wait_until(lambda e=everything: gone(e), 5, "the children to exit by themselves")
             cluster.start()
         else:
             pids = cluster.pids(fault)
