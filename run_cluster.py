@@ -3,6 +3,7 @@
 
     python run_cluster.py [flags]             run the cluster
     python run_cluster.py tap [--filter job:] print events and logs as JSON lines
+    python run_cluster.py user add NAME       manage users (add [--admin], list, passwd, remove)
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def run_parser() -> argparse.ArgumentParser:
         prog="run_cluster.py",
         description="Run the video cluster: a primary, N HTTP/WebSocket workers and M FFmpeg executors. "
                     "Every flag can also be set by the environment variable named in its help. "
-                    "Sub-command: 'tap' prints the cluster's events and logs (run_cluster.py tap --help).",
+                    "Sub-commands: 'tap' prints the cluster's events and logs (run_cluster.py tap --help); "
+                    "'user' manages accounts (run_cluster.py user --help).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_config_arguments(parser)
@@ -55,6 +57,10 @@ def main(argv: list[str]) -> int:
 
         args = tap_parser().parse_args(argv[1:])
         return run_tap(args.data_dir, args.filter, args.endpoint)
+    if argv[:1] == ["user"]:
+        from primary.user_cli import run_user_command
+
+        return run_user_command(argv[1:])
     parser = run_parser()
     try:
         config = config_from_args(parser.parse_args(argv))

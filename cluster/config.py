@@ -34,6 +34,9 @@ class ClusterConfig:
     event_retention: int = 100_000
     event_retention_s: float = 7 * 24 * 3600.0
     pub_hwm: int = 100_000
+    session_ttl_s: float = 7 * 24 * 3600.0
+    login_max_failures: int = 5
+    login_window_s: float = 60.0
     log_level: str = "info"
     log_format: str = "json"
 
@@ -92,6 +95,9 @@ _HELP = {
     "event_retention": "number of events kept in the store for resuming clients",
     "event_retention_s": "age in seconds after which stored events are pruned",
     "pub_hwm": "events queued per slow subscriber before the PUB socket drops (workers then fetch the gap)",
+    "session_ttl_s": "how long a login lasts",
+    "login_max_failures": "failed logins per user name or address within the window before 429",
+    "login_window_s": "the window for counting failed logins",
     "log_level": "debug, info, warning or error",
     "log_format": "json (for the tap and log shippers) or console",
 }

@@ -10,6 +10,7 @@ from typing import Any
 
 from cluster.logs import get_logger
 from cluster.protocol import EventName, JobState, Priority
+from primary.control import RequestError
 from primary.event_bus import EventBus
 from primary.jobs import Attempt, Job, JobIdFactory, dedupe_key, now_ms
 from primary.queue import JobQueue
@@ -21,10 +22,8 @@ log = get_logger()
 PAUSED_SETTING = "queue_paused"
 
 
-class EngineError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class EngineError(RequestError):
+    """A job request the engine refuses (409 conflict, 503 shutting down)."""
 
 
 class JobEngine:
@@ -272,7 +271,8 @@ class JobEngine:
             timer.cancel()
 
     def _commit(self, job: Job, name: EventName, record: Attempt | None = None, /, **data: Any) -> None:
-        event = self.bus.make(name.value, {"jobId": job.id, "type": job.type, "videoId": job.video_id, **data})
+        base = {"jobId": job.id, "type": job.type, "videoId": job.video_id, "userId": job.owner}
+        event = self.bus.make(name.value, {**base, **data})
         self.store.save(job, [event], record)
         self.bus.publish(event)
 

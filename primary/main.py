@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import os
 import signal
+import sys
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -16,11 +17,16 @@ import zmq.asyncio
 from cluster.child import EXIT_BOOT_FAILURE
 from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
+from cluster.passwords import random_password
 from cluster.storage import LocalStorage
+from primary.accounts import AccountStore
+from primary.auth_ops import AuthOps
 from primary.control import ControlServer
 from primary.dispatch import ExecutorPool
 from primary.engine import JobEngine
 from primary.event_bus import EventBus
+from primary.job_ops import JobOps
+from primary.limits import FailureLimiter
 from primary.listener import bind_listener
 from primary.retry import RetryPolicy, RetryTracker, parse_policies
 from primary.store import JobStore
@@ -30,6 +36,7 @@ log = get_logger()
 
 PRUNE_INTERVAL_S = 60.0
 CHILD_STOP_TIMEOUT_S = 5.0
+ADMIN_NAME = "admin"
 
 
 class AlreadyRunning(RuntimeError):
@@ -57,8 +64,13 @@ class Primary:
         supervisor = Supervisor(config, lambda child, code: self._child_exited(pool, child, code))
         pool = ExecutorPool(executor_socket, engine, store.get_video, config.executor_timeout_s,
                             config.threads_per_ffmpeg, supervisor.kill)
-        control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), engine, store,
-                                lambda: _describe_processes(supervisor, pool), config.max_job_timeout_s)
+        accounts = AccountStore(config.db_path)
+        _ensure_an_administrator(accounts)
+        job_ops = JobOps(engine, store, lambda: _describe_processes(supervisor, pool), config.max_job_timeout_s)
+        auth_ops = AuthOps(accounts, FailureLimiter(config.login_max_failures, config.login_window_s),
+                           config.session_ttl_s)
+        control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), job_ops.handlers(),
+                                auth_ops.handlers())
         logs = _bind(context, zmq.PULL, config.endpoint("logs"))
         engine.recover()
         swept = LocalStorage(config.storage_dir).sweep_partials()  # no child runs yet
@@ -81,11 +93,13 @@ class Primary:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         engine.close()
         listener.close()
-        for sock in (executor_socket, logs, control._socket):
+        for sock in (executor_socket, logs):
             sock.close(linger=0)
+        control.close()
         bus.close()
         context.term()
         store.close()
+        accounts.close()
         _release_run_dir(config.run_dir, lock)
         log.info("cluster stopped")
         return 0
@@ -115,6 +129,17 @@ class Primary:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_stop_signal)
+
+
+def _ensure_an_administrator(accounts: AccountStore) -> None:
+    """No default password: a fresh data dir gets an administrator with a random one, shown once."""
+    if accounts.count_users():
+        return
+    password = random_password()
+    accounts.add_user(ADMIN_NAME, password, is_admin=True)
+    print(f"\n  created the administrator {ADMIN_NAME!r} with the password: {password}\n"
+          f"  (shown once; change it with: python run_cluster.py user passwd {ADMIN_NAME})\n", file=sys.stderr,
+          flush=True)
 
 
 def _retry_tracker(config: ClusterConfig) -> RetryTracker:

@@ -164,9 +164,9 @@ class JobStore:
         return _job_from_row(row) if row else None
 
     def list_jobs(self, *, state: str | None = None, video_id: str | None = None,
-                  job_type: str | None = None, limit: int = 100) -> list[Job]:
+                  job_type: str | None = None, owner: str | None = None, limit: int = 100) -> list[Job]:
         clauses, args = [], []
-        for column, value in (("state", state), ("video_id", video_id), ("type", job_type)):
+        for column, value in (("state", state), ("video_id", video_id), ("type", job_type), ("owner", owner)):
             if value:
                 clauses.append(f"{column} = ?")
                 args.append(value)

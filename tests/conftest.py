@@ -43,11 +43,12 @@ def cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
 
 
 @pytest.fixture
-def ws_factory() -> Iterator[Callable[[str], EventClient]]:
+def ws_factory() -> Iterator[Callable[..., EventClient]]:
+    """``ws_factory(cluster)``: a WebSocket client logged in as the administrator (or with ``token``)."""
     clients: list[EventClient] = []
 
-    def make(url: str) -> EventClient:
-        client = EventClient(url)
+    def make(cluster: Cluster, token: str | None = None) -> EventClient:
+        client = EventClient(cluster.ws_url, cluster.token if token is None else token)
         clients.append(client)
         return client
 

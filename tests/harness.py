@@ -20,6 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 30.0
+ADMIN = ("admin", "admin-password-1")
 
 
 def free_port() -> int:
@@ -56,6 +57,7 @@ class Cluster:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-primary.log"
         self.known_pids: set[int] = set()
+        self.token = ""
 
     @property
     def url(self) -> str:
@@ -65,14 +67,30 @@ class Cluster:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    def start(self) -> Cluster:
+    def start(self, as_admin: bool = True) -> Cluster:
+        """Start the primary; ``as_admin``: create the harness's administrator first and log in as it."""
+        if as_admin and not (self.data_dir / "cluster.db").exists():
+            self.add_user(*ADMIN, admin=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's lifetime
         self.process = subprocess.Popen([sys.executable, str(ROOT / "run_cluster.py"), *self.args], cwd=ROOT,
                                         stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                         start_new_session=True)  # its own group, as at a terminal
         log.close()
         self.wait_ready()
+        if as_admin:
+            self.token = self.login(*ADMIN)
         return self
+
+    def add_user(self, name: str, password: str, admin: bool = False) -> None:
+        """As an operator would: ``run_cluster.py user add``."""
+        command = [sys.executable, str(ROOT / "run_cluster.py"), "user", "--data-dir", str(self.data_dir), "add",
+                   name, "--password-stdin", *(["--admin"] if admin else [])]
+        subprocess.run(command, input=password + "\n", text=True, check=True, capture_output=True, timeout=30)
+
+    def login(self, name: str, password: str) -> str:
+        response = httpx.post(self.url + "/api/login", json={"username": name, "password": password}, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()["token"]
 
     def with_executors(self, executors: int) -> Cluster:
         """For the next start."""
@@ -167,8 +185,10 @@ class Cluster:
 
     # API helpers
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+    def client(self, token: str | None = None) -> httpx.Client:
+        """An HTTP client logged in as the administrator, or with the given session token."""
+        return httpx.Client(base_url=self.url, timeout=30,
+                            headers={"Authorization": f"Bearer {token if token is not None else self.token}"})
 
     def upload(self, path: Path, name: str | None = None) -> str:
         with self.client() as client:
@@ -196,8 +216,9 @@ class Cluster:
 class EventClient:
     """A real WebSocket client; a reader thread collects every message it receives."""
 
-    def __init__(self, url: str) -> None:
-        self._connector = connect(url, open_timeout=10)
+    def __init__(self, url: str, token: str = "") -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._connector = connect(url, open_timeout=10, additional_headers=headers)
         self.connection: ClientConnection = self._connector.__enter__()
         self.messages: list[dict[str, Any]] = []
         self.closed: threading.Event = threading.Event()
@@ -266,8 +287,9 @@ class ResumingClient:
 
     RECONNECT_DELAY_S = 0.1
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str = "") -> None:
         self.url = url
+        self.headers = {"Authorization": f"Bearer {token}"} if token else None
         self.seqs: list[int] = []
         self.events: list[dict[str, Any]] = []
         self.reconnects = 0
@@ -280,7 +302,7 @@ class ResumingClient:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with connect(self.url, open_timeout=5) as connection:
+                with connect(self.url, open_timeout=5, additional_headers=self.headers) as connection:
                     self._connection = connection
                     connection.send(json.dumps({"type": "resume", "since": self.seqs[-1] if self.seqs else 0}))
                     for text in connection:

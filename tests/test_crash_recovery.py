@@ -22,11 +22,11 @@ FINAL_EVENTS = ("job:completed", "job:permanent-failure", "job:cancelled")
 
 
 @pytest.fixture
-def resuming_clients() -> Iterator[Callable[[str], ResumingClient]]:
+def resuming_clients() -> Iterator[Callable[[Cluster], ResumingClient]]:
     clients: list[ResumingClient] = []
 
-    def make(url: str) -> ResumingClient:
-        clients.append(ResumingClient(url))
+    def make(cluster: Cluster) -> ResumingClient:
+        clients.append(ResumingClient(cluster.ws_url, cluster.token))
         return clients[-1]
 
     yield make
@@ -41,11 +41,11 @@ class JobStream:
         self.accepted: list[str] = []
         self.refused = 0
         self._sizes = [(32 + 2 * (i % 500), 32 + 2 * (i // 500)) for i in range(count)]
-        self._thread = threading.Thread(target=self._send, args=(cluster.url, video_id, interval_s))
+        self._thread = threading.Thread(target=self._send, args=(cluster.url, cluster.token, video_id, interval_s))
         self._thread.start()
 
-    def _send(self, url: str, video_id: str, interval_s: float) -> None:
-        with httpx.Client(base_url=url, timeout=5) as client:
+    def _send(self, url: str, token: str, video_id: str, interval_s: float) -> None:
+        with httpx.Client(base_url=url, timeout=5, headers={"Authorization": f"Bearer {token}"}) as client:
             for width, height in self._sizes:
                 try:
                     response = client.put("/api/video/resize", json={"videoId": video_id, "width": width,
@@ -110,11 +110,11 @@ def test_a_primary_killed_at_a_random_moment_loses_no_job(cluster_factory: Calla
 
 
 def test_random_faults_keep_every_promise(cluster_factory: Callable[..., Cluster], clip: Path,
-                                          resuming_clients: Callable[[str], ResumingClient]) -> None:
+                                          resuming_clients: Callable[[Cluster], ResumingClient]) -> None:
     rng = random.Random(20261125)
     cluster = cluster_factory(workers=2, executors=2)
     video_id = cluster.upload(clip)
-    clients = [resuming_clients(cluster.ws_url) for _ in range(4)]
+    clients = [resuming_clients(cluster) for _ in range(4)]
     stream = JobStream(cluster, video_id, 150, interval_s=0.05)
     faults = ["web", "executor", "primary", "web", "executor"]
     rng.shuffle(faults)

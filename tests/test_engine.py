@@ -106,7 +106,7 @@ def test_submit_queues_and_emits_queued_with_position(open_primary: OpenPrimary)
     positions = [data["queuePosition"] for name, data in p.events() if name == "job:queued"]
     assert positions == [1, 2, 1]
     assert p.events(second.id) == [("job:queued", {"jobId": second.id, "type": "resize", "videoId": "v2",
-                                                   "queuePosition": 2, "queuedAt": second.queued_at,
+                                                   "userId": "", "queuePosition": 2, "queuedAt": second.queued_at,
                                                    "attempt": 0, "priority": "normal"})]
     assert p.store.get_job(urgent.id) == urgent
     assert p.engine.next_job() is urgent
@@ -244,7 +244,7 @@ def test_failure_without_retry_is_final_at_once(open_primary: OpenPrimary, perma
     _, run = p.start_next()
     p.engine.fail(run, "unsupported codec", permanent=permanent)  # no retry: no timer, no loop needed
     assert p.names(job.id) == ["job:queued", "job:started", "job:permanent-failure"]
-    assert p.events(job.id)[-1][1] == {"jobId": job.id, "type": "resize", "videoId": "v1",
+    assert p.events(job.id)[-1][1] == {"jobId": job.id, "type": "resize", "videoId": "v1", "userId": "",
                                        "totalAttempts": 1, "error": "unsupported codec"}
     assert job.state is JobState.DEAD and job.id not in p.engine.active
     assert p.store.get_job(job.id).error == "unsupported codec"

@@ -52,9 +52,9 @@ def test_a_killed_web_worker_is_replaced_while_the_others_answer(cluster: Cluste
 
 
 def test_the_job_of_a_killed_executor_runs_again(cluster: Cluster, long_clip: Path,
-                                                 ws_factory: Callable[[str], EventClient]) -> None:
+                                                 ws_factory: Callable[..., EventClient]) -> None:
     video_id = cluster.upload(long_clip)
-    ws = ws_factory(cluster.ws_url)
+    ws = ws_factory(cluster)
     job_id = cluster.convert(video_id, "webm").json()["jobId"]
     ws.wait_event("job:progress", job_id)
     victim = cluster.executor_pids()[0]
@@ -71,7 +71,7 @@ def test_the_job_of_a_killed_executor_runs_again(cluster: Cluster, long_clip: Pa
 
 
 def test_queued_jobs_survive_a_killed_primary(cluster_factory: Callable[..., Cluster], clip: Path,
-                                              ws_factory: Callable[[str], EventClient]) -> None:
+                                              ws_factory: Callable[..., EventClient]) -> None:
     cluster = cluster_factory(executors=0)
     video_id = cluster.upload(clip)
     job_ids = [cluster.resize(video_id, 64 * (i + 1), 48 * (i + 1)).json()["jobId"] for i in range(3)]
@@ -80,7 +80,7 @@ def test_queued_jobs_survive_a_killed_primary(cluster_factory: Callable[..., Clu
     wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children), 5,
                "the children to exit by themselves")
     cluster.with_executors(1).start()
-    ws = ws_factory(cluster.ws_url)
+    ws = ws_factory(cluster)
     for job_id in job_ids:
         if cluster.job(job_id)["state"] != "completed":
             ws.wait_event("job:completed", job_id)
@@ -88,9 +88,9 @@ def test_queued_jobs_survive_a_killed_primary(cluster_factory: Callable[..., Clu
 
 
 def test_executors_and_ffmpeg_exit_when_the_primary_is_killed(cluster: Cluster, long_clip: Path,
-                                                              ws_factory: Callable[[str], EventClient]) -> None:
+                                                              ws_factory: Callable[..., EventClient]) -> None:
     video_id = cluster.upload(long_clip)
-    ws = ws_factory(cluster.ws_url)
+    ws = ws_factory(cluster)
     job_id = cluster.convert(video_id, "webm").json()["jobId"]
     ws.wait_event("job:progress", job_id)
     everything = cluster.descendants()

@@ -6,7 +6,6 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from cluster.media import find_ffmpeg, probe
@@ -19,8 +18,8 @@ def video_id(cluster: Cluster, clip: Path) -> str:
 
 
 def test_resize_runs_in_an_executor_and_serves_its_output(cluster: Cluster, video_id: str,
-                                                          ws_factory: Callable[[str], EventClient]) -> None:
-    ws = ws_factory(cluster.ws_url)
+                                                          ws_factory: Callable[..., EventClient]) -> None:
+    ws = ws_factory(cluster)
     response = cluster.resize(video_id, 160, 120)
     assert response.status_code == 202
     job_id = response.json()["jobId"]
@@ -46,9 +45,9 @@ def test_resize_runs_in_an_executor_and_serves_its_output(cluster: Cluster, vide
     ("webm", "video/webm", "vp9"), ("mkv", "video/x-matroska", "h264"), ("avi", "video/x-msvideo", "mpeg4"),
     ("mov", "video/quicktime", "h264"), ("flv", "video/x-flv", "h264"),
 ])
-def test_convert_to_every_format(cluster: Cluster, video_id: str, ws_factory: Callable[[str], EventClient],
+def test_convert_to_every_format(cluster: Cluster, video_id: str, ws_factory: Callable[..., EventClient],
                                  fmt: str, content_type: str, codec: str) -> None:
-    ws = ws_factory(cluster.ws_url)
+    ws = ws_factory(cluster)
     response = cluster.convert(video_id, fmt)
     assert response.status_code == 202
     job_id = response.json()["jobId"]
@@ -125,10 +124,10 @@ exec {find_ffmpeg()} "$@"
 
 def test_a_failing_job_is_retried_with_backoff_then_fails_permanently(
         cluster_factory: Callable[..., Cluster], clip: Path, tmp_path: Path,
-        ws_factory: Callable[[str], EventClient]) -> None:
+        ws_factory: Callable[..., EventClient]) -> None:
     cluster = cluster_factory(extra=["--ffmpeg", str(crashing_ffmpeg(tmp_path))])
     video_id = cluster.upload(clip)
-    ws = ws_factory(cluster.ws_url)
+    ws = ws_factory(cluster)
     job_id = cluster.resize(video_id, 160, 120).json()["jobId"]
     ws.wait_event("job:permanent-failure", job_id)
     names = [e["event"] for e in ws.events(job_id)]
@@ -146,10 +145,10 @@ def test_a_failing_job_is_retried_with_backoff_then_fails_permanently(
 
 
 def test_retries_are_counted_per_job_not_per_video(cluster_factory: Callable[..., Cluster], clip: Path,
-                                                   tmp_path: Path, ws_factory: Callable[[str], EventClient]) -> None:
+                                                   tmp_path: Path, ws_factory: Callable[..., EventClient]) -> None:
     cluster = cluster_factory(extra=["--ffmpeg", str(crashing_ffmpeg(tmp_path))])
     video_id = cluster.upload(clip)
-    ws = ws_factory(cluster.ws_url)
+    ws = ws_factory(cluster)
     first = cluster.resize(video_id, 160, 120).json()["jobId"]
     second = cluster.resize(video_id, 320, 180).json()["jobId"]
     for job_id in (first, second):
@@ -161,7 +160,7 @@ def test_jobs_list_filters(cluster_factory: Callable[..., Cluster], clip: Path) 
     video_id = cluster.upload(clip)
     cluster.resize(video_id, 160, 120)
     cluster.convert(video_id, "webm")
-    with httpx.Client(base_url=cluster.url) as client:
+    with cluster.client() as client:
         assert {j["type"] for j in client.get("/api/jobs").json()} == {"resize", "convert"}
         assert [j["type"] for j in client.get("/api/jobs", params={"type": "convert"}).json()] == ["convert"]
         assert len(client.get("/api/jobs", params={"state": "queued"}).json()) == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.harness import ROOT, Cluster
+from tests.harness import ADMIN, ROOT, Cluster
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -37,6 +37,8 @@ def page(browser: Browser) -> Iterator[Page]:
 
 def test_demo_page_shows_a_job_live(cluster: Cluster, long_clip: Path, page: Page) -> None:
     video_id = cluster.upload(long_clip)
+    login = page.request.post(cluster.url + "/api/login", data={"username": ADMIN[0], "password": ADMIN[1]})
+    assert login.ok  # the session cookie is now the browser's
     page.goto(cluster.url + "/websocket-demo.html")
     expect(page.locator("#conn-state")).to_have_text("open", timeout=15_000)
     page.fill("#video-id", video_id)

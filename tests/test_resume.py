@@ -28,11 +28,11 @@ def run_jobs(cluster: Cluster, video_id: str, count: int, first_width: int = 64)
 
 
 def test_a_client_resuming_from_its_last_seq_misses_nothing(
-        cluster_factory: Callable[..., Cluster], clip: Path, ws_factory: Callable[[str], EventClient]) -> None:
+        cluster_factory: Callable[..., Cluster], clip: Path, ws_factory: Callable[..., EventClient]) -> None:
     cluster = cluster_factory(executors=1)
     video_id = cluster.upload(clip)
-    watcher = ws_factory(cluster.ws_url)  # sees everything, as the reference
-    first = ws_factory(cluster.ws_url)
+    watcher = ws_factory(cluster)  # sees everything, as the reference
+    first = ws_factory(cluster)
     early = run_jobs(cluster, video_id, 2)
     first.wait_event("job:completed", early[-1])
     last_seen = seqs(first)[-1]
@@ -40,7 +40,7 @@ def test_a_client_resuming_from_its_last_seq_misses_nothing(
 
     missed = run_jobs(cluster, video_id, 3, first_width=200)  # while nobody listens on `first`
     watcher.wait_event("job:completed", missed[-1])
-    again = ws_factory(cluster.ws_url)  # perhaps on the other web worker
+    again = ws_factory(cluster)  # perhaps on the other web worker
     again.send({"type": "resume", "since": last_seen})
     answer = resumed(again)
     live = run_jobs(cluster, video_id, 2, first_width=400)
@@ -53,20 +53,20 @@ def test_a_client_resuming_from_its_last_seq_misses_nothing(
 
 
 def test_resume_from_zero_replays_the_stored_history(cluster: Cluster, clip: Path,
-                                                     ws_factory: Callable[[str], EventClient]) -> None:
+                                                     ws_factory: Callable[..., EventClient]) -> None:
     video_id = cluster.upload(clip)
-    watcher = ws_factory(cluster.ws_url)
+    watcher = ws_factory(cluster)
     job_id = run_jobs(cluster, video_id, 1)[0]
     watcher.wait_event("job:completed", job_id)
-    late = ws_factory(cluster.ws_url)
+    late = ws_factory(cluster)
     late.send({"type": "resume", "since": 0})
     resumed(late)
     assert seqs(late) == seqs(watcher)
     assert [m["event"] for m in late.events(job_id)][-1] == "job:completed"
 
 
-def test_bad_resume_requests(cluster: Cluster, ws_factory: Callable[[str], EventClient]) -> None:
-    client = ws_factory(cluster.ws_url)
+def test_bad_resume_requests(cluster: Cluster, ws_factory: Callable[..., EventClient]) -> None:
+    client = ws_factory(cluster)
     for since in (-1, "7", None):
         client.send({"type": "resume", "since": since})
     client.wait_for(lambda ms: len([m for m in ms if m.get("type") == "error"]) == 3, what="three errors")
@@ -78,10 +78,10 @@ def welcome_worker(client: EventClient) -> int:
 
 
 def test_events_dropped_by_pub_to_a_stalled_worker_are_fetched(
-        cluster_factory: Callable[..., Cluster], clip: Path, ws_factory: Callable[[str], EventClient]) -> None:
+        cluster_factory: Callable[..., Cluster], clip: Path, ws_factory: Callable[..., EventClient]) -> None:
     cluster = cluster_factory(workers=2, executors=0, extra=["--pub-hwm", "2"])
     video_id = cluster.upload(clip)
-    clients = [ws_factory(cluster.ws_url) for _ in range(8)]
+    clients = [ws_factory(cluster) for _ in range(8)]
     workers = {welcome_worker(c): c for c in clients}
     assert len(workers) == 2, "the kernel spread the connections over both workers"
     (slow_pid, slow), (_, fast) = workers.items()

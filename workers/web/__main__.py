@@ -20,6 +20,7 @@ from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
 from cluster.storage import LocalStorage
 from workers.web.app import WorkerState, build_app
+from workers.web.auth import SessionCache
 from workers.web.event_feed import pump_events
 from workers.web.hub import Hub
 from workers.web.rpc import ControlClient
@@ -51,7 +52,7 @@ async def serve(config: ClusterConfig, parent: int) -> None:
     hub = Hub(config.ws_queue_size)
     storage = LocalStorage(config.storage_dir)
     storage.prepare()
-    state = WorkerState(config, rpc, hub, storage, media.find_ffmpeg(config.ffmpeg))
+    state = WorkerState(config, rpc, hub, storage, media.find_ffmpeg(config.ffmpeg), SessionCache(rpc))
     listener = socket.socket(fileno=int(os.environ[LISTEN_FD_ENV]))
     server = WorkerServer(uvicorn.Config(
         build_app(state), http="httptools", ws="websockets-sansio", lifespan="off", access_log=False,

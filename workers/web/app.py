@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -18,6 +19,7 @@ from cluster import jobspec
 from cluster.config import ClusterConfig
 from cluster.logs import get_logger
 from cluster.storage import LocalStorage, content_type
+from workers.web.auth import RequireSession, SessionCache, login, logout, update_user
 from workers.web.errors import EXCEPTION_HANDLERS, ApiError
 from workers.web.hub import Hub
 from workers.web.rpc import ControlClient
@@ -37,12 +39,17 @@ class WorkerState:
     hub: Hub
     storage: LocalStorage
     ffmpeg: str
+    sessions: SessionCache
     health: tuple[float, bytes] = (0.0, b"")
 
 
 def build_app(state: WorkerState) -> Starlette:
     routes = [
         Route("/api/health", health),
+        Route("/api/login", login_route, methods=["POST"]),
+        Route("/api/logout", logout, methods=["DELETE", "POST"]),
+        Route("/api/user", get_user),
+        Route("/api/user", put_user, methods=["PUT"]),
         Route("/api/upload-video", upload_video, methods=["POST"]),
         Route("/api/video/resize", resize_video, methods=["PUT"]),
         Route("/api/video/convert", convert_video, methods=["PUT"]),
@@ -60,13 +67,19 @@ def build_app(state: WorkerState) -> Starlette:
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
     ]
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+                    middleware=[Middleware(RequireSession)])
     app.state.worker = state
     return app
 
 
 def _state(request: Request) -> WorkerState:
     return request.app.state.worker
+
+
+async def _call(request: Request, op: str, **args: Any) -> Any:
+    """An RPC on behalf of the logged-in user (RequireSession put it there); the primary checks ownership."""
+    return await _state(request).rpc.call(op, user=request.state.user, **args)
 
 
 async def health(request: Request) -> Response:
@@ -79,13 +92,25 @@ async def health(request: Request) -> Response:
     return Response(body, media_type="application/json")
 
 
+async def login_route(request: Request) -> Response:
+    return await login(request, await _json_body(request))
+
+
+async def get_user(request: Request) -> JSONResponse:
+    return JSONResponse(request.state.user)
+
+
+async def put_user(request: Request) -> Response:
+    return await update_user(request, await _json_body(request))
+
+
 async def upload_video(request: Request) -> JSONResponse:
     state = _state(request)
     ext = upload_extension(request.headers.get("filename"))
     temp = await receive_body(request, state.storage, state.config.max_upload_mb * 1024 * 1024)
     video_id, info = await ingest(temp, ext, state.storage, state.ffmpeg)
     try:
-        await state.rpc.call("add_video", videoId=video_id, name=request.headers["filename"], info=info)
+        await _call(request, "add_video", videoId=video_id, name=request.headers["filename"], info=info)
     except Exception:
         state.storage.remove_video(video_id)
         raise
@@ -108,45 +133,45 @@ async def convert_video(request: Request) -> JSONResponse:
 
 
 async def list_videos(request: Request) -> JSONResponse:
-    videos = await _state(request).rpc.call("list_videos")
+    videos = await _call(request, "list_videos")
     return JSONResponse([_video_view(v) for v in videos])
 
 
 async def list_jobs(request: Request) -> JSONResponse:
     q = request.query_params
-    jobs = await _state(request).rpc.call("list_jobs", state=q.get("state"), videoId=q.get("videoId"),
+    jobs = await _call(request, "list_jobs", state=q.get("state"), videoId=q.get("videoId"),
                                           type=q.get("type"), limit=_limit(request))
     return JSONResponse(jobs)
 
 
 async def get_job(request: Request) -> JSONResponse:
-    return JSONResponse(await _state(request).rpc.call("get_job", jobId=request.path_params["job_id"]))
+    return JSONResponse(await _call(request, "get_job", jobId=request.path_params["job_id"]))
 
 
 async def cancel_job(request: Request) -> JSONResponse:
-    job = await _state(request).rpc.call("cancel_job", jobId=request.path_params["job_id"])
+    job = await _call(request, "cancel_job", jobId=request.path_params["job_id"])
     return JSONResponse(job)
 
 
 async def retry_job(request: Request) -> JSONResponse:
-    job = await _state(request).rpc.call("retry_job", jobId=request.path_params["job_id"])
+    job = await _call(request, "retry_job", jobId=request.path_params["job_id"])
     return JSONResponse({"jobId": job["jobId"], "state": job["state"]}, status_code=202)
 
 
 async def queue_stats(request: Request) -> JSONResponse:
-    return JSONResponse(await _state(request).rpc.call("queue_stats"))
+    return JSONResponse(await _call(request, "queue_stats"))
 
 
 async def dead_letter(request: Request) -> JSONResponse:
-    return JSONResponse(await _state(request).rpc.call("dead_letter", limit=_limit(request)))
+    return JSONResponse(await _call(request, "dead_letter", limit=_limit(request)))
 
 
 async def pause_queue(request: Request) -> JSONResponse:
-    return JSONResponse(await _state(request).rpc.call("pause"))
+    return JSONResponse(await _call(request, "pause"))
 
 
 async def resume_queue(request: Request) -> JSONResponse:
-    return JSONResponse(await _state(request).rpc.call("resume"))
+    return JSONResponse(await _call(request, "resume"))
 
 
 async def clean_queue(request: Request) -> JSONResponse:
@@ -158,7 +183,7 @@ async def clean_queue(request: Request) -> JSONResponse:
         raise ApiError(400, "olderThan must be a number of seconds") from e
     if older_than_s < 0:
         raise ApiError(400, "olderThan must not be negative")
-    return JSONResponse(await _state(request).rpc.call("clean", olderThan=older_than_s))
+    return JSONResponse(await _call(request, "clean", olderThan=older_than_s))
 
 
 async def get_video_asset(request: Request) -> FileResponse:
@@ -215,13 +240,13 @@ async def _video(request: Request, video_id: Any) -> dict[str, Any]:
         raise ApiError(400, "videoId is required")
     if not video_id.isalnum():
         raise ApiError(404, f"video {video_id} not found")
-    return await _state(request).rpc.call("get_video", videoId=video_id)
+    return await _call(request, "get_video", videoId=video_id)
 
 
 async def _submit(request: Request, job_type: str, video: dict[str, Any], params: dict[str, Any],
                   body: dict[str, Any]) -> JSONResponse:
     options = jobspec.job_options(body)
-    answer = await _state(request).rpc.call("submit_job", type=job_type, videoId=video["videoId"],
+    answer = await _call(request, "submit_job", type=job_type, videoId=video["videoId"],
                                             params=params, **options)
     log.info("job requested", jobId=answer["jobId"], videoId=video["videoId"], created=answer["created"])
     return JSONResponse({"jobId": answer["jobId"]}, status_code=202 if answer["created"] else 200)

@@ -68,17 +68,19 @@ async def _catch_up(hub: Hub, rpc: ControlClient, last_seq: int, until: int | No
     return last_seq
 
 
-async def replay(client: WsClient, rpc: ControlClient, since: int) -> int:
-    """Send a resuming client what it missed, then the live events held meanwhile; no gap, no duplicate."""
+async def replay(client: WsClient, rpc: ControlClient, since: int) -> tuple[int, int] | None:
+    """Send a resuming client what it missed, then the live events held meanwhile; no gap, no duplicate.
+    Returns (events replayed, seq of the last one), or None when the client could not keep up."""
     client.hold_live_events(since)
     replayed = 0
     try:
         async for event, body in stored_events(rpc, since):
             if client.may_see(event) and event.seq > client.last_seq:
                 if not client.offer(body):
-                    return -1
+                    return None
                 client.last_seq = event.seq
                 replayed += 1
+        last_replayed = client.last_seq
     finally:
         released = client.release_live_events()
-    return replayed if released else -1
+    return (replayed, last_replayed) if released else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from starlette.websockets import WebSocket
 
@@ -17,17 +18,23 @@ CLOSE_TOO_SLOW = 1013  # "try again later"
 
 
 class WsClient:
-    def __init__(self, websocket: WebSocket, queue_size: int, sees_all: bool = True) -> None:
+    def __init__(self, websocket: WebSocket, queue_size: int, user_id: str, admin: bool) -> None:
         self.websocket = websocket
-        self.rooms: set[str] = set()
-        self.sees_all = sees_all
+        self.rooms: set[str] = set()  # videos it subscribed to (only ones it may see)
+        self.user_id = user_id
+        self.admin = admin
         self.last_seq = 0  # of the last event queued to this client: nothing at or below it is sent again
         self.dropped = False
         self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
-        self._held: list[tuple[int, str]] | None = None  # live events held back while a resume replays
+        # Live events are held back while a resume replays, and for the first moments of a connection:
+        # a client that resumes says so in its first message, and nothing newer may overtake the replay.
+        self._held: list[tuple[int, str]] | None = []
 
     def may_see(self, event: Event) -> bool:
-        return self.sees_all or event.data.get("videoId") in self.rooms
+        """Its own user's jobs; every job for an administrator; cluster notices (queue paused) for all."""
+        if self.admin or "jobId" not in event.data:
+            return True
+        return event.data.get("userId") == self.user_id
 
     def offer_event(self, seq: int, text: str) -> bool:
         if self._held is not None:
@@ -47,8 +54,13 @@ class WsClient:
             return False
         return True
 
+    @property
+    def holding(self) -> bool:
+        return self._held is not None
+
     def hold_live_events(self, since: int) -> None:
-        self._held = []
+        if self._held is None:
+            self._held = []
         self.last_seq = max(self.last_seq, since)
 
     def release_live_events(self) -> bool:
@@ -67,8 +79,8 @@ class Hub:
         self.clients: set[WsClient] = set()
         self.delivered = 0
 
-    def connect(self, websocket: WebSocket) -> WsClient:
-        client = WsClient(websocket, self._queue_size)
+    def connect(self, websocket: WebSocket, user: dict[str, Any]) -> WsClient:
+        client = WsClient(websocket, self._queue_size, str(user["userId"]), bool(user.get("admin")))
         self.clients.add(client)
         return client
 

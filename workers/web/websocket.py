@@ -8,23 +8,37 @@ import json
 import os
 from typing import Any
 
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from workers.web.auth import current_user
+from workers.web.errors import ApiError
 from workers.web.event_feed import replay
-from workers.web.hub import WsClient
+from workers.web.hub import Hub, WsClient
+from workers.web.rpc import RpcError
+
+HOLD_FOR_RESUME_S = 0.5
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state = websocket.app.state.worker
     hub = state.hub
-    client = hub.connect(websocket)  # before accept: an event published once the client is connected reaches it
+    try:
+        user = await current_user(websocket)
+    except ApiError as e:
+        await websocket.send_denial_response(JSONResponse({"error": str(e)}, status_code=e.status))
+        return
+    client = hub.connect(websocket, user)  # before accept: an event published once the client is connected reaches it
     sender: asyncio.Task[None] | None = None
     try:
         await websocket.accept()
         client.offer(json.dumps({"type": "welcome", "worker": os.getpid()}))
         sender = asyncio.create_task(client.send_forever())
+        release = asyncio.get_running_loop().call_later(HOLD_FOR_RESUME_S, _release, hub, client)
         while True:
-            await _handle(client, await websocket.receive_text(), state)
+            text = await websocket.receive_text()
+            release.cancel()
+            await _handle(client, text, state)
     except (WebSocketDisconnect, RuntimeError):
         pass  # closed by the client, or by the hub for being too slow
     finally:
@@ -35,19 +49,32 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 await sender
 
 
+def _release(hub: Hub, client: WsClient) -> None:
+    """The first message decides: a resume replays, then goes live; anything else (or silence) goes live now."""
+    if client.holding and not client.release_live_events():
+        hub.drop(client)
+
+
 async def _handle(client: WsClient, text: str, state: Any) -> None:
     try:
         message = json.loads(text)
     except json.JSONDecodeError:
+        message = None
+    kind = message.get("type") if isinstance(message, dict) else None
+    if kind != "resume" and client.holding:
+        _release(state.hub, client)
+    if message is None:
         await _reply(client, {"type": "error", "error": "messages must be JSON"})
         return
-    kind = message.get("type") if isinstance(message, dict) else None
     video_id = message.get("videoId") if isinstance(message, dict) else None
     if kind in ("subscribe-video", "unsubscribe-video"):
         if not isinstance(video_id, str) or not video_id:
             await _reply(client, {"type": "error", "error": "videoId is required"})
             return
         if kind == "subscribe-video":
+            if not await _may_see_video(state, client, video_id):
+                await _reply(client, {"type": "error", "error": f"video {video_id} not found", "videoId": video_id})
+                return
             client.rooms.add(video_id)
             await _reply(client, {"type": "subscribed", "videoId": video_id})
         else:
@@ -60,15 +87,25 @@ async def _handle(client: WsClient, text: str, state: Any) -> None:
     await _reply(client, {"type": "error", "error": f"unknown message type {kind!r}"})
 
 
+async def _may_see_video(state: Any, client: WsClient, video_id: str) -> bool:
+    try:
+        await state.rpc.call("get_video", videoId=video_id, user={"userId": client.user_id, "admin": client.admin})
+    except RpcError:
+        return False
+    return True
+
+
 async def _resume(client: WsClient, since: Any, state: Any) -> None:
     if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+        _release(state.hub, client)
         await _reply(client, {"type": "error", "error": "since must be a seq number (0 or more)"})
         return
-    replayed = await replay(client, state.rpc, since)
-    if replayed < 0:
+    outcome = await replay(client, state.rpc, since)
+    if outcome is None:
         state.hub.drop(client)
         return
-    await _reply(client, {"type": "resumed", "since": since, "replayed": replayed, "lastSeq": client.last_seq})
+    replayed, last_replayed = outcome
+    await _reply(client, {"type": "resumed", "since": since, "replayed": replayed, "lastSeq": last_replayed})
 
 
 async def _reply(client: WsClient, message: dict[str, Any]) -> None:

@@ -1,0 +1,132 @@
+"""Users and sessions, in the same SQLite file as the jobs (tables of their own)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cluster.passwords import hash_password, token_hash
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    is_admin INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+
+class AccountError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    is_admin: bool
+    password_hash: str = ""
+
+    def public(self) -> dict[str, Any]:
+        return {"userId": self.id, "name": self.name, "admin": self.is_admin}
+
+
+class AccountStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # users
+
+    def add_user(self, name: str, password: str, is_admin: bool = False) -> User:
+        _check_name(name)
+        user = User(uuid.uuid4().hex[:16], name, is_admin, hash_password(password))
+        try:
+            self._db.execute("INSERT INTO users (id, name, password_hash, is_admin, created_at) VALUES (?, ?, ?, ?, ?)",
+                             (user.id, name, user.password_hash, int(is_admin), time.time() * 1000))
+        except sqlite3.IntegrityError as e:
+            raise AccountError(f"user {name!r} exists already") from e
+        return user
+
+    def user_by_name(self, name: str) -> User | None:
+        row = self._db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+        return _user(row) if row else None
+
+    def user_by_id(self, user_id: str) -> User | None:
+        row = self._db.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+        return _user(row) if row else None
+
+    def users(self) -> list[User]:
+        return [_user(r) for r in self._db.execute("SELECT * FROM users ORDER BY created_at")]
+
+    def count_users(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+    def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        """A new password ends every session of the user."""
+        self._db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
+        self._db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+    def rename(self, user_id: str, name: str) -> None:
+        _check_name(name)
+        try:
+            self._db.execute("UPDATE users SET name = ? WHERE id = ?", (name, user_id))
+        except sqlite3.IntegrityError as e:
+            raise AccountError(f"user {name!r} exists already") from e
+
+    def remove_user(self, name: str) -> bool:
+        user = self.user_by_name(name)
+        if user is None:
+            return False
+        self._db.execute("DELETE FROM sessions WHERE user_id = ?", (user.id,))
+        self._db.execute("DELETE FROM users WHERE id = ?", (user.id,))
+        return True
+
+    # sessions
+
+    def create_session(self, user_id: str, token: str, ttl_s: float) -> float:
+        now = time.time() * 1000
+        expires = now + ttl_s * 1000
+        self._db.execute("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                         (token_hash(token), user_id, now, expires))
+        return expires
+
+    def session_user(self, token: str) -> User | None:
+        row = self._db.execute(
+            "SELECT users.* FROM sessions JOIN users ON users.id = sessions.user_id "
+            "WHERE sessions.token_hash = ? AND sessions.expires_at > ?", (token_hash(token), time.time() * 1000),
+        ).fetchone()
+        return _user(row) if row else None
+
+    def end_session(self, token: str) -> None:
+        self._db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
+
+    def prune_sessions(self) -> int:
+        return self._db.execute("DELETE FROM sessions WHERE expires_at <= ?", (time.time() * 1000,)).rowcount
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(row["id"], row["name"], bool(row["is_admin"]), row["password_hash"])
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise AccountError("a user name is 1-64 letters, digits, '-', '_' or '.'")

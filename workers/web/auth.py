@@ -1,0 +1,131 @@
+"""Sessions on the web side: the token from the cookie or ``Authorization: Bearer``, resolved by the
+primary and cached briefly; login checks the password here, in a thread, off the primary's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+
+from cluster.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_password
+from workers.web.errors import ApiError
+from workers.web.rpc import ControlClient, RpcError
+
+COOKIE = "token"
+SESSION_CACHE_S = 5.0  # a logout elsewhere takes effect here within this long
+MAX_CACHED = 10_000
+
+
+class SessionCache:
+    def __init__(self, rpc: ControlClient) -> None:
+        self._rpc = rpc
+        self._users: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def user(self, token: str) -> dict[str, Any]:
+        cached = self._users.get(token)
+        if cached and time.monotonic() - cached[0] < SESSION_CACHE_S:
+            return cached[1]
+        user = await self._rpc.call("session", token=token)
+        if len(self._users) >= MAX_CACHED:
+            self._users.clear()
+        self._users[token] = (time.monotonic(), user)
+        return user
+
+    def forget(self, token: str) -> None:
+        self._users.pop(token, None)
+
+
+def session_token(connection: HTTPConnection) -> str | None:
+    header = connection.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return connection.cookies.get(COOKIE)
+
+
+async def current_user(connection: HTTPConnection) -> dict[str, Any]:
+    """The logged-in user (``{"userId", "name", "admin"}``), or 401."""
+    token = session_token(connection)
+    if not token:
+        raise ApiError(401, "not logged in")
+    try:
+        return await connection.app.state.worker.sessions.user(token)
+    except RpcError as e:
+        raise ApiError(e.status, str(e)) from e
+
+
+async def login(request: Request, body: dict[str, Any]) -> Response:
+    rpc: ControlClient = request.app.state.worker.rpc
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        raise ApiError(400, "username and password are required")
+    ip = request.client.host if request.client else ""
+    check = await rpc.call("login_check", username=username, ip=ip)
+    if not check["allowed"]:
+        retry_after = max(1, round(check["retryAfter"]))
+        return JSONResponse({"error": f"too many failed logins: try again in {retry_after} s"}, status_code=429,
+                            headers={"Retry-After": str(retry_after)})
+    ok = await asyncio.to_thread(verify_password, password, check["passwordHash"])
+    session = await rpc.call("login_done", username=username, ip=ip, ok=ok and bool(check["userId"]),
+                             userId=check["userId"])
+    response = JSONResponse({"token": session["token"], "expiresAt": session["expiresAt"], "user": session["user"]})
+    max_age = max(0, int((session["expiresAt"] / 1000) - time.time()))
+    response.set_cookie(COOKIE, session["token"], max_age=max_age, httponly=True, samesite="lax", path="/")
+    return response
+
+
+async def logout(request: Request) -> Response:
+    token = session_token(request) or ""
+    await request.app.state.worker.rpc.call("logout", token=token)
+    request.app.state.worker.sessions.forget(token)
+    response = JSONResponse({"loggedOut": True})
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+async def update_user(request: Request, body: dict[str, Any]) -> Response:
+    user = request.state.user
+    changes: dict[str, Any] = {}
+    if "name" in body:
+        if not isinstance(body["name"], str):
+            raise ApiError(400, "name must be a string")
+        changes["name"] = body["name"]
+    if "password" in body:
+        password = body["password"]
+        if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+            raise ApiError(400, f"a password has at least {MIN_PASSWORD_LENGTH} characters")
+        changes["passwordHash"] = await asyncio.to_thread(hash_password, password)
+    if not changes:
+        raise ApiError(400, "nothing to change: give name and/or password")
+    updated = await request.app.state.worker.rpc.call("update_user", user=user, **changes)
+    request.app.state.worker.sessions.forget(session_token(request) or "")
+    return JSONResponse(updated)
+
+
+PUBLIC_PATHS = frozenset({"/api/login", "/api/health"})
+PROTECTED_PREFIXES = ("/api/", "/get-video-asset", "/hls/")
+
+
+class RequireSession:
+    """ASGI middleware: every API route, asset and HLS file needs a session (401 first, before the body
+    is read); the user is left in ``scope["state"]["user"]`` for the route."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and _protected(scope["path"]):
+            connection = HTTPConnection(scope)
+            try:
+                user = await current_user(connection)
+            except ApiError as e:
+                await JSONResponse({"error": str(e)}, status_code=e.status)(scope, receive, send)
+                return
+            scope.setdefault("state", {})["user"] = user
+        await self.app(scope, receive, send)
+
+
+def _protected(path: str) -> bool:
+    return path not in PUBLIC_PATHS and path.startswith(PROTECTED_PREFIXES)
