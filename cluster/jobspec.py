@@ -31,6 +31,30 @@ def convert_params(target: Any, source_format: str) -> dict[str, str]:
     return {"format": target}
 
 
+HLS_HEIGHTS = (240, 360, 720, 1080)
+MAX_RENDITIONS = 6
+
+
+def audio_params(video_info: dict[str, Any]) -> dict[str, Any]:
+    if not video_info.get("audioCodec"):
+        raise InvalidJob("the video has no audio to extract")
+    return {}
+
+
+def hls_params(body: dict[str, Any], source_height: int) -> dict[str, list[int]]:
+    """Rendition heights (default 240p, 360p, 720p, 1080p), keeping those no taller than the source."""
+    requested = body.get("renditions", list(HLS_HEIGHTS))
+    if (not isinstance(requested, list) or not requested or len(requested) > MAX_RENDITIONS
+            or not all(isinstance(h, int) and not isinstance(h, bool) for h in requested)):
+        raise InvalidJob(f"renditions must be a list of 1 to {MAX_RENDITIONS} heights, e.g. [240, 360, 720]")
+    for height in requested:
+        _dimension(height, "a rendition height", MAX_HEIGHT)
+    fitting = sorted({h for h in requested if h <= source_height})
+    if not fitting:
+        raise InvalidJob(f"no rendition fits a source {source_height} pixels tall")
+    return {"renditions": fitting}
+
+
 def job_options(body: dict[str, Any]) -> dict[str, Any]:
     """The optional ``priority`` and ``timeout`` (seconds) every job route takes."""
     options: dict[str, Any] = {}

@@ -22,6 +22,8 @@ class ProtocolError(ValueError):
 class JobType(str, Enum):
     RESIZE = "resize"
     CONVERT = "convert"
+    EXTRACT_AUDIO = "extract-audio"
+    HLS = "hls"
 
 
 class JobState(str, Enum):

@@ -59,6 +59,7 @@ class JobOps:
             "add_video": self.add_video,
             "get_video": self.get_video,
             "list_videos": self.list_videos,
+            "delete_video": self.delete_video,
             "cancel_job": self.cancel_job,
             "retry_job": self.retry_job,
             "queue_stats": self.queue_stats,
@@ -94,6 +95,15 @@ class JobOps:
         for video in videos:
             video.update(_outputs(self._store.list_jobs(video_id=video["videoId"], limit=1000)))
         return videos
+
+    def delete_video(self, args: dict[str, Any]) -> dict[str, Any]:
+        video = self._video(Caller(args), str(args["videoId"]))
+        cancelled = [job.id for job in list(self._engine.active.values()) if job.video_id == video["videoId"]]
+        for job_id in cancelled:
+            self._engine.cancel(job_id)
+        self._store.delete_video(video["videoId"])
+        log.info("video removed", videoId=video["videoId"], cancelled=len(cancelled))
+        return {"cancelled": cancelled}
 
     # jobs
 
@@ -176,14 +186,18 @@ class JobOps:
 
 
 def _outputs(jobs: list[Job]) -> dict[str, Any]:
-    """A video's resizes and conversions, from its newest job of each kind."""
+    """A video's resizes, conversions, audio and HLS ladder, from its newest job of each kind."""
     resizes: dict[str, Any] = {}
     conversions: dict[str, Any] = {}
+    singles: dict[str, Any] = {}
     for job in jobs:  # newest first: keep the first job seen for each output
         summary = {"jobId": job.id, "state": job.state.value, "progress": job.progress,
-                   "processing": not job.state.is_final}
+                   "processing": not job.state.is_final, "result": job.result}
         if job.type == "resize":
             resizes.setdefault(f"{job.params['width']}x{job.params['height']}", summary)
         elif job.type == "convert":
             conversions.setdefault(job.params["format"], summary)
-    return {"resizes": resizes, "conversions": conversions}
+        else:
+            singles.setdefault(job.type, summary)
+    return {"resizes": resizes, "conversions": conversions, "audio": singles.get("extract-audio"),
+            "hls": singles.get("hls")}

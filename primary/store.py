@@ -224,6 +224,14 @@ class JobStore:
         row = self._db.execute("SELECT * FROM videos WHERE id = ?", (video_id,)).fetchone()
         return _video_from_row(row) if row else None
 
+    def delete_video(self, video_id: str) -> None:
+        """The video and its jobs' history; its events stay until they are pruned."""
+        with self._transaction():
+            ids = [(r[0],) for r in self._db.execute("SELECT id FROM jobs WHERE video_id = ?", (video_id,))]
+            self._db.executemany("DELETE FROM attempts WHERE job_id = ?", ids)
+            self._db.execute("DELETE FROM jobs WHERE video_id = ?", (video_id,))
+            self._db.execute("DELETE FROM videos WHERE id = ?", (video_id,))
+
     def list_videos(self, owner: str | None = None) -> list[dict[str, Any]]:
         if owner is None:
             rows = self._db.execute("SELECT * FROM videos ORDER BY created_at")

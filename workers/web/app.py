@@ -54,6 +54,9 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/video/resize", resize_video, methods=["PUT"]),
         Route("/api/video/convert", convert_video, methods=["PUT"]),
         Route("/api/videos", list_videos),
+        Route("/api/videos/{video_id}", delete_video, methods=["DELETE"]),
+        Route("/api/video/extract-audio", extract_audio, methods=["PATCH"]),
+        Route("/api/video/hls", make_hls, methods=["POST"]),
         Route("/api/jobs", list_jobs),
         Route("/api/jobs/{job_id}", get_job),
         Route("/api/jobs/{job_id}", cancel_job, methods=["DELETE"]),
@@ -64,6 +67,7 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/queue/resume", resume_queue, methods=["POST"]),
         Route("/api/queue/clean", clean_queue, methods=["POST"]),
         Route("/get-video-asset", get_video_asset),
+        Route("/hls/{video_id}/{path:path}", get_hls_file),
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
     ]
@@ -130,6 +134,39 @@ async def convert_video(request: Request) -> JSONResponse:
     video = await _video(request, request.query_params.get("videoId"))
     params = jobspec.convert_params(body.get("format"), video["info"]["format"])
     return await _submit(request, "convert", video, params, body)
+
+
+async def extract_audio(request: Request) -> JSONResponse:
+    body = await _json_body(request)
+    video = await _video(request, request.query_params.get("videoId"))
+    return await _submit(request, "extract-audio", video, jobspec.audio_params(video["info"]), body)
+
+
+async def make_hls(request: Request) -> JSONResponse:
+    body = await _json_body(request)
+    video = await _video(request, request.query_params.get("videoId") or body.get("videoId"))
+    params = jobspec.hls_params(body, video["info"]["height"])
+    return await _submit(request, "hls", video, params, body)
+
+
+async def delete_video(request: Request) -> JSONResponse:
+    """Cancels the video's jobs (killing a running ffmpeg), forgets it, then removes its files."""
+    video_id = request.path_params["video_id"]
+    if not video_id.isalnum():
+        raise ApiError(404, f"video {video_id} not found")
+    answer = await _call(request, "delete_video", videoId=video_id)
+    _state(request).storage.remove_video(video_id)
+    log.info("video deleted", videoId=video_id, cancelledJobs=len(answer["cancelled"]))
+    return JSONResponse({"videoId": video_id, "deleted": True, "cancelledJobs": answer["cancelled"]})
+
+
+async def get_hls_file(request: Request) -> FileResponse:
+    video = await _video(request, request.path_params["video_id"])
+    hls_dir = _state(request).storage.hls_dir(video["videoId"]).resolve()
+    path = (hls_dir / request.path_params["path"]).resolve()
+    if not path.is_relative_to(hls_dir) or not path.is_file():
+        raise ApiError(404, "no such HLS file (is the ladder made yet?)")
+    return FileResponse(path, media_type=content_type(path))
 
 
 async def list_videos(request: Request) -> JSONResponse:
@@ -216,12 +253,14 @@ def _asset_path(storage: LocalStorage, video: dict[str, Any], kind: str | None, 
         if not (width.isdigit() and height.isdigit()):
             raise ApiError(400, "dimensions must look like 320x240")
         return storage.resized(video_id, int(width), int(height), fmt)
+    if kind == "audio":
+        return storage.audio(video_id)
     if kind == "converted":
         target = q.get("format")
         if target not in jobspec.VIDEO_FORMATS:
             raise ApiError(400, "format must be one of " + ", ".join(jobspec.VIDEO_FORMATS))
         return storage.converted(video_id, target)
-    raise ApiError(400, "type must be original, thumbnail, resize or converted")
+    raise ApiError(400, "type must be original, thumbnail, resize, converted or audio")
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -266,4 +305,7 @@ def _video_view(video: dict[str, Any]) -> dict[str, Any]:
         "createdAt": video["createdAt"],
         "resizes": video.get("resizes", {}),
         "conversions": video.get("conversions", {}),
+        "audio": video.get("audio"),
+        "hls": video.get("hls"),
+        "thumbnail": f"/get-video-asset?videoId={video['videoId']}&type=thumbnail",
     }
