@@ -28,6 +28,11 @@ class ClusterConfig:
     job_policies: str = ""
     heartbeat_interval_s: float = 1.0
     executor_timeout_s: float = 5.0
+    worker_timeout_s: float = 10.0
+    worker_boot_timeout_s: float = 30.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    max_worker_memory_mb: int = 0
     max_upload_mb: int = 4096
     ws_queue_size: int = 1000
     shutdown_grace_s: float = 5.0
@@ -89,6 +94,11 @@ _HELP = {
                     "cap_ms=60000,timeout_s=600;hls:timeout_s=7200'",
     "heartbeat_interval_s": "executor heartbeat interval",
     "executor_timeout_s": "an executor silent this long is declared lost",
+    "worker_timeout_s": "a web worker silent this long (its event loop blocked) is killed and replaced",
+    "worker_boot_timeout_s": "a new web worker must serve within this long, or a reload stops",
+    "max_requests": "recycle a web worker after this many requests (0: never)",
+    "max_requests_jitter": "add up to this many requests at random, so workers do not recycle together",
+    "max_worker_memory_mb": "recycle a web worker whose memory passes this (0: never)",
     "max_upload_mb": "largest accepted upload in MiB",
     "ws_queue_size": "events buffered per WebSocket client before it is dropped",
     "shutdown_grace_s": "on SIGTERM, seconds running jobs get to finish (then they wait in the store)",

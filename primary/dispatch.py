@@ -26,6 +26,7 @@ class ExecutorState:
     last_seen: float
     ready: bool = False
     run_id: str | None = None
+    on_retired: Callable[[], None] | None = None  # set when it is to stop once idle
 
 
 class ExecutorPool:
@@ -69,6 +70,9 @@ class ExecutorPool:
         if message.kind == "ready":  # idle: whatever it ran has ended (or been killed, when cancelled)
             state.ready = True
             state.run_id = None
+            if state.on_retired is not None:
+                self._retire_now(state)
+                return
             self.dispatch()
         elif message.kind in ("progress", "done", "failed"):
             self._report(state, message)
@@ -88,7 +92,7 @@ class ExecutorPool:
 
     def dispatch(self) -> None:
         for state in self.executors.values():
-            if not (state.ready and state.run_id is None):
+            if not (state.ready and state.run_id is None) or state.on_retired is not None:
                 continue
             job = self._engine.next_job()
             if job is None:
@@ -119,6 +123,28 @@ class ExecutorPool:
         for state in list(self.executors.values()):
             if state.pid == pid:
                 self.lose(state.identity, reason)
+
+    def idlest(self, children: list[Any]) -> Any:
+        """Of these executor children, one without a job if there is one."""
+        busy = {state.pid for state in self.executors.values() if state.run_id}
+        idle = [c for c in children if c.pid not in busy]
+        return max(idle or children, key=lambda c: c.slot, default=None)
+
+    def retire(self, pid: int, on_retired: Callable[[], None]) -> None:
+        """No new job for this executor; ``on_retired`` runs once it is idle (now, if it is)."""
+        state = next((s for s in self.executors.values() if s.pid == pid), None)
+        if state is None:
+            on_retired()
+            return
+        state.on_retired = on_retired
+        if state.run_id is None:
+            self._retire_now(state)
+
+    def _retire_now(self, state: ExecutorState) -> None:
+        self.executors.pop(state.identity, None)
+        log.info("executor retired", executor=state.identity.decode(), pid=state.pid)
+        if state.on_retired is not None:
+            state.on_retired()
 
     def cancel(self, run_id: str) -> None:
         for state in self.executors.values():

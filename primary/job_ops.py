@@ -15,6 +15,7 @@ from cluster.protocol import JobState, Priority
 from primary.control import Handler, RequestError
 from primary.engine import JobEngine
 from primary.jobs import Job
+from primary.process_monitor import ProcessMonitor
 from primary.stats import queue_stats
 from primary.store import JobStore
 
@@ -49,6 +50,7 @@ class JobOps:
         self._processes = processes
         self._max_timeout_s = max_timeout_s
         self._started = time.monotonic()
+        self._monitor = ProcessMonitor()
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -69,6 +71,7 @@ class JobOps:
             "clean": self.clean,
             "events_since": self.events_since,
             "last_seq": lambda _args: self._engine.bus.last_seq,
+            "processes": self.processes,
         }
 
     def health(self, _args: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +80,10 @@ class JobOps:
         status = "shutting-down" if self._engine.draining else "ok"
         return {"status": status, "uptimeS": round(time.monotonic() - self._started, 3), "paused": self._engine.paused,
                 "queue": counts, "processes": self._processes()}
+
+    def processes(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        Caller(args).require_admin()
+        return self._monitor.describe(self._processes())
 
     # videos
 

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -25,17 +26,19 @@ from primary.control import ControlServer
 from primary.dispatch import ExecutorPool
 from primary.engine import JobEngine
 from primary.event_bus import EventBus
-from primary.job_ops import JobOps
+from primary.job_ops import Caller, JobOps
 from primary.limits import FailureLimiter
 from primary.listener import bind_listener
 from primary.retry import RetryPolicy, RetryTracker, parse_policies
 from primary.store import JobStore
 from primary.supervisor import Child, ChildSpec, Supervisor
+from primary.worker_registry import WorkerRegistry
 
 log = get_logger()
 
 PRUNE_INTERVAL_S = 60.0
 CHILD_STOP_TIMEOUT_S = 5.0
+WATCH_INTERVAL_S = 0.5
 ADMIN_NAME = "admin"
 
 
@@ -48,6 +51,8 @@ class Primary:
         self.config = config
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
+        self._reloading = asyncio.Lock()
+        self._background: set[asyncio.Task[object]] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def run(self) -> int:
@@ -69,8 +74,11 @@ class Primary:
         job_ops = JobOps(engine, store, lambda: _describe_processes(supervisor, pool), config.max_job_timeout_s)
         auth_ops = AuthOps(accounts, FailureLimiter(config.login_max_failures, config.login_window_s),
                            config.session_ttl_s)
+        registry = WorkerRegistry(config.worker_timeout_s, config.worker_boot_timeout_s)
+        registry.on_recycle = self._recycle
         control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), job_ops.handlers(),
-                                auth_ops.handlers())
+                                auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request})
+        self._supervisor, self._pool, self._registry = supervisor, pool, registry
         logs = _bind(context, zmq.PULL, config.endpoint("logs"))
         engine.recover()
         swept = LocalStorage(config.storage_dir).sweep_partials()  # no child runs yet
@@ -78,7 +86,7 @@ class Primary:
             log.info("removed partial files", count=swept)
         self._tasks = [asyncio.create_task(coro) for coro in (
             control.serve(), pool.serve(), pool.watch_heartbeats(), _forward_logs(logs, bus),
-            _prune_events(store, config.event_retention, config.event_retention_s),
+            _prune_events(store, config.event_retention, config.event_retention_s), self._watch_workers(),
         )]
         self._install_signal_handlers()
         await supervisor.start(ChildSpec("web", "workers.web", (listener.fileno(),)), config.workers)
@@ -121,14 +129,79 @@ class Primary:
         self._stop.set()
 
     def _child_exited(self, pool: ExecutorPool, child: Child, code: int) -> None:
+        self._registry.forget(child.pid)
         if child.spec.role == "executor":
             pool.lose_pid(child.pid, "executor lost: process exited" if code != EXIT_BOOT_FAILURE
                           else "executor failed to boot")
 
     def _install_signal_handlers(self) -> None:
+        """Handlers only enqueue; the work runs as tasks on the loop."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_stop_signal)
+        actions = {
+            signal.SIGHUP: self._reload,
+            signal.SIGTTIN: lambda: self._supervisor.add("web"),
+            signal.SIGTTOU: self._remove_web_worker,
+            signal.SIGUSR1: lambda: self._supervisor.add("executor"),
+            signal.SIGUSR2: self._remove_executor,
+        }
+        for sig, action in actions.items():
+            loop.add_signal_handler(sig, self._spawn_task, action)
+
+    def _spawn_task(self, action: Callable[[], Awaitable[object] | None]) -> None:
+        if self._stop.is_set():
+            return
+        result = action()
+        if asyncio.iscoroutine(result):
+            task = asyncio.create_task(result)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    # operations on the children
+
+    async def _reload(self) -> bool:
+        """Roll the web workers over one at a time; one reload at a time."""
+        if self._reloading.locked():
+            log.warning("a reload is running already")
+            return False
+        async with self._reloading:
+            log.info("reload: rolling the web workers over")
+            done = await self._supervisor.roll(self._supervisor.children("web"), self._registry.wait_ready)
+            log.info("reload finished" if done else "reload stopped: the old workers keep serving")
+            return done
+
+    def _reload_request(self, args: dict[str, object]) -> dict[str, object]:
+        Caller(args).require_admin()
+        self._spawn_task(self._reload)
+        return {"reloading": True}
+
+    def _recycle(self, pid: int, reason: str) -> None:
+        child = next((c for c in self._supervisor.children("web") if c.pid == pid), None)
+        if child is None or self._stop.is_set():
+            return
+        log.info("recycling a web worker", child_pid=pid, reason=reason)
+        self._spawn_task(lambda: self._supervisor.roll([child], self._registry.wait_ready))
+
+    def _remove_web_worker(self) -> None:
+        child = self._supervisor.remove("web")
+        if child is not None:
+            self._supervisor.retire(child)  # it drains: in-flight requests finish, WebSockets are told 1012
+
+    def _remove_executor(self) -> None:
+        """The idlest executor goes; one that runs a job finishes it first."""
+        child = self._supervisor.remove("executor", self._pool.idlest)
+        if child is not None:
+            self._pool.retire(child.pid, lambda: self._supervisor.retire(child))
+
+    async def _watch_workers(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            for pid in self._registry.stale():
+                log.error("web worker stopped answering: killing it", child_pid=pid,
+                          timeoutS=self.config.worker_timeout_s)
+                self._registry.forget(pid)
+                self._supervisor.kill(pid)
 
 
 def _ensure_an_administrator(accounts: AccountStore) -> None:

@@ -22,7 +22,8 @@ def queue_stats(store: JobStore, *, paused: bool, now_ms: float | None = None) -
         by_state[state] = by_state.get(state, 0) + count
         by_type.setdefault(job_type, {})[state] = count
     ended = store.ended_since(since)
-    waits, runs = _split(store.attempt_times_since(since))
+    times = store.attempt_times_since(since)
+    waits, runs = _split([(wait, run) for _, wait, run in times])
     completed = sum(1 for state, _ in ended if state == JobState.COMPLETED.value)
     dead = sum(1 for state, _ in ended if state == JobState.DEAD.value)
     return {
@@ -30,6 +31,7 @@ def queue_stats(store: JobStore, *, paused: bool, now_ms: float | None = None) -
         "byState": by_state,
         "byType": by_type,
         "jobsPerMinute": _per_minute([at for state, at in ended if state == JobState.COMPLETED.value], since),
+        "meanRunMsPerMinute": _mean_per_minute([(at, run) for at, _, run in times if run is not None], since),
         "waitMs": _summary(waits),
         "runMs": _summary(runs),
         "successRate": round(completed / (completed + dead), 4) if completed + dead else None,
@@ -47,6 +49,16 @@ def _per_minute(times: list[float], since: float) -> list[int]:
         index = min(len(buckets) - 1, int((at - since) // BUCKET_MS))
         buckets[index] += 1
     return buckets
+
+
+def _mean_per_minute(samples: list[tuple[float, float]], since: float) -> list[float | None]:
+    sums = [0.0] * (WINDOW_MS // BUCKET_MS)
+    counts = [0] * len(sums)
+    for at, value in samples:
+        index = min(len(sums) - 1, max(0, int((at - since) // BUCKET_MS)))
+        sums[index] += value
+        counts[index] += 1
+    return [round(total / n, 1) if n else None for total, n in zip(sums, counts, strict=True)]
 
 
 def _summary(values: list[float]) -> dict[str, float | int | None]:

@@ -130,12 +130,13 @@ class JobStore:
         rows = self._db.execute(f"SELECT state, {_ENDED_AT} FROM jobs WHERE {_ENDED_AT} >= ?", (since_ms,))
         return [(r[0], r[1]) for r in rows]
 
-    def attempt_times_since(self, since_ms: float) -> list[tuple[float, float | None]]:
-        """(wait ms, run ms or None) of every attempt started since ``since_ms``."""
+    def attempt_times_since(self, since_ms: float) -> list[tuple[float, float, float | None]]:
+        """(start time, wait ms, run ms or None) of every attempt started since ``since_ms``."""
         rows = self._db.execute(
-            "SELECT started_at - queued_at, CASE WHEN outcome = 'completed' THEN ended_at - started_at END "
+            "SELECT started_at, started_at - queued_at, "
+            "CASE WHEN outcome = 'completed' THEN ended_at - started_at END "
             "FROM attempts WHERE started_at >= ? AND queued_at IS NOT NULL", (since_ms,))
-        return [(r[0], r[1]) for r in rows]
+        return [(r[0], r[1], r[2]) for r in rows]
 
     # settings
 

@@ -255,7 +255,8 @@ class EventClient:
 
     def events(self, job_id: str | None = None) -> list[dict[str, Any]]:
         with self._changed:
-            return [m for m in self.messages if "event" in m and (job_id is None or m["data"]["jobId"] == job_id)]
+            return [m for m in self.messages
+                    if "event" in m and (job_id is None or m["data"].get("jobId") == job_id)]
 
     def wait_event(self, name: str, job_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
         def seen(messages: list[dict[str, Any]]) -> bool:
@@ -293,6 +294,7 @@ class ResumingClient:
         self.seqs: list[int] = []
         self.events: list[dict[str, Any]] = []
         self.reconnects = 0
+        self.close_codes: list[int | None] = []
         self.last_error = ""
         self._stop = threading.Event()
         self._connection: ClientConnection | None = None
@@ -305,11 +307,14 @@ class ResumingClient:
                 with connect(self.url, open_timeout=5, additional_headers=self.headers) as connection:
                     self._connection = connection
                     connection.send(json.dumps({"type": "resume", "since": self.seqs[-1] if self.seqs else 0}))
-                    for text in connection:
-                        message = json.loads(text)
-                        if "seq" in message:
-                            self.seqs.append(message["seq"])
-                            self.events.append(message)
+                    try:
+                        for text in connection:
+                            message = json.loads(text)
+                            if "seq" in message:
+                                self.seqs.append(message["seq"])
+                                self.events.append(message)
+                    finally:
+                        self.close_codes.append(connection.close_code)
             except Exception as e:  # noqa: BLE001 - refused, reset or closed: reconnect as a page would
                 self.last_error = repr(e)
             if not self._stop.is_set():

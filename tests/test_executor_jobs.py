@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import stat
@@ -275,6 +276,7 @@ def test_hls_cancelled_mid_run_leaves_no_partial_directory_and_no_ffmpeg(tmp_pat
         await asyncio.wait_for(progressed.wait(), 30)
         assert not task.done()
         assert (storage.video_dir(VIDEO_ID) / ".hls.part").is_dir()
+        assert ffmpeg_reading(storage), "ffmpeg runs"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -282,9 +284,17 @@ def test_hls_cancelled_mid_run_leaves_no_partial_directory_and_no_ffmpeg(tmp_pat
     asyncio.run(main())
     assert hidden_leftovers(storage) == []
     assert not storage.hls_dir(VIDEO_ID).exists()
-    alive = [p for p in psutil.Process().children(recursive=True)
-             if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert alive == []
+    assert ffmpeg_reading(storage) == []
+
+
+def ffmpeg_reading(storage: LocalStorage) -> list[psutil.Process]:
+    """Our live descendants whose command line names a file of `storage`."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.status() != psutil.STATUS_ZOMBIE and str(storage.root) in " ".join(process.cmdline()):
+                found.append(process)
+    return found
 
 
 # --- error classification --------------------------------------------------------------
@@ -345,3 +355,15 @@ def test_other_ffmpeg_failures_are_transient(tmp_path: Path, small_opus: Path, b
     error = failure(tmp_path, small_opus, "convert", {"format": "mp4"}, ffmpeg=_failing_ffmpeg(tmp_path, body))
     assert not error.permanent
     assert not str(error).startswith("impossible output")
+
+
+def test_partial_ladders_left_by_a_dead_executor_are_swept(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "storage")
+    storage.prepare()
+    for leftover in (".hls.part/240p", ".hls.0123abcd.old.part/360p"):
+        (storage.video_dir(VIDEO_ID) / leftover).mkdir(parents=True)
+        (storage.video_dir(VIDEO_ID) / leftover / "seg_000.ts").write_bytes(b"x")
+    storage.hls_dir(VIDEO_ID).mkdir()
+    assert storage.sweep_partials() == 2
+    assert hidden_leftovers(storage) == []
+    assert storage.hls_dir(VIDEO_ID).is_dir()

@@ -197,8 +197,6 @@ def test_the_dead_letter_list_details_every_attempt_and_a_dead_job_can_be_retrie
     assert again["totalAttempts"] == 2, "a retried job gets fresh attempts"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the executor reports getattr(e, 'command', None) but JobFailure "
-                                       "(workers/executor/jobs.py) never carries the ffmpeg argv: command is null")
 def test_the_dead_letter_list_shows_the_ffmpeg_command_of_each_attempt(
         cluster_factory: Callable[..., Cluster], clip: Path, tmp_path: Path,
         ws_factory: Callable[..., EventClient]) -> None:

@@ -78,7 +78,7 @@ class Executor:
         except JobFailure as e:
             job_log.warning("job failed", error=str(e), permanent=e.permanent)
             await self._send("failed", run_id, {"error": str(e), "permanent": e.permanent, "stderr": e.stderr_tail,
-                                                "command": getattr(e, "command", None)})
+                                                "command": e.command})
         except (OSError, media.MediaError) as e:
             job_log.exception("job failed")
             await self._send("failed", run_id, {"error": str(e), "permanent": False})

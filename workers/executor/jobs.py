@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,11 @@ T = TypeVar("T")
 
 
 class JobFailure(Exception):
-    def __init__(self, error: str, permanent: bool, stderr_tail: str = "") -> None:
+    def __init__(self, error: str, permanent: bool, stderr_tail: str = "", command: str | None = None) -> None:
         super().__init__(error)
         self.permanent = permanent
         self.stderr_tail = stderr_tail
+        self.command = command  # the ffmpeg command line, when ffmpeg ran
 
 
 @dataclass(frozen=True)
@@ -91,13 +93,14 @@ def _checked(build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 async def _run(argv: list[str], job: Job) -> None:
     result = await run_ffmpeg(argv, job.info.duration_s, job.timeout_s, job.on_progress)
     if not result.ok:
-        raise _failure(result)
+        raise _failure(result, shlex.join(argv))
 
 
-def _failure(result: FfmpegResult) -> JobFailure:
+def _failure(result: FfmpegResult, command: str) -> JobFailure:
     if _impossible_output(result):
-        return JobFailure(f"impossible output: {result.describe()}", permanent=True, stderr_tail=result.stderr_tail)
-    return JobFailure(result.describe(), permanent=False, stderr_tail=result.stderr_tail)
+        return JobFailure(f"impossible output: {result.describe()}", permanent=True, stderr_tail=result.stderr_tail,
+                          command=command)
+    return JobFailure(result.describe(), permanent=False, stderr_tail=result.stderr_tail, command=command)
 
 
 def _impossible_output(result: FfmpegResult) -> bool:

@@ -5,25 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 
+import psutil
 import uvicorn
 import uvloop
 import zmq
 import zmq.asyncio
 
 from cluster import media
-from cluster.child import LISTEN_FD_ENV, LogShipper, child_config, die_with_parent, watch_parent
+from cluster.child import EXIT_BOOT_FAILURE, LISTEN_FD_ENV, LogShipper, child_config, die_with_parent, watch_parent
 from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
 from cluster.storage import LocalStorage
 from workers.web.app import WorkerState, build_app
 from workers.web.auth import SessionCache
+from workers.web.draining import drain
 from workers.web.event_feed import pump_events
 from workers.web.hub import Hub
-from workers.web.rpc import ControlClient
+from workers.web.rpc import ControlClient, RpcError
 
 EVENT_TOPICS = (b"job:", b"queue:")
 
@@ -31,11 +35,56 @@ log = get_logger()
 
 
 class WorkerServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the worker decides when to stop."""
+    """uvicorn without its own signal handling (the worker decides when to stop), telling when it serves."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.serving = asyncio.Event()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            self.serving.set()
+
+
+async def report_to_primary(server: WorkerServer, state: WorkerState, config: ClusterConfig) -> None:
+    """Say when this worker serves, then heart-beat with its figures: silence gets it replaced.
+    Past its request or memory budget it asks to be recycled, once."""
+    await server.serving.wait()
+    await state.rpc.call("worker_ready", pid=os.getpid())
+    budget = Budget(config)
+    recycling = False
+    while True:
+        await asyncio.sleep(config.heartbeat_interval_s)
+        stats = state.stats()
+        with contextlib.suppress(RpcError):
+            await state.rpc.call("worker_heartbeat", pid=os.getpid(), stats=stats)
+            reason = budget.exceeded(stats["requests"])
+            if reason and not recycling:
+                recycling = True
+                log.info("asking to be recycled", reason=reason)
+                await state.rpc.call("worker_recycle", pid=os.getpid(), reason=reason)
+
+
+class Budget:
+    """How much a worker may serve before it is recycled; jitter keeps workers from recycling together."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        jitter = random.randint(0, config.max_requests_jitter) if config.max_requests_jitter else 0
+        self.max_requests = config.max_requests + jitter if config.max_requests else 0
+        self.max_rss = config.max_worker_memory_mb * 1024 * 1024
+        self._process = psutil.Process()
+
+    def exceeded(self, requests: int) -> str | None:
+        if self.max_requests and requests >= self.max_requests:
+            return f"served {requests} requests"
+        if self.max_rss and self._process.memory_info().rss > self.max_rss:
+            return "memory limit"
+        return None
 
 
 async def serve(config: ClusterConfig, parent: int) -> None:
@@ -50,19 +99,29 @@ async def serve(config: ClusterConfig, parent: int) -> None:
     sub.connect(config.endpoint("events"))
     rpc = ControlClient(context, config.endpoint("control"))
     hub = Hub(config.ws_queue_size)
-    storage = LocalStorage(config.storage_dir)
-    storage.prepare()
-    state = WorkerState(config, rpc, hub, storage, media.find_ffmpeg(config.ffmpeg), SessionCache(rpc))
-    listener = socket.socket(fileno=int(os.environ[LISTEN_FD_ENV]))
-    server = WorkerServer(uvicorn.Config(
-        build_app(state), http="httptools", ws="websockets-sansio", lifespan="off", access_log=False,
-        log_config=None, timeout_graceful_shutdown=3, ws_max_size=64 * 1024,
-    ))
+    try:
+        storage = LocalStorage(config.storage_dir)
+        storage.prepare()
+        state = WorkerState(config, rpc, hub, storage, media.find_ffmpeg(config.ffmpeg), SessionCache(rpc))
+        listener = socket.socket(fileno=int(os.environ[LISTEN_FD_ENV]))
+        server = WorkerServer(uvicorn.Config(
+            build_app(state), http="httptools", ws="websockets-sansio", lifespan="off", access_log=False,
+            log_config=None, timeout_graceful_shutdown=3, ws_max_size=64 * 1024,
+        ))
+    except (OSError, ValueError, RuntimeError, media.MediaError) as e:
+        rpc.close()
+        sub.close(linger=0)
+        shipper.close()
+        context.destroy(linger=0)
+        raise BootFailure from e
     orphaned = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, lambda: setattr(server, "should_exit", True))
+    draining: list[asyncio.Task[None]] = []
+    loop.add_signal_handler(signal.SIGTERM, lambda: draining or draining.append(
+        asyncio.create_task(drain(server, state, hub))))
     tasks = [asyncio.create_task(c) for c in (rpc.receive_replies(), pump_events(sub, hub, rpc),
-                                               watch_parent(parent, orphaned), _exit_when(orphaned, server))]
+                                               watch_parent(parent, orphaned), _exit_when(orphaned, server),
+                                               report_to_primary(server, state, config))]
     log.info("web worker serving")
     try:
         await server.serve(sockets=[listener])
@@ -77,6 +136,10 @@ async def serve(config: ClusterConfig, parent: int) -> None:
         context.destroy(linger=0)
 
 
+class BootFailure(Exception):
+    """The worker could not start serving; the supervisor backs off instead of respawning at once."""
+
+
 async def _exit_when(orphaned: asyncio.Event, server: uvicorn.Server) -> None:
     await orphaned.wait()
     log.warning("primary is gone: exiting")
@@ -87,7 +150,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the primary decides
     parent = die_with_parent()
     config = child_config()
-    uvloop.run(serve(config, parent))
+    try:
+        uvloop.run(serve(config, parent))
+    except BootFailure as e:
+        log.error("web worker failed to boot", error=str(e.__cause__ or e))
+        sys.exit(EXIT_BOOT_FAILURE)
 
 
 if __name__ == "__main__":

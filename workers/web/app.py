@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from cluster.config import ClusterConfig
 from cluster.logs import get_logger
 from cluster.storage import LocalStorage, content_type
 from workers.web.auth import RequireSession, SessionCache, login, logout, update_user
+from workers.web.draining import CloseWhenDraining
 from workers.web.errors import EXCEPTION_HANDLERS, ApiError
+from workers.web.http_stats import RequestStats
 from workers.web.hub import Hub
 from workers.web.rpc import ControlClient
 from workers.web.uploads import ingest, receive_body, upload_extension
@@ -41,6 +44,17 @@ class WorkerState:
     ffmpeg: str
     sessions: SessionCache
     health: tuple[float, bytes] = (0.0, b"")
+    requests: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    draining: bool = False
+
+    def stats(self) -> dict[str, Any]:
+        """What the heartbeat reports to the primary (for /metrics and recycling)."""
+        return {
+            "requests": sum(self.requests.values()),
+            "requestsByRoute": [[method, route, status, n] for (method, route, status), n in self.requests.items()],
+            "wsClients": len(self.hub.clients),
+            "eventsDelivered": self.hub.delivered,
+        }
 
 
 def build_app(state: WorkerState) -> Starlette:
@@ -66,13 +80,17 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/queue/pause", pause_queue, methods=["POST"]),
         Route("/api/queue/resume", resume_queue, methods=["POST"]),
         Route("/api/queue/clean", clean_queue, methods=["POST"]),
+        Route("/api/admin/processes", list_processes),
+        Route("/api/admin/reload", reload_workers, methods=["POST"]),
+        Route("/dashboard", page("dashboard.html")),
         Route("/get-video-asset", get_video_asset),
         Route("/hls/{video_id}/{path:path}", get_hls_file),
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-                    middleware=[Middleware(RequireSession)])
+                    middleware=[Middleware(RequestStats, counts=state.requests),
+                                Middleware(CloseWhenDraining, state=state), Middleware(RequireSession)])
     app.state.worker = state
     return app
 
@@ -221,6 +239,23 @@ async def clean_queue(request: Request) -> JSONResponse:
     if older_than_s < 0:
         raise ApiError(400, "olderThan must not be negative")
     return JSONResponse(await _call(request, "clean", olderThan=older_than_s))
+
+
+async def list_processes(request: Request) -> JSONResponse:
+    return JSONResponse(await _call(request, "processes"))
+
+
+async def reload_workers(request: Request) -> JSONResponse:
+    """Like SIGHUP: the web workers are replaced one at a time."""
+    return JSONResponse(await _call(request, "reload"))
+
+
+def page(name: str) -> Any:
+    """A page of web/ under a path without its .html."""
+    async def serve(_request: Request) -> FileResponse:
+        return FileResponse(WEB_DIR / name, media_type="text/html")
+
+    return serve
 
 
 async def get_video_asset(request: Request) -> FileResponse:
