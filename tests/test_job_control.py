@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import psutil
-import pytest
 
 from cluster.media import find_ffmpeg, probe
 from cluster.protocol import Priority
