@@ -134,13 +134,19 @@ def _duration_s(container: av.container.InputContainer, video: av.VideoStream) -
     return 0.0
 
 
-def probe(path: str | os.PathLike[str]) -> MediaInfo:
+def _open(path: str | os.PathLike[str]) -> tuple[str, int, av.container.InputContainer]:
+    """The file's name, size and PyAV container; ProbeError if it is not media."""
     name = os.fspath(path)
     try:
         size = os.stat(name).st_size
         container = av.open(name, metadata_errors="replace")
     except (OSError, av.FFmpegError) as e:
         raise ProbeError(f"cannot open {name!r} as media: {e}") from e
+    return name, size, container
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    name, size, container = _open(path)
     with container:
         if not container.streams.video:
             raise ProbeError(f"{name!r} has no video stream")
@@ -185,12 +191,7 @@ def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
     Reads every packet (no decoding): a raw ADTS stream has no index, and the header-only
     estimate PyAV offers for it is derived from the bit rate and can be off by a lot.
     """
-    name = os.fspath(path)
-    try:
-        size = os.stat(name).st_size
-        container = av.open(name, metadata_errors="replace")
-    except (OSError, av.FFmpegError) as e:
-        raise ProbeError(f"cannot open {name!r} as media: {e}") from e
+    name, size, container = _open(path)
     with container:
         if not container.streams.audio:
             raise ProbeError(f"{name!r} has no audio stream")
