@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import multiprocessing
@@ -29,7 +28,7 @@ import httpx
 import imageio_ffmpeg
 import uvloop
 import websockets
-from harness import exit_on_sigterm, raise_fd_limit, running_cluster, verdict, write_summary
+from harness import Cluster, exit_on_sigterm, raise_fd_limit, running_cluster, verdict, write_summary
 
 WORKERS = 2
 CLIENT_PROCESSES = 4
@@ -43,6 +42,7 @@ DELIVERY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 FLUSH_INTERVAL_S = 0.05
 FD_HEADROOM = 256
+CLUSTER_ARGS = ("--max-ws-per-user", "0")  # every client is the one bench administrator: lift the per-user cap
 
 Record = tuple[int, str, float]  # (client id, jobId, monotonic receive time)
 _widths = itertools.count(2, 2)  # every resize request gets a width of its own, so none is deduplicated
@@ -51,49 +51,61 @@ _widths = itertools.count(2, 2)  # every resize request gets a width of its own,
 # client processes
 
 
-def client_process(url: str, first_id: int, count: int, video_id: str, pipe: Connection) -> None:
-    """Open `count` connections, say "connected", stream job:queued records until the driver says stop."""
+def client_process(url: str, headers: dict[str, str], first_id: int, count: int, video_id: str,
+                   reports: Connection, stop: Connection) -> None:
+    """Open `count` connections, say "connected", send job:queued records until `stop` is closed.
+
+    Two one-way pipes: the event loop watches `stop` (which makes it non-blocking), `reports` stays blocking.
+    """
     raise_fd_limit(count + FD_HEADROOM)
     try:
-        closed = uvloop.run(_client_main(url, first_id, count, video_id, pipe))
+        closed = uvloop.run(_client_main(url, headers, first_id, count, video_id, reports, stop))
     except Exception as e:
-        pipe.send(("error", f"client process {first_id}: {e!r}"))
+        reports.send(("error", f"client process {first_id}: {e!r}"))
         raise
-    pipe.send(("done", closed))
+    reports.send(("done", closed))
 
 
-async def _client_main(url: str, first_id: int, count: int, video_id: str, pipe: Connection) -> int:
+async def _client_main(url: str, headers: dict[str, str], first_id: int, count: int, video_id: str,
+                       reports: Connection, stop: Connection) -> int:
     """Returns how many connections the server closed before the driver said stop."""
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_reader(pipe.fileno(), _stop_on_message, pipe, stop)
+    stopped = _when_closed(stop)
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    sockets = await asyncio.wait_for(asyncio.gather(*(_subscribe(url, video_id, gate) for _ in range(count))),
-                                     CONNECT_TIMEOUT_S)
+    connects = (_subscribe(url, headers, video_id, gate) for _ in range(count))
+    sockets = await asyncio.wait_for(asyncio.gather(*connects), CONNECT_TIMEOUT_S)
     records: list[Record] = []
     readers = [asyncio.create_task(_read(first_id + i, ws, records)) for i, ws in enumerate(sockets)]
-    pipe.send(("connected", count))
-    flusher = asyncio.create_task(_flush_forever(records, pipe))
-    await stop.wait()
+    reports.send(("connected", count))
+    while not stopped.done():
+        await asyncio.wait([stopped], timeout=FLUSH_INTERVAL_S)
+        _flush(records, reports)
     closed = sum(reader.done() for reader in readers)
-    for task in (flusher, *readers):
-        task.cancel()
+    for reader in readers:
+        reader.cancel()
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    _flush(records, pipe)
+    _flush(records, reports)
     return closed
 
 
-def _stop_on_message(pipe: Connection, stop: asyncio.Event) -> None:
-    """Any message from the driver means stop, and so does its hanging up; read it, or closing resets the pipe."""
-    asyncio.get_running_loop().remove_reader(pipe.fileno())
-    with contextlib.suppress(EOFError, OSError):
-        pipe.recv()
-    stop.set()
+def _when_closed(stop: Connection) -> asyncio.Future[None]:
+    """Done once the driver closes its end of `stop` (or dies): the pipe turns readable at EOF."""
+    loop = asyncio.get_running_loop()
+    stopped = loop.create_future()
+
+    def on_readable() -> None:
+        loop.remove_reader(stop.fileno())
+        stopped.set_result(None)
+
+    loop.add_reader(stop.fileno(), on_readable)
+    return stopped
 
 
-async def _subscribe(url: str, video_id: str, gate: asyncio.Semaphore) -> websockets.ClientConnection:
+async def _subscribe(url: str, headers: dict[str, str], video_id: str,
+                     gate: asyncio.Semaphore) -> websockets.ClientConnection:
     """Connect and wait for the server's "subscribed" reply: from then on the hub delivers to this client."""
     async with gate:
-        ws = await websockets.connect(url, proxy=None, ping_interval=None, max_queue=None)
+        ws = await websockets.connect(url, additional_headers=headers, proxy=None, ping_interval=None,
+                                      max_queue=None)
         await ws.send(json.dumps({"type": "subscribe-video", "videoId": video_id}))
         while json.loads(await ws.recv()).get("type") != "subscribed":
             pass
@@ -112,15 +124,9 @@ async def _read(client_id: int, ws: websockets.ClientConnection, records: list[R
         pass
 
 
-async def _flush_forever(records: list[Record], pipe: Connection) -> None:
-    while True:
-        await asyncio.sleep(FLUSH_INTERVAL_S)
-        _flush(records, pipe)
-
-
-def _flush(records: list[Record], pipe: Connection) -> None:
+def _flush(records: list[Record], reports: Connection) -> None:
     if records:
-        pipe.send(("records", records.copy()))
+        reports.send(("records", records.copy()))
         records.clear()
 
 
@@ -129,9 +135,9 @@ def _flush(records: list[Record], pipe: Connection) -> None:
 
 @dataclass
 class Collector:
-    """Drains the client processes' pipes on a thread of its own, so that no client ever blocks on a send."""
+    """Drains the client processes' report pipes on a thread of its own, so that no client waits on a send."""
 
-    pipes: list[Connection]
+    reports: list[Connection]
     connected: int = 0
     closed_by_server: int = 0
     errors: list[str] = field(default_factory=list)
@@ -141,7 +147,7 @@ class Collector:
 
     def run(self) -> None:
         """Until every client process has hung up; one that hangs up before saying "done" has failed."""
-        open_pipes, done = list(self.pipes), set()
+        open_pipes, done = list(self.reports), set()
         while open_pipes:
             for pipe in wait(open_pipes):
                 try:
@@ -170,14 +176,17 @@ class Collector:
                 self.errors.append(value)
             self.changed.notify_all()
 
-    def wait_for(self, what: str, predicate: Callable[[], bool], timeout_s: float) -> None:
-        """Wait until predicate() holds; raise if a client process fails or the deadline passes."""
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until predicate() holds (True) or the deadline passes (False); raise if a client process fails."""
         with self.changed:
             ok = self.changed.wait_for(lambda: bool(self.errors) or predicate(), timeout_s)
             if self.errors:
                 raise RuntimeError("; ".join(self.errors))
-            if not ok:
-                raise TimeoutError(f"{what}: not within {timeout_s} s")
+            return bool(ok)
+
+    def require(self, what: str, predicate: Callable[[], bool], timeout_s: float) -> None:
+        if not self.wait_for(predicate, timeout_s):
+            raise TimeoutError(f"{what}: not within {timeout_s} s")
 
     def delivered(self, job_ids: list[str], clients: int) -> bool:
         return all(len(self.arrivals.get(job_id, ())) == clients for job_id in job_ids)
@@ -189,45 +198,47 @@ def shares(total: int, parts: int) -> list[int]:
 
 @dataclass
 class ClientPool:
-    """The spawned client processes, their pipes and the collector thread."""
+    """The spawned client processes, the pipes to and from them, and the collector thread."""
 
     processes: list[multiprocessing.process.BaseProcess]
-    pipes: list[Connection]
+    stops: list[Connection]
     collector: Collector
     thread: threading.Thread
 
     def stop(self) -> None:
-        """Ask every client to flush and stop, wait for them, kill any that hang."""
+        """Tell every client to flush and stop (by closing its stop pipe), wait for them, kill any that hang."""
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        for pipe in self.pipes:
-            with contextlib.suppress(OSError):  # that client process is gone already
-                pipe.send("stop")
+        for pipe in self.stops:
+            pipe.close()
         for process in self.processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
                 process.join(STOP_TIMEOUT_S)
-        self.thread.join(STOP_TIMEOUT_S)  # ends once every pipe has hung up
-        for pipe in self.pipes:
+        self.thread.join(STOP_TIMEOUT_S)  # ends once every report pipe has hung up
+        for pipe in self.collector.reports:
             pipe.close()
 
 
-def start_clients(ws_url: str, clients: int, video_id: str) -> ClientPool:
+def start_clients(ws_url: str, headers: dict[str, str], clients: int, video_id: str) -> ClientPool:
     context = multiprocessing.get_context("spawn")
-    processes, pipes, first_id = [], [], 0
+    processes, reports, stops, first_id = [], [], [], 0
     for count in shares(clients, min(CLIENT_PROCESSES, clients)):
-        ours, theirs = context.Pipe()
-        process = context.Process(target=client_process, args=(ws_url, first_id, count, video_id, theirs),
-                                  daemon=True)
+        report_reader, report_writer = context.Pipe(duplex=False)
+        stop_reader, stop_writer = context.Pipe(duplex=False)
+        process = context.Process(target=client_process, daemon=True,
+                                  args=(ws_url, headers, first_id, count, video_id, report_writer, stop_reader))
         process.start()
-        theirs.close()
+        report_writer.close()
+        stop_reader.close()
         processes.append(process)
-        pipes.append(ours)
+        reports.append(report_reader)
+        stops.append(stop_writer)
         first_id += count
-    collector = Collector(pipes)
+    collector = Collector(reports)
     thread = threading.Thread(target=collector.run, name="collector", daemon=True)
     thread.start()
-    return ClientPool(processes, pipes, collector, thread)
+    return ClientPool(processes, stops, collector, thread)
 
 
 # the driver
@@ -282,19 +293,19 @@ def analyse(collector: Collector, sent: dict[str, float], clients: int) -> Resul
                   collector.closed_by_server)
 
 
-def measure(base_url: str, video_id: str, clients: int) -> Result:
+def measure(cluster: Cluster, video_id: str, clients: int) -> Result:
     """Connect `clients` WebSockets, warm the path up with one job, then time JOBS jobs."""
-    pool = start_clients(base_url.replace("http://", "ws://") + "/ws", clients, video_id)
+    pool = start_clients(cluster.url.replace("http://", "ws://") + "/ws", cluster.auth_headers, clients, video_id)
     collector = pool.collector
     sent: dict[str, float] = {}
     try:
-        collector.wait_for("clients connected", lambda: collector.connected == clients, CONNECT_TIMEOUT_S)
-        with httpx.Client(base_url=base_url, timeout=10.0, trust_env=False) as http:
+        collector.require("clients connected", lambda: collector.connected == clients, CONNECT_TIMEOUT_S)
+        with httpx.Client(base_url=cluster.url, headers=cluster.auth_headers, timeout=10.0, trust_env=False) as http:
             warmup = [submit_resize(http, video_id)]
-            collector.wait_for("warm-up event", lambda: collector.delivered(warmup, clients), DELIVERY_TIMEOUT_S)
+            collector.require("warm-up event", lambda: collector.delivered(warmup, clients), DELIVERY_TIMEOUT_S)
             sent = send_jobs(http, video_id, JOBS)
-        collector.wait_for(f"every job:queued at {clients} clients",
-                           lambda: collector.delivered(list(sent), clients), DELIVERY_TIMEOUT_S)
+        # past the deadline, whatever is missing is reported as missing
+        collector.wait_for(lambda: collector.delivered(list(sent), clients), DELIVERY_TIMEOUT_S)
     finally:
         pool.stop()
     return analyse(collector, sent, clients)
@@ -310,9 +321,9 @@ def make_clip(directory: Path) -> Path:
     return clip
 
 
-def upload(base_url: str, clip: Path) -> str:
-    response = httpx.post(base_url + "/api/upload-video", content=clip.read_bytes(),
-                          headers={"filename": clip.name}, timeout=30.0, trust_env=False)
+def upload(cluster: Cluster, clip: Path) -> str:
+    response = httpx.post(cluster.url + "/api/upload-video", content=clip.read_bytes(),
+                          headers={"filename": clip.name, **cluster.auth_headers}, timeout=30.0, trust_env=False)
     if response.status_code != 201:
         raise RuntimeError(f"upload answered {response.status_code}: {response.text}")
     return response.json()["videoId"]
@@ -322,10 +333,10 @@ def run(client_counts: tuple[int, ...]) -> list[Result]:
     raise_fd_limit(max(client_counts) + FD_HEADROOM)  # the web workers inherit it
     results = []
     with tempfile.TemporaryDirectory(prefix="vc-bench-events-") as tmp, \
-            running_cluster(WORKERS, executors=0) as cluster:
-        video_id = upload(cluster.url, make_clip(Path(tmp)))
+            running_cluster(WORKERS, executors=0, extra_args=CLUSTER_ARGS) as cluster:
+        video_id = upload(cluster, make_clip(Path(tmp)))
         for clients in client_counts:
-            result = measure(cluster.url, video_id, clients)
+            result = measure(cluster, video_id, clients)
             print(f"  {clients} clients: p99 {result.percentile(99):.1f} ms", flush=True)
             results.append(result)
     return results

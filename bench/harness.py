@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ PYTHON = sys.executable
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
 LOG_TAIL_CHARS = 4000
+ADMIN_NAME = "bench"
 
 
 @dataclass(frozen=True)
@@ -70,15 +72,45 @@ def running_server(args: Sequence[str], url: str, log_path: Path, env: dict[str,
         stop_process(process)
 
 
+@dataclass(frozen=True)
+class Cluster:
+    server: Server
+    token: str  # an administrator's session: sees every job's events
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
 @contextlib.contextmanager
-def running_cluster(workers: int, executors: int) -> Iterator[Server]:
-    """The cluster on a free port with a temporary data dir, removed afterwards."""
+def running_cluster(workers: int, executors: int, extra_args: Sequence[str] = ()) -> Iterator[Cluster]:
+    """The cluster on a free port with a temporary data dir (removed afterwards), logged in as an administrator."""
     with tempfile.TemporaryDirectory(prefix="vc-bench-") as tmp:
+        data_dir, password = Path(tmp) / "data", secrets.token_urlsafe(16)
+        add_administrator(data_dir, password)
         port = free_port()
-        args = [PYTHON, "run_cluster.py", "--port", str(port), "--data-dir", str(Path(tmp) / "data"),
-                "--workers", str(workers), "--executors", str(executors), "--log-level", "warning"]
+        args = [PYTHON, "run_cluster.py", "--port", str(port), "--data-dir", str(data_dir),
+                "--workers", str(workers), "--executors", str(executors), "--log-level", "warning", *extra_args]
         with running_server(args, f"http://127.0.0.1:{port}", Path(tmp) / "cluster.log") as server:
-            yield server
+            yield Cluster(server, login(server.url, password))
+
+
+def add_administrator(data_dir: Path, password: str) -> None:
+    """Before the first start, so that the cluster creates no administrator of its own."""
+    subprocess.run([PYTHON, "run_cluster.py", "user", "--data-dir", str(data_dir), "add", ADMIN_NAME, "--admin",
+                    "--password-stdin"], cwd=ROOT, input=password + "\n", text=True, check=True,
+                   capture_output=True, timeout=START_TIMEOUT_S)
+
+
+def login(base_url: str, password: str) -> str:
+    response = httpx.post(base_url + "/api/login", json={"username": ADMIN_NAME, "password": password},
+                          timeout=10.0, trust_env=False)
+    response.raise_for_status()
+    return response.json()["token"]
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

@@ -103,10 +103,10 @@ def report(baseline: WrkResult, cluster: WrkResult, size: int) -> tuple[bool, st
     print(f"{'requests/s':22}{baseline.rps:12.0f}{cluster.rps:12.0f}")
     print(f"{'mean latency (ms)':22}{baseline.latency_ms:12.2f}{cluster.latency_ms:12.2f}")
     print(f"{'errors':22}{baseline.errors:12d}{cluster.errors:12d}")
-    print(f"{'ratio cluster/baseline':22}{ratio:24.2f}")
+    print(f"{'ratio cluster/baseline':22}{ratio:24.3f}")
     print(f"{'target':22}{'>= ' + str(TARGET_RATIO):>24}")
     print(f"{'result':22}{verdict(passed):>24}")
-    line = (f"http: {cluster.rps:.0f} req/s vs baseline {baseline.rps:.0f} req/s, ratio {ratio:.2f} "
+    line = (f"http: {cluster.rps:.0f} req/s vs baseline {baseline.rps:.0f} req/s, ratio {ratio:.3f} "
             f"(target >= {TARGET_RATIO})")
     return passed, line
 

@@ -13,10 +13,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
+
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("http_bench.py", "events_bench.py")
+BENCHMARKS = ("http_bench.py", "events_bench.py", "job_bench.py", "hls_bench.py", "encode_bench.py")
 BENCH_TIMEOUT_S = 600
 STOP_GRACE_S = 60
+BUSY_WARNING_PERCENT = 10
 
 
 def run_benchmark(script: str, summary: Path) -> str:
@@ -39,9 +42,16 @@ def run_benchmark(script: str, summary: Path) -> str:
     return f"{'PASS' if result['passed'] else 'FAIL'}  {result['line']}"
 
 
-def main() -> int:
+def machine_state() -> str:
+    """Other work on the machine skews every figure: say how busy it is before we start."""
+    busy = psutil.cpu_percent(interval=1.0)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"{os.cpu_count()} CPUs, load average {load} (other work on the machine skews every figure)")
+    warning = "  WARNING: the machine is busy, figures will be low" if busy > BUSY_WARNING_PERCENT else ""
+    return f"{os.cpu_count()} CPUs, {busy:.0f}% busy over 1 s before the start, load average {load}{warning}"
+
+
+def main() -> int:
+    print(machine_state(), flush=True)
     with tempfile.TemporaryDirectory(prefix="vc-bench-") as tmp:
         lines = [run_benchmark(script, Path(tmp) / f"{script}.json") for script in BENCHMARKS]
     print("\n=== summary ===")

@@ -107,6 +107,7 @@ async def serve(config: ClusterConfig, parent: int) -> None:
         server = WorkerServer(uvicorn.Config(
             build_app(state), http="httptools", ws="websockets-sansio", lifespan="off", access_log=False,
             log_config=None, timeout_graceful_shutdown=3, ws_max_size=64 * 1024,
+            ws_per_message_deflate=False,  # events are ~200-byte JSON: compressing each costs more than it saves
         ))
     except (OSError, ValueError, RuntimeError, media.MediaError) as e:
         rpc.close()

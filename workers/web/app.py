@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ class WorkerState:
     ffmpeg: str
     sessions: SessionCache
     health: tuple[float, bytes] = (0.0, b"")
+    health_refresh: asyncio.Lock = field(default_factory=asyncio.Lock)
     requests: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     draining: bool = False
 
@@ -60,6 +63,7 @@ class WorkerState:
 def build_app(state: WorkerState) -> Starlette:
     routes = [
         Route("/api/health", health),
+        Route("/metrics", metrics),
         Route("/api/login", login_route, methods=["POST"]),
         Route("/api/logout", logout, methods=["DELETE", "POST"]),
         Route("/api/user", get_user),
@@ -88,7 +92,8 @@ def build_app(state: WorkerState) -> Starlette:
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
     ]
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    handlers = {**EXCEPTION_HANDLERS, RateLimited: rate_limited}
+    app = Starlette(routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
                     middleware=[Middleware(RequestStats, counts=state.requests),
                                 Middleware(CloseWhenDraining, state=state), Middleware(RequireSession)])
     app.state.worker = state
@@ -109,9 +114,18 @@ async def health(request: Request) -> Response:
     state = _state(request)
     fetched_at, body = state.health
     if time.monotonic() - fetched_at > HEALTH_TTL_S:
-        body = json.dumps(await state.rpc.call("health")).encode()
-        state.health = (time.monotonic(), body)
+        async with state.health_refresh:  # one request refreshes; those arriving meanwhile reuse its answer
+            fetched_at, body = state.health
+            if time.monotonic() - fetched_at > HEALTH_TTL_S:
+                body = json.dumps(await state.rpc.call("health")).encode()
+                state.health = (time.monotonic(), body)
     return Response(body, media_type="application/json")
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text, rendered by the primary; public like /api/health (RequireSession guards /api/ only)."""
+    text = await _state(request).rpc.call("metrics")
+    return Response(text, media_type="text/plain; version=0.0.4")
 
 
 async def login_route(request: Request) -> Response:
@@ -128,6 +142,7 @@ async def put_user(request: Request) -> Response:
 
 async def upload_video(request: Request) -> JSONResponse:
     state = _state(request)
+    await _admit(request, "upload")  # before the body is read
     ext = upload_extension(request.headers.get("filename"))
     temp = await receive_body(request, state.storage, state.config.max_upload_mb * 1024 * 1024)
     video_id, info = await ingest(temp, ext, state.storage, state.ffmpeg)
@@ -209,6 +224,7 @@ async def cancel_job(request: Request) -> JSONResponse:
 
 
 async def retry_job(request: Request) -> JSONResponse:
+    await _admit(request, "job")
     job = await _call(request, "retry_job", jobId=request.path_params["job_id"])
     return JSONResponse({"jobId": job["jobId"], "state": job["state"]}, status_code=202)
 
@@ -298,8 +314,44 @@ def _asset_path(storage: LocalStorage, video: dict[str, Any], kind: str | None, 
     raise ApiError(400, "type must be original, thumbnail, resize, converted or audio")
 
 
+class RateLimited(Exception):
+    """429 with ``Retry-After`` (whole seconds, at least 1)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+
+
+async def rate_limited(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimited)
+    return JSONResponse({"error": f"{exc}: try again in {exc.retry_after_s} s"}, status_code=429,
+                        headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def _admit(request: Request, kind: str) -> None:
+    """The primary's rate limit for this user and address (it holds across the web workers)."""
+    ip = request.client.host if request.client else ""
+    answer = await _call(request, "admit", kind=kind, ip=ip)
+    if not answer["allowed"]:
+        raise RateLimited(f"too many {kind} requests", answer["retryAfter"])
+
+
+async def _limited_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 past ``max_bytes``: by its declared length before any of it is read."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(413, f"JSON body larger than {max_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, f"JSON body larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    raw = await _limited_body(request, _state(request).config.max_json_body_kb * 1024)
     try:
         body = json.loads(raw) if raw else {}
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -320,6 +372,7 @@ async def _video(request: Request, video_id: Any) -> dict[str, Any]:
 async def _submit(request: Request, job_type: str, video: dict[str, Any], params: dict[str, Any],
                   body: dict[str, Any]) -> JSONResponse:
     options = jobspec.job_options(body)
+    await _admit(request, "job")
     answer = await _call(request, "submit_job", type=job_type, videoId=video["videoId"],
                                             params=params, **options)
     log.info("job requested", jobId=answer["jobId"], videoId=video["videoId"], created=answer["created"])
