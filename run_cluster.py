@@ -3,6 +3,7 @@
 
     python run_cluster.py [flags]             run the cluster
     python run_cluster.py tap [--filter job:] print events and logs as JSON lines
+                              [--level warning] [--role web]
     python run_cluster.py user add NAME       manage users (add [--admin], list, passwd, remove)
 """
 
@@ -30,6 +31,8 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def tap_parser() -> argparse.ArgumentParser:
+    from cluster.tap import LEVELS, ROLES
+
     parser = argparse.ArgumentParser(prog="run_cluster.py tap",
                                      description="Print every event and log line of a running cluster, one JSON "
                                                  "object per line.")
@@ -37,6 +40,10 @@ def tap_parser() -> argparse.ArgumentParser:
                         help="data dir of the cluster to tap")
     parser.add_argument("--filter", default="", help="topic prefix, e.g. 'job:' or 'log'")
     parser.add_argument("--endpoint", default=None, help="ZMQ endpoint of the PUB socket (default: from --data-dir)")
+    parser.add_argument("--level", choices=LEVELS, default=None,
+                        help="log lines of this level and above only (events still pass, unless --filter drops them)")
+    parser.add_argument("--role", choices=ROLES, default=None,
+                        help="log lines of this role only (events still pass, unless --filter drops them)")
     return parser
 
 
@@ -53,10 +60,10 @@ def banner(config: ClusterConfig) -> str:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["tap"]:
-        from cluster.tap import run_tap
+        from cluster.tap import LogFilter, run_tap
 
         args = tap_parser().parse_args(argv[1:])
-        return run_tap(args.data_dir, args.filter, args.endpoint)
+        return run_tap(args.data_dir, args.filter, args.endpoint, log_filter=LogFilter(args.level, args.role))
     if argv[:1] == ["user"]:
         from primary.user_cli import run_user_command
 

@@ -42,6 +42,13 @@ class ClusterConfig:
     session_ttl_s: float = 7 * 24 * 3600.0
     login_max_failures: int = 5
     login_window_s: float = 60.0
+    upload_rate_per_min: float = 120.0
+    job_rate_per_min: float = 600.0
+    login_rate_per_min: float = 60.0
+    max_queued_jobs_per_user: int = 1000
+    max_ws_per_worker: int = 10_000
+    max_ws_per_user: int = 100
+    max_json_body_kb: int = 256
     log_level: str = "info"
     log_format: str = "json"
 
@@ -108,6 +115,13 @@ _HELP = {
     "session_ttl_s": "how long a login lasts",
     "login_max_failures": "failed logins per user name or address within the window before 429",
     "login_window_s": "the window for counting failed logins",
+    "upload_rate_per_min": "uploads per minute, per user and per address, before 429 (0: no limit)",
+    "job_rate_per_min": "job requests per minute, per user and per address, before 429 (0: no limit)",
+    "login_rate_per_min": "login attempts per minute, per user name and per address, before 429 (0: no limit)",
+    "max_queued_jobs_per_user": "queued, delayed and running jobs a user may have before 429 (0: no limit)",
+    "max_ws_per_worker": "WebSocket connections one web worker takes before it refuses with 503 (0: no limit)",
+    "max_ws_per_user": "WebSocket connections per user across the cluster before 429 (0: no limit)",
+    "max_json_body_kb": "largest JSON request body in KiB (413 beyond)",
     "log_level": "debug, info, warning or error",
     "log_format": "json (for the tap and log shippers) or console",
 }
@@ -148,6 +162,13 @@ def validate(config: ClusterConfig) -> None:
         raise ValueError("--executors must not be negative")
     if config.event_retention < 1:
         raise ValueError("--event-retention must be at least 1")
+    limits = ("upload_rate_per_min", "job_rate_per_min", "login_rate_per_min", "max_queued_jobs_per_user",
+              "max_ws_per_worker", "max_ws_per_user")
+    for name in limits:
+        if getattr(config, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+    if config.max_json_body_kb < 1:
+        raise ValueError("--max-json-body-kb must be at least 1")
     if config.log_format not in ("json", "console"):
         raise ValueError("--log-format must be json or console")
 

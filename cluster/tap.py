@@ -5,17 +5,43 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import zmq
 
 from cluster.config import ClusterConfig
+from cluster.protocol import LOG_TOPIC
 
 POLL_MS = 200
+LEVELS = ("debug", "info", "warning", "error", "critical")
+ROLES = ("primary", "web", "executor")
+_RANKS = {name: rank for rank, name in enumerate(LEVELS)} | {"warn": 2, "exception": 3, "fatal": 4}
 
 
-def tap_lines(data_dir: Path, topic_prefix: str = "", endpoint: str | None = None):
+@dataclass(frozen=True)
+class LogFilter:
+    """Which log lines to print: at ``level`` or above, of ``role`` only. Events always pass (the topic
+    prefix, a subscription of the SUB socket, is what narrows them)."""
+
+    level: str | None = None
+    role: str | None = None
+
+    def passes(self, line: dict[str, Any]) -> bool:
+        if line.get("topic") != LOG_TOPIC:
+            return True
+        if self.role is not None and line.get("role") != self.role:
+            return False
+        if self.level is None:
+            return True
+        rank = _RANKS.get(str(line.get("level", "")).lower())
+        return rank is None or rank >= _RANKS[self.level]  # a level we do not know is shown, not hidden
+
+
+def tap_lines(data_dir: Path, topic_prefix: str = "", endpoint: str | None = None
+              ) -> Iterator[dict[str, Any] | None]:
     """Yield one JSON object per event or log line, with its topic, until the generator is closed."""
     context = zmq.Context()
     sub = context.socket(zmq.SUB)
@@ -34,14 +60,15 @@ def tap_lines(data_dir: Path, topic_prefix: str = "", endpoint: str | None = Non
         context.term()
 
 
-def run_tap(data_dir: Path, topic_prefix: str, endpoint: str | None, out: TextIO = sys.stdout) -> int:
+def run_tap(data_dir: Path, topic_prefix: str, endpoint: str | None, out: TextIO = sys.stdout,
+            log_filter: LogFilter = LogFilter()) -> int:
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(True))
     for line in tap_lines(data_dir, topic_prefix, endpoint):
         if stopping:
             break
-        if line is not None:
+        if line is not None and log_filter.passes(line):
             out.write(json.dumps(line, separators=(",", ":")) + "\n")
             out.flush()
     return 0

@@ -1,5 +1,6 @@
 """The control operations on accounts: login (the password is checked by the web worker, off this loop),
-sessions and profiles. Failed logins are counted here, so the limit holds across web workers."""
+sessions and profiles. Failed logins, and login attempts per minute, are counted here, so the limits hold
+across web workers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from primary.accounts import AccountError, AccountStore
 from primary.control import Handler, RequestError
 from primary.job_ops import Caller
 from primary.limits import FailureLimiter
+from primary.rate_limits import RateLimits
 
 log = get_logger()
 
@@ -19,9 +21,11 @@ DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAA
 
 
 class AuthOps:
-    def __init__(self, accounts: AccountStore, limiter: FailureLimiter, session_ttl_s: float) -> None:
+    def __init__(self, accounts: AccountStore, limiter: FailureLimiter, session_ttl_s: float,
+                 rates: RateLimits | None = None) -> None:
         self._accounts = accounts
         self._limiter = limiter
+        self._rates = rates or RateLimits({})
         self._session_ttl_s = session_ttl_s
 
     def handlers(self) -> dict[str, Handler]:
@@ -35,7 +39,7 @@ class AuthOps:
 
     def login_check(self, args: dict[str, Any]) -> dict[str, Any]:
         keys = _limit_keys(args)
-        retry_after = self._limiter.retry_after_s(*keys)
+        retry_after = self._limiter.retry_after_s(*keys) or self._rates.take("login", *keys)
         if retry_after > 0:
             return {"allowed": False, "retryAfter": retry_after}
         user = self._accounts.user_by_name(str(args.get("username", "")))

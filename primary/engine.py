@@ -43,6 +43,7 @@ class JobEngine:
         self._order = store.max_queue_order()
         self.on_work: Callable[[], None] = lambda: None
         self.on_cancel_run: Callable[[str], None] = lambda run_id: None
+        self.on_commit: Callable[[Job, EventName], None] = lambda job, name: None  # metrics, after each transition
 
     # intake
 
@@ -50,9 +51,9 @@ class JobEngine:
                timeout_s: float | None = None, owner: str = "") -> tuple[Job, bool]:
         """Queue a job; an identical job still queued, delayed or running is returned instead."""
         self._refuse_when_draining()
-        existing = self._by_key.get(dedupe_key(job_type, video_id, params))
+        existing = self.find_identical(job_type, video_id, params)
         if existing:
-            return self.active[existing], False
+            return existing, False
         policy = self.retries.policy(job_type)
         job = Job(id=self._ids.make(job_type, video_id), type=job_type, video_id=video_id, params=params,
                   owner=owner, priority=priority, timeout_s=timeout_s or policy.timeout_s,
@@ -60,6 +61,11 @@ class JobEngine:
         self._track(job)
         self._enqueue(job)
         return job, True
+
+    def find_identical(self, job_type: str, video_id: str, params: dict[str, Any]) -> Job | None:
+        """The job with these parameters that is still queued, delayed or running, if any."""
+        job_id = self._by_key.get(dedupe_key(job_type, video_id, params))
+        return self.active.get(job_id) if job_id else None
 
     def recover(self) -> None:
         """Restore unfinished jobs after a restart: running ones run again, delayed ones wait on."""
@@ -275,6 +281,7 @@ class JobEngine:
         event = self.bus.make(name.value, {**base, **data})
         self.store.save(job, [event], record)
         self.bus.publish(event)
+        self.on_commit(job, name)
 
     def close(self) -> None:
         for timer in self._timers.values():

@@ -44,8 +44,9 @@ class Caller:
 
 class JobOps:
     def __init__(self, engine: JobEngine, store: JobStore, processes: Callable[[], list[dict[str, Any]]],
-                 max_timeout_s: float) -> None:
+                 max_timeout_s: float, max_active_per_user: int = 0) -> None:
         self._engine = engine
+        self._max_active_per_user = max_active_per_user  # queued + delayed + running; 0: no cap
         self._store = store
         self._processes = processes
         self._max_timeout_s = max_timeout_s
@@ -120,8 +121,11 @@ class JobOps:
         timeout = args.get("timeout")
         if timeout is not None and float(timeout) > self._max_timeout_s:
             raise RequestError(400, f"timeout must be at most {self._max_timeout_s:g} seconds")
+        job_type, params = str(args["type"]), dict(args.get("params") or {})
+        if not self._engine.find_identical(job_type, video["videoId"], params):  # a repeat is answered, not capped
+            self._check_active_jobs(video["owner"])
         job, created = self._engine.submit(
-            str(args["type"]), video["videoId"], dict(args.get("params") or {}),
+            job_type, video["videoId"], params,
             priority=Priority(args.get("priority") or "normal"),
             timeout_s=float(timeout) if timeout is not None else None, owner=video["owner"],
         )
@@ -141,6 +145,7 @@ class JobOps:
 
     def retry_job(self, args: dict[str, Any]) -> dict[str, Any]:
         job = self._job(Caller(args), str(args["jobId"]))
+        self._check_active_jobs(job.owner)
         return self._engine.retry(job).public()
 
     def dead_letter(self, args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -178,6 +183,11 @@ class JobOps:
         return {"events": [e.body().decode() for e in events], "lastSeq": self._engine.bus.last_seq}
 
     # helpers
+
+    def _check_active_jobs(self, owner: str) -> None:
+        cap = self._max_active_per_user
+        if cap and sum(1 for job in self._engine.active.values() if job.owner == owner) >= cap:
+            raise RequestError(429, f"too many active jobs: at most {cap} queued, delayed or running per user")
 
     def _video(self, caller: Caller, video_id: str) -> dict[str, Any]:
         video = self._store.get_video(video_id)

@@ -29,6 +29,8 @@ from primary.event_bus import EventBus
 from primary.job_ops import Caller, JobOps
 from primary.limits import FailureLimiter
 from primary.listener import bind_listener
+from primary.metrics import JobMetrics, MetricsOps
+from primary.rate_limits import RateLimits, WebSocketCounts
 from primary.retry import RetryPolicy, RetryTracker, parse_policies
 from primary.store import JobStore
 from primary.supervisor import Child, ChildSpec, Supervisor
@@ -65,19 +67,27 @@ class Primary:
                        config.pub_hwm)
         configure_logging("primary", config.log_level, config.log_format, sink=bus.publish_log)
         engine = JobEngine(store, bus, _retry_tracker(config))
+        job_metrics = JobMetrics(store.count_by_state_and_type())
+        engine.on_commit = job_metrics.observe
         executor_socket = _bind(context, zmq.ROUTER, config.endpoint("executors"))
         supervisor = Supervisor(config, lambda child, code: self._child_exited(pool, child, code))
         pool = ExecutorPool(executor_socket, engine, store.get_video, config.executor_timeout_s,
                             config.threads_per_ffmpeg, supervisor.kill)
         accounts = AccountStore(config.db_path)
         _ensure_an_administrator(accounts)
-        job_ops = JobOps(engine, store, lambda: _describe_processes(supervisor, pool), config.max_job_timeout_s)
+        job_ops = JobOps(engine, store, lambda: _describe_processes(supervisor, pool), config.max_job_timeout_s,
+                         config.max_queued_jobs_per_user)
+        rates = RateLimits.from_config(config)
         auth_ops = AuthOps(accounts, FailureLimiter(config.login_max_failures, config.login_window_s),
-                           config.session_ttl_s)
+                           config.session_ttl_s, rates)
         registry = WorkerRegistry(config.worker_timeout_s, config.worker_boot_timeout_s)
         registry.on_recycle = self._recycle
+        self._ws_counts = WebSocketCounts(config.max_ws_per_user)
+        metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts,
+                             lambda: _describe_processes(supervisor, pool))
         control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), job_ops.handlers(),
-                                auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request})
+                                auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
+                                rates.handlers(), self._ws_counts.handlers(), metrics.handlers())
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
         logs = _bind(context, zmq.PULL, config.endpoint("logs"))
         engine.recover()
@@ -130,6 +140,7 @@ class Primary:
 
     def _child_exited(self, pool: ExecutorPool, child: Child, code: int) -> None:
         self._registry.forget(child.pid)
+        self._ws_counts.forget_worker(child.pid)
         if child.spec.role == "executor":
             pool.lose_pid(child.pid, "executor lost: process exited" if code != EXIT_BOOT_FAILURE
                           else "executor failed to boot")

@@ -80,7 +80,8 @@ def welcome_worker(client: EventClient) -> int:
 def test_events_dropped_by_pub_to_a_stalled_worker_are_fetched(
         cluster_factory: Callable[..., Cluster], clip: Path, ws_factory: Callable[..., EventClient]) -> None:
     # the stopped worker must not be declared dead meanwhile: that is another test
-    cluster = cluster_factory(workers=2, executors=0, extra=["--pub-hwm", "2", "--worker-timeout-s", "300"])
+    cluster = cluster_factory(workers=2, executors=0, extra=["--pub-hwm", "2", "--worker-timeout-s", "300",
+                                                                     "--job-rate-per-min", "0"])
     video_id = cluster.upload(clip)
     clients = [ws_factory(cluster) for _ in range(8)]
     workers = {welcome_worker(c): c for c in clients}

@@ -65,7 +65,7 @@ async def login(request: Request, body: dict[str, Any]) -> Response:
     check = await rpc.call("login_check", username=username, ip=ip)
     if not check["allowed"]:
         retry_after = max(1, round(check["retryAfter"]))
-        return JSONResponse({"error": f"too many failed logins: try again in {retry_after} s"}, status_code=429,
+        return JSONResponse({"error": f"too many login attempts: try again in {retry_after} s"}, status_code=429,
                             headers={"Retry-After": str(retry_after)})
     ok = await asyncio.to_thread(verify_password, password, check["passwordHash"])
     session = await rpc.call("login_done", username=username, ip=ip, ok=ok and bool(check["userId"]),

@@ -38,5 +38,5 @@ def _route(scope: Any) -> str:
     for route in getattr(router, "routes", ()):
         match, _ = route.matches(scope)
         if match is Match.FULL:
-            return getattr(route, "path", scope["path"])
+            return getattr(route, "path", "") or "static"
     return "other"

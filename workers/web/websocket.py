@@ -26,9 +26,19 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     try:
         user = await current_user(websocket)
     except ApiError as e:
-        await websocket.send_denial_response(JSONResponse({"error": str(e)}, status_code=e.status))
+        await _deny(websocket, e.status, str(e))
+        return
+    limit = state.config.max_ws_per_worker
+    if limit and len(hub.clients) >= limit:
+        await _deny(websocket, 503, f"this worker has its {limit} WebSocket connections: try again")
         return
     client = hub.connect(websocket, user)  # before accept: an event published once the client is connected reaches it
+    try:
+        await state.rpc.call("ws_open", user=user, pid=os.getpid())  # the primary counts per user, cluster-wide
+    except RpcError as e:
+        hub.disconnect(client)
+        await _deny(websocket, e.status, str(e))
+        return
     sender: asyncio.Task[None] | None = None
     try:
         await websocket.accept()
@@ -47,6 +57,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
+        with contextlib.suppress(RpcError):  # however it ended; if this worker dies, the primary forgets its count
+            await state.rpc.call("ws_close", user=user, pid=os.getpid())
+
+
+async def _deny(websocket: WebSocket, status: int, message: str) -> None:
+    await websocket.send_denial_response(JSONResponse({"error": message}, status_code=status))
 
 
 def _release(hub: Hub, client: WsClient) -> None:
