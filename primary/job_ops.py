@@ -67,6 +67,7 @@ class JobOps:
             "retry_job": self.retry_job,
             "queue_stats": self.queue_stats,
             "dead_letter": self.dead_letter,
+            "discard_job": self.discard_job,
             "pause": lambda args: self._pause(args, True),
             "resume": lambda args: self._pause(args, False),
             "clean": self.clean,
@@ -147,6 +148,14 @@ class JobOps:
         job = self._job(Caller(args), str(args["jobId"]))
         self._check_active_jobs(job.owner)
         return self._engine.retry(job).public()
+
+    def discard_job(self, args: dict[str, Any]) -> dict[str, Any]:
+        job = self._job(Caller(args), str(args["jobId"]))
+        if job.state is not JobState.DEAD:
+            raise RequestError(409, f"job {job.id} is {job.state.value}: only dead jobs are discarded")
+        self._store.delete_job(job.id)
+        log.info("dead job discarded", jobId=job.id)
+        return {"jobId": job.id, "discarded": True}
 
     def dead_letter(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         jobs = self._store.list_jobs(state=JobState.DEAD.value, owner=Caller(args).owner_filter,

@@ -112,6 +112,11 @@ class JobStore:
         rows = self._db.execute("SELECT * FROM attempts WHERE job_id = ? ORDER BY number", (job_id,))
         return [Attempt(**{c: r[c] for c in _ATTEMPT_COLUMNS}) for r in rows]
 
+    def delete_job(self, job_id: str) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM attempts WHERE job_id = ?", (job_id,))
+            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
     def delete_finished(self, before_ms: float) -> int:
         """Remove completed, dead and cancelled jobs that ended before ``before_ms``, with their attempts."""
         finished = (JobState.COMPLETED.value, JobState.DEAD.value, JobState.CANCELLED.value)

@@ -465,3 +465,21 @@ def test_queue_stats_and_cleaning_finished_jobs(cluster_factory: Callable[..., C
     assert cluster.job(queued)["state"] == "queued"
     assert request(cluster, "GET", "/api/queue/dead-letter").json() == []
     assert request(cluster, "GET", "/api/queue/stats").json()["byState"]["completed"] == 0
+
+
+def test_a_dead_job_can_be_discarded_from_the_dead_letter_list(
+        cluster_factory: Callable[..., Cluster], clip: Path, tmp_path: Path,
+        ws_factory: Callable[..., EventClient]) -> None:
+    cluster = cluster_factory(workers=1, extra=["--ffmpeg", str(ffmpeg_wrapper(tmp_path, crash_on="")),
+                                                "--job-policies", "resize:retries=0"])
+    video_id = cluster.upload(clip)
+    ws = ws_factory(cluster)
+    job_id = cluster.resize(video_id, 160, 120).json()["jobId"]
+    ws.wait_event("job:permanent-failure", job_id)
+    with cluster.client() as client:
+        client.post("/api/queue/pause")
+        queued = cluster.resize(video_id, 320, 240).json()["jobId"]
+        assert client.delete(f"/api/queue/dead-letter/{queued}").status_code == 409
+        assert client.delete(f"/api/queue/dead-letter/{job_id}").json() == {"jobId": job_id, "discarded": True}
+        assert client.get("/api/queue/dead-letter").json() == []
+        assert client.get(f"/api/jobs/{job_id}").status_code == 404

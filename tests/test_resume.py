@@ -81,7 +81,8 @@ def test_events_dropped_by_pub_to_a_stalled_worker_are_fetched(
         cluster_factory: Callable[..., Cluster], clip: Path, ws_factory: Callable[..., EventClient]) -> None:
     # the stopped worker must not be declared dead meanwhile: that is another test
     cluster = cluster_factory(workers=2, executors=0, extra=["--pub-hwm", "2", "--worker-timeout-s", "300",
-                                                                     "--job-rate-per-min", "0"])
+                                                                     "--job-rate-per-min", "0",
+                                                                     "--max-queued-jobs-per-user", "0"])
     video_id = cluster.upload(clip)
     clients = [ws_factory(cluster) for _ in range(8)]
     workers = {welcome_worker(c): c for c in clients}
@@ -96,3 +97,14 @@ def test_events_dropped_by_pub_to_a_stalled_worker_are_fetched(
     slow.wait_event("job:queued", job_ids[-1], timeout_s=60)
     assert seqs(slow) == seqs(fast)
     assert "events dropped by the PUB socket were fetched" in cluster.log_path.read_text()
+
+
+def test_welcome_tells_a_quiet_client_where_to_resume_from(cluster: Cluster, clip: Path,
+                                                           ws_factory: Callable[[str], EventClient]) -> None:
+    video_id = cluster.upload(clip)
+    watcher = ws_factory(cluster)
+    job_id = run_jobs(cluster, video_id, 1)[0]
+    watcher.wait_event("job:completed", job_id)
+    late = ws_factory(cluster)
+    welcome = late.wait_for(lambda ms: any(m.get("type") == "welcome" for m in ms), what="welcome")[0]
+    assert welcome["lastSeq"] == seqs(watcher)[-1] or welcome["lastSeq"] == 0  # 0: that worker saw no event yet

@@ -89,3 +89,10 @@ def test_assets_that_do_not_exist(cluster: Cluster, clip: Path) -> None:
     assert missing_video.status_code == 404
     assert not_made_yet.status_code == 404
     assert bad_type.status_code == 400
+
+
+def test_the_filename_may_come_in_the_query_for_names_a_header_cannot_carry(cluster: Cluster, clip: Path) -> None:
+    with cluster.client() as client:
+        response = client.post("/api/upload-video", params={"filename": "café–clip.mp4"}, content=clip.read_bytes())
+        assert response.status_code == 201
+        assert client.get("/api/videos").json()[0]["name"] == "café–clip.mp4"

@@ -81,6 +81,7 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/jobs/{job_id}/retry", retry_job, methods=["POST"]),
         Route("/api/queue/stats", queue_stats),
         Route("/api/queue/dead-letter", dead_letter),
+        Route("/api/queue/dead-letter/{job_id}", discard_dead_job, methods=["DELETE"]),
         Route("/api/queue/pause", pause_queue, methods=["POST"]),
         Route("/api/queue/resume", resume_queue, methods=["POST"]),
         Route("/api/queue/clean", clean_queue, methods=["POST"]),
@@ -143,11 +144,13 @@ async def put_user(request: Request) -> Response:
 async def upload_video(request: Request) -> JSONResponse:
     state = _state(request)
     await _admit(request, "upload")  # before the body is read
-    ext = upload_extension(request.headers.get("filename"))
+    # ?filename= also works: a header cannot carry a name outside Latin-1 from a browser
+    filename = request.query_params.get("filename") or request.headers.get("filename")
+    ext = upload_extension(filename)
     temp = await receive_body(request, state.storage, state.config.max_upload_mb * 1024 * 1024)
     video_id, info = await ingest(temp, ext, state.storage, state.ffmpeg)
     try:
-        await _call(request, "add_video", videoId=video_id, name=request.headers["filename"], info=info)
+        await _call(request, "add_video", videoId=video_id, name=filename, info=info)
     except Exception:
         state.storage.remove_video(video_id)
         raise
@@ -235,6 +238,11 @@ async def queue_stats(request: Request) -> JSONResponse:
 
 async def dead_letter(request: Request) -> JSONResponse:
     return JSONResponse(await _call(request, "dead_letter", limit=_limit(request)))
+
+
+async def discard_dead_job(request: Request) -> JSONResponse:
+    """Drop a dead job from the dead-letter list (and the store) without retrying it."""
+    return JSONResponse(await _call(request, "discard_job", jobId=request.path_params["job_id"]))
 
 
 async def pause_queue(request: Request) -> JSONResponse:
@@ -383,6 +391,7 @@ def _video_view(video: dict[str, Any]) -> dict[str, Any]:
     info = video["info"]
     return {
         "videoId": video["videoId"],
+        "owner": video["owner"],
         "name": video["name"],
         "extension": info["format"],
         "dimensions": {"width": info["width"], "height": info["height"]},

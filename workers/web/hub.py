@@ -78,6 +78,7 @@ class Hub:
         self._queue_size = queue_size
         self.clients: set[WsClient] = set()
         self.delivered = 0
+        self.last_seq = 0  # of the newest event this worker has seen
 
     def connect(self, websocket: WebSocket, user: dict[str, Any]) -> WsClient:
         client = WsClient(websocket, self._queue_size, str(user["userId"]), bool(user.get("admin")))
@@ -88,6 +89,7 @@ class Hub:
         self.clients.discard(client)
 
     def deliver(self, event: Event, text: str) -> None:
+        self.last_seq = max(self.last_seq, event.seq)
         for client in list(self.clients):
             if not client.may_see(event):
                 continue

@@ -11,10 +11,13 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 
 from cluster import media
+from cluster.logs import get_logger
 from cluster.storage import LocalStorage
 from workers.web.errors import ApiError
 
 THUMBNAIL_TIMEOUT_S = 30.0
+
+log = get_logger()
 
 
 def upload_extension(filename: str | None) -> str:
@@ -55,7 +58,8 @@ async def ingest(temp: Path, ext: str, storage: LocalStorage, ffmpeg: str) -> tu
         info = await asyncio.to_thread(media.probe, temp)
     except media.ProbeError as e:
         temp.unlink(missing_ok=True)
-        raise ApiError(415, f"not a video: {e}") from e
+        log.info("upload refused: not a video", reason=str(e))
+        raise ApiError(415, "not a video: the file could not be read as a video (no video stream found)") from e
     fmt = _format(info, ext)
     video_id = secrets.token_hex(8)
     thumbnail_temp = storage.new_temp(".jpg")
@@ -66,7 +70,8 @@ async def ingest(temp: Path, ext: str, storage: LocalStorage, ffmpeg: str) -> tu
         storage.commit(temp, storage.original(video_id, fmt))
     except (media.MediaError, OSError) as e:
         storage.remove_video(video_id)
-        raise ApiError(415, f"cannot read the video: {e}") from e
+        log.warning("upload refused: unreadable video", reason=str(e))
+        raise ApiError(415, "cannot read the video: no frame could be decoded from it") from e
     finally:
         temp.unlink(missing_ok=True)
         with suppress(FileNotFoundError):

@@ -42,7 +42,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     sender: asyncio.Task[None] | None = None
     try:
         await websocket.accept()
-        client.offer(json.dumps({"type": "welcome", "worker": os.getpid()}))
+        # lastSeq lets a client that has seen no event yet resume from here after a drop
+        client.offer(json.dumps({"type": "welcome", "worker": os.getpid(), "lastSeq": hub.last_seq}))
         sender = asyncio.create_task(client.send_forever())
         release = asyncio.get_running_loop().call_later(HOLD_FOR_RESUME_S, _release, hub, client)
         while True:
