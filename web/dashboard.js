@@ -367,6 +367,17 @@ async function cancelJob(jobId, where) {
   }
 }
 
+async function discardJob(jobId, where) {
+  try {
+    await api('DELETE', `/api/queue/dead-letter/${encodeURIComponent(jobId)}`);
+    say(where, `Job ${jobId} discarded from the dead-letter list.`, 'ok');
+    return true;
+  } catch (e) {
+    failed(e, where, `Could not discard ${jobId}`);
+    return false;
+  }
+}
+
 async function retryJob(jobId, where) {
   try {
     const answer = await api('POST', `/api/jobs/${encodeURIComponent(jobId)}/retry`);
@@ -430,7 +441,13 @@ function deadItem(job, open) {
   const cancel = jobButton('Cancel', 'cancel-job', job.jobId, () => cancelJob(job.jobId, $('dead-message')));
   cancel.disabled = true;
   cancel.title = 'A dead job has nothing to cancel; once retried, it can be cancelled while it waits or runs.';
-  actions.append(retry, cancel);
+  const discard = jobButton('Discard', 'discard-job', job.jobId, async () => {
+    if (await discardJob(job.jobId, $('dead-message'))) {
+      item.remove();
+      dash.deadItems.delete(job.jobId);
+    }
+  });
+  actions.append(retry, cancel, discard);
   item.append(line, summary, meta, attempts, actions);
   return item;
 }
@@ -460,6 +477,7 @@ function updateDeadItem(jobId, state) {
   const active = !FINAL_STATES.has(state);
   item.querySelector('.retry-job').disabled = state !== 'dead' && state !== 'cancelled';
   item.querySelector('.cancel-job').disabled = !active;
+  item.querySelector('.discard-job').disabled = state !== 'dead';
 }
 
 // ---------- processes ----------
