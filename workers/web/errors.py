@@ -21,8 +21,7 @@ def _json_error(status: int, message: str) -> JSONResponse:
 
 
 async def api_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, (ApiError, RpcError))
-    return _json_error(exc.status, str(exc))
+    return _json_error(getattr(exc, "status", 500), str(exc))
 
 
 async def invalid_job(_request: Request, exc: Exception) -> JSONResponse:
@@ -30,8 +29,7 @@ async def invalid_job(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def http_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
-    return _json_error(exc.status_code, exc.detail)
+    return _json_error(getattr(exc, "status_code", 500), str(getattr(exc, "detail", exc)))
 
 
 EXCEPTION_HANDLERS = {ApiError: api_error, RpcError: api_error, InvalidJob: invalid_job, HTTPException: http_error}
