@@ -13,6 +13,7 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from cluster.protocol import Event
+from workers.web.ws_frames import frame_writer, text_frame
 
 CLOSE_TOO_SLOW = 1013  # "try again later"
 
@@ -20,6 +21,7 @@ CLOSE_TOO_SLOW = 1013  # "try again later"
 class WsClient:
     def __init__(self, websocket: WebSocket, queue_size: int, user_id: str, admin: bool) -> None:
         self.websocket = websocket
+        self._writer = frame_writer(websocket.scope)  # None: a server without it, messages go through ASGI
         self.rooms: set[str] = set()  # videos it subscribed to (only ones it may see)
         self.user_id = user_id
         self.admin = admin
@@ -36,18 +38,21 @@ class WsClient:
             return True
         return event.data.get("userId") == self.user_id
 
-    def offer_event(self, seq: int, text: str) -> bool:
+    def offer_event(self, seq: int, text: str, frame: bytes | None = None) -> bool:
         if self._held is not None:
             self._held.append((seq, text))
             return len(self._held) <= self._queue.maxsize
         if seq <= self.last_seq:
             return True
-        if not self.offer(text):
+        if not self.offer(text, frame):
             return False
         self.last_seq = seq
         return True
 
-    def offer(self, text: str) -> bool:
+    def offer(self, text: str, frame: bytes | None = None) -> bool:
+        """Send now (the frame writer) or queue for the sender task; False when the client can't keep up."""
+        if self._writer is not None:
+            return self._writer.write(frame or text_frame(text.encode()))
         try:
             self._queue.put_nowait(text)
         except asyncio.QueueFull:
@@ -68,6 +73,8 @@ class WsClient:
         return all(self.offer_event(seq, text) for seq, text in held)
 
     async def send_forever(self) -> None:
+        if self._writer is not None:
+            return  # offer() writes directly
         while True:
             text = await self._queue.get()
             await self.websocket.send_text(text)
@@ -90,10 +97,11 @@ class Hub:
 
     def deliver(self, event: Event, text: str) -> None:
         self.last_seq = max(self.last_seq, event.seq)
+        frame = text_frame(text.encode())  # built once for every client
         for client in list(self.clients):
             if not client.may_see(event):
                 continue
-            if client.offer_event(event.seq, text):
+            if client.offer_event(event.seq, text, frame):
                 self.delivered += 1
             else:
                 self.drop(client)
