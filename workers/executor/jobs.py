@@ -190,7 +190,9 @@ async def _run_hls(job: Job) -> dict[str, Any]:
     renditions = _ladder(job)
     has_audio = job.info.audio_codec is not None
     final_dir = job.output.parent
-    partial = LocalStorage.partial(final_dir)
+    # one partial dir per ladder: two ladders of one video with other renditions may run at once
+    ladder_name = "-".join(str(r.height) for r in renditions)
+    partial = final_dir.with_name(f".{final_dir.name}-{ladder_name}.part")
     argv = _checked(media.hls_command, job.ffmpeg, job.source, partial, renditions, has_audio, job.threads)
     try:
         discard(partial)  # what an attempt that died left
