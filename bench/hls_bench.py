@@ -3,7 +3,7 @@
 The same generated 20 s 720p clip (a Mandelbrot zoom, detailed enough to cost real encoding work, with a
 tone) becomes a 240p/360p/720p ladder both ways, with the same x264 settings per rendition:
 
-- ours: `media.hls_command`, the job's exact command: decodes once, encodes the audio once;
+- ours: `hls.hls_command`, the job's exact command: decodes once, encodes the audio once;
 - baseline: three ffmpeg runs one after another (the same command with one rendition each), each decoding
   the source and encoding the audio itself.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from harness import exit_on_sigterm, verdict, write_summary
 
-from cluster import media
+from cluster import hls, media
 
 CLIP_S = 20
 SOURCE = "mandelbrot=size=1280x720:rate=30"
@@ -75,16 +75,16 @@ def fresh(path: Path) -> Path:
 
 
 def measure(ffmpeg: str, src: Path, tmp: Path) -> tuple[list[Timing], list[Timing]]:
-    renditions = media.ladder(720, HEIGHTS, source_width=1280)
+    renditions = hls.ladder(720, HEIGHTS, source_width=1280)
 
     def ours() -> None:
-        run(media.hls_command(ffmpeg, src, fresh(tmp / "ours"), renditions, has_audio=True))
+        run(hls.hls_command(ffmpeg, src, fresh(tmp / "ours"), renditions, has_audio=True))
 
     def baseline() -> None:
         # The same command cut down to one rendition: identical encoder settings, but each run decodes
         # the source and encodes the audio again.
         for r in renditions:
-            run(media.hls_command(ffmpeg, src, fresh(tmp / "baseline" / r.name), [r], has_audio=True))
+            run(hls.hls_command(ffmpeg, src, fresh(tmp / "baseline" / r.name), [r], has_audio=True))
 
     baselines, ourses = [], []
     for round_ in range(ROUNDS):

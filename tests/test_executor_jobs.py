@@ -16,7 +16,8 @@ import av
 import psutil
 import pytest
 
-from cluster.media import HLS_AUDIO, HLS_PLAYLIST, find_ffmpeg, probe, read_media_playlist
+from cluster.hls import HLS_AUDIO, HLS_PLAYLIST, read_media_playlist
+from cluster.media import find_ffmpeg, probe
 from cluster.storage import LocalStorage
 from tests.harness import generate_clip
 from workers.executor.jobs import NO_AUDIO, JobFailure, execute

@@ -9,28 +9,25 @@ from pathlib import Path
 import av
 import pytest
 
-from cluster.media import (
+from cluster.hls import (
     HLS_AUDIO,
     HLS_KEYFRAME_INTERVAL_S,
     HLS_PLAYLIST,
     HLS_SEGMENT_S,
     HlsSegment,
     HlsVariant,
-    MediaError,
     Rendition,
     avc_codec_string,
     average_bitrate,
-    extract_audio_command,
-    find_ffmpeg,
     hls_command,
     ladder,
     master_playlist,
     peak_bitrate,
-    probe,
     read_media_playlist,
     rendition,
     write_hls_master,
 )
+from cluster.media import MediaError, extract_audio_command, find_ffmpeg, probe
 
 LADDER_CLIP_SECONDS = 37  # 7 segments: more than the 5 a live HLS playlist keeps
 

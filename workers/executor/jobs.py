@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cluster import media
+from cluster import hls, media
 from cluster.storage import LocalStorage, discard
 from workers.executor.ffmpeg_process import FfmpegResult, ProgressCallback, run_ffmpeg
 
@@ -172,9 +172,9 @@ def _audio_result(job: Job) -> dict[str, Any]:
 
 # --- HLS ladder --------------------------------------------------------------------
 
-def _ladder(job: Job) -> list[media.Rendition]:
+def _ladder(job: Job) -> list[hls.Rendition]:
     heights = job.params.get("renditions", DEFAULT_HLS_HEIGHTS)
-    renditions = _checked(media.ladder, job.info.height, heights, source_width=job.info.width)
+    renditions = _checked(hls.ladder, job.info.height, heights, source_width=job.info.width)
     if not renditions:
         raise JobFailure(f"invalid parameters: no rendition of {list(heights)} fits a {job.info.height}p source",
                          permanent=True)
@@ -193,12 +193,12 @@ async def _run_hls(job: Job) -> dict[str, Any]:
     # one partial dir per ladder: two ladders of one video with other renditions may run at once
     ladder_name = "-".join(str(r.height) for r in renditions)
     partial = final_dir.with_name(f".{final_dir.name}-{ladder_name}.part")
-    argv = _checked(media.hls_command, job.ffmpeg, job.source, partial, renditions, has_audio, job.threads)
+    argv = _checked(hls.hls_command, job.ffmpeg, job.source, partial, renditions, has_audio, job.threads)
     try:
         discard(partial)  # what an attempt that died left
         partial.mkdir(parents=True)
         await _run(argv, job)
-        variants = media.write_hls_master(partial / job.output.name, renditions, has_audio)
+        variants = hls.write_hls_master(partial / job.output.name, renditions, has_audio)
         replaced = LocalStorage.commit_dir(partial, final_dir)
     finally:
         # Also on cancellation: run_ffmpeg has killed and reaped ffmpeg by now, nothing writes here any more.
