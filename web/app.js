@@ -2,7 +2,7 @@
 // WebSocket, downloads and the HLS player. The parts live in video-card.js, jobs-view.js, uploads.js
 // and player.js; this module holds the session and the library.
 import {
-  $, api, ApiError, bindLoginForm, currentUser, logout, notify, say, showConnection, showLogin, showUser,
+  $, api, ApiError, logout, notify, say, showConnection, showLogin, showUser, bootPage,
 } from './common.js';
 import { applyJobEvent, configureJobs, forgetJobs, mergeJobs, tickCountdowns } from './jobs-view.js';
 import { LiveSocket } from './live.js';
@@ -18,19 +18,6 @@ const app = {
 };
 
 const messages = () => $('messages');
-
-async function boot() {
-  bindLoginForm((user) => start(user));
-  let user = null;
-  try {
-    user = await currentUser();
-  } catch (e) {
-    notify(messages(), `Cannot reach the cluster: ${e.message}`, 'error');
-  }
-  $('loading').hidden = true;
-  if (user) start(user);
-  else showLogin($('app'));
-}
 
 function start(user) {
   app.user = user;
@@ -159,4 +146,4 @@ configureCards({
 bindUploads({ onUploaded: () => loadLibrary(), onUnauthorized: () => sessionEnded() });
 $('refresh').addEventListener('click', () => loadLibrary());
 setInterval(tickCountdowns, 500);
-boot();
+bootPage('app', start);

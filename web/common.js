@@ -193,6 +193,20 @@ export function short(value, max = 160) {
  * Wire the page's login form (#login-form, #login-username, #login-password, #login-error):
  * on success `onLoggedIn(user)` runs with the user the API returned.
  */
+/** Every page's start: the login form, then `start(user)` once someone is logged in. */
+export async function bootPage(mainId, start) {
+  bindLoginForm((user) => start(user));
+  let user = null;
+  try {
+    user = await currentUser();
+  } catch (e) {
+    notify($('messages'), `Cannot reach the cluster: ${e.message}`, 'error');
+  }
+  $('loading').hidden = true;
+  if (user) start(user);
+  else showLogin($(mainId));
+}
+
 export function bindLoginForm(onLoggedIn) {
   const form = $('login-form');
   const error = $('login-error');

@@ -1,7 +1,7 @@
 // The administrators' dashboard: queue counts live, pause/resume, jobs, dead letters, processes, charts.
 import {
-  $, api, ApiError, bindLoginForm, button, clampPercent, currentUser, el, fmtBytes, fmtClock, fmtDateTime, fmtMs,
-  isNum, logout, notify, say, showConnection, showLogin, showUser,
+  $, api, ApiError, button, clampPercent, el, fmtBytes, fmtClock, fmtDateTime, fmtMs, isNum, logout, notify,
+  say, showConnection, showLogin, showUser, bootPage,
 } from './common.js';
 import { perMinuteChart } from './charts.js';
 import { eventRow } from './events.js';
@@ -29,19 +29,6 @@ const dash = {
 };
 
 // ---------- session ----------
-
-async function boot() {
-  bindLoginForm((user) => start(user));
-  let user = null;
-  try {
-    user = await currentUser();
-  } catch (e) {
-    notify($('messages'), `Cannot reach the cluster: ${e.message}`, 'error');
-  }
-  $('loading').hidden = true;
-  if (user) start(user);
-  else showLogin($('dash'));
-}
 
 function start(user) {
   dash.user = user;
@@ -551,4 +538,4 @@ $('clean-form').addEventListener('submit', async (event) => {
   }
 });
 
-boot();
+bootPage('dash', start);

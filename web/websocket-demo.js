@@ -2,8 +2,8 @@
 // filters by event, counters, and a pause that BUFFERS: while paused nothing new is drawn, but every
 // event is kept (up to MAX_BUFFERED) and drawn, in order, on resume. Counters count what arrived.
 import {
-  $, bindLoginForm, button, clampPercent, currentUser, el, fmtClockMs, fmtEta, isNum, logout, notify, short,
-  showConnection, showLogin, showUser,
+  $, button, clampPercent, el, fmtClockMs, fmtEta, isNum, logout, short, showConnection, showLogin, showUser,
+  bootPage,
 } from './common.js';
 import { eventRow, jobLabel, summarize } from './events.js';
 import { JOB_EVENTS, LiveSocket, QUEUE_EVENTS } from './live.js';
@@ -25,19 +25,6 @@ const demo = {
 };
 
 // ---------- session ----------
-
-async function boot() {
-  bindLoginForm((user) => start(user));
-  let user = null;
-  try {
-    user = await currentUser();
-  } catch (e) {
-    notify($('messages'), `Cannot reach the cluster: ${e.message}`, 'error');
-  }
-  $('loading').hidden = true;
-  if (user) start(user);
-  else showLogin($('demo'));
-}
 
 function start(user) {
   demo.user = user;
@@ -289,4 +276,4 @@ $('clear').addEventListener('click', clear);
 
 buildFilters();
 renderSubscriptions();
-boot();
+bootPage('demo', start);
