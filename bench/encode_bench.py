@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import exit_on_sigterm, verdict, write_summary
+from harness import bench_arguments, verdict, write_summary
 
 from cluster import media
 from cluster.storage import LocalStorage
@@ -200,10 +199,7 @@ def report_quality(results: list[Encoded]) -> tuple[bool, str]:
 
 
 def main() -> int:
-    exit_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--summary-json", type=Path, help="write the verdict here (for run_all.py)")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__)
     ffmpeg = media.find_ffmpeg()
     print(f"{os.cpu_count()} CPUs, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="vc-bench-encode-") as name:

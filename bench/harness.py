@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -153,3 +154,11 @@ def _wait_healthy(server: Server, url: str) -> None:
                     return
             time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {START_TIMEOUT_S} s")
+
+
+def bench_arguments(description: str | None) -> argparse.Namespace:
+    """Every benchmark's start: stop cleanly on SIGTERM, take --summary-json for run_all.py."""
+    exit_on_sigterm()
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--summary-json", type=Path, help="write the verdict here (for run_all.py)")
+    return parser.parse_args()

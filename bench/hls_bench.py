@@ -15,7 +15,6 @@ Target: ours / baseline wall time <= 0.8.
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import shutil
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import exit_on_sigterm, verdict, write_summary
+from harness import bench_arguments, verdict, write_summary
 
 from cluster import hls, media
 
@@ -114,10 +113,7 @@ def report(baselines: list[Timing], ourses: list[Timing]) -> tuple[bool, str]:
 
 
 def main() -> int:
-    exit_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--summary-json", type=Path, help="write the verdict here (for run_all.py)")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__)
     ffmpeg = media.find_ffmpeg()
     print(f"{os.cpu_count()} CPUs, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="vc-bench-hls-") as tmp:

@@ -6,7 +6,6 @@ baseline, cluster), each run after a warm-up, and the best run of each side coun
 
 from __future__ import annotations
 
-import argparse
 import re
 import subprocess
 import sys
@@ -16,7 +15,16 @@ from pathlib import Path
 
 import httpx
 from baseline_app import BODY_BYTES_ENV
-from harness import PYTHON, ROOT, exit_on_sigterm, free_port, running_cluster, running_server, verdict, write_summary
+from harness import (
+    PYTHON,
+    ROOT,
+    bench_arguments,
+    free_port,
+    running_cluster,
+    running_server,
+    verdict,
+    write_summary,
+)
 
 HEALTH_PATH = "/api/health"
 WORKERS = 2
@@ -112,10 +120,7 @@ def report(baseline: WrkResult, cluster: WrkResult, size: int) -> tuple[bool, st
 
 
 def main() -> int:
-    exit_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--summary-json", type=Path, help="write the verdict here (for run_all.py)")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__)
     with tempfile.TemporaryDirectory(prefix="vc-bench-http-") as tmp:
         baseline, cluster, size = run(Path(tmp))
     passed, line = report(baseline, cluster, size)

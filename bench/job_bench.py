@@ -10,7 +10,6 @@ serving again with its queue restored. Each beside a baseline measured in the sa
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -28,7 +27,7 @@ from harness import (
     PYTHON,
     ROOT,
     add_administrator,
-    exit_on_sigterm,
+    bench_arguments,
     free_port,
     login,
     stop_process,
@@ -162,10 +161,7 @@ def measure_recovery(tmp: Path, clip: Path) -> tuple[bool, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--summary-json", type=Path)
-    args = parser.parse_args()
-    exit_on_sigterm()
+    args = bench_arguments(__doc__)
     with tempfile.TemporaryDirectory(prefix="vc-bench-") as tmp_name:
         tmp = Path(tmp_name)
         clip = make_clip(tmp)
