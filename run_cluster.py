@@ -52,7 +52,9 @@ def banner(config: ClusterConfig) -> str:
     return (
         f"video cluster on {base} ({config.workers} web workers, {config.executors} executors, "
         f"data in {config.data_dir})\n"
+        f"  app:          {base}/\n"
         f"  live events:  {base}/websocket-demo.html\n"
+        f"  dashboard:    {base}/dashboard\n"
         f"  health:       {base}/api/health\n"
         f"  tap:          python run_cluster.py tap --data-dir {config.data_dir}   (or: make tap)\n"
     )
