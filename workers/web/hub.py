@@ -1,7 +1,7 @@
 """WebSocket fan-out: each event reaches each client that may see it, once and in seq order.
 
-Every client has a bounded queue drained by its own sender task, so a slow
-client is dropped (it can reconnect and resume) and never slows the others.
+Each event's frame is built once and written to every client's socket (ws_frames.py); a client whose
+socket buffer is full is dropped (it can reconnect and resume) and never slows the others.
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ CLOSE_TOO_SLOW = 1013  # "try again later"
 
 
 class WsClient:
-    def __init__(self, websocket: WebSocket, queue_size: int, user_id: str, admin: bool) -> None:
+    def __init__(self, websocket: WebSocket, held_max: int, user_id: str, admin: bool) -> None:
         self.websocket = websocket
-        self._writer = frame_writer(websocket.scope)  # None: a server without it, messages go through ASGI
+        self._writer = frame_writer(websocket.scope)
         self.rooms: set[str] = set()  # videos it subscribed to (only ones it may see)
         self.user_id = user_id
         self.admin = admin
-        self.last_seq = 0  # of the last event queued to this client: nothing at or below it is sent again
-        self.dropped = False
-        self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self.last_seq = 0  # of the last event sent to this client: nothing at or below it is sent again
+        self._held_max = held_max
         # Live events are held back while a resume replays, and for the first moments of a connection:
         # a client that resumes says so in its first message, and nothing newer may overtake the replay.
         self._held: list[tuple[int, str]] | None = []
@@ -41,7 +40,7 @@ class WsClient:
     def offer_event(self, seq: int, text: str, frame: bytes | None = None) -> bool:
         if self._held is not None:
             self._held.append((seq, text))
-            return len(self._held) <= self._queue.maxsize
+            return len(self._held) <= self._held_max
         if seq <= self.last_seq:
             return True
         if not self.offer(text, frame):
@@ -50,14 +49,8 @@ class WsClient:
         return True
 
     def offer(self, text: str, frame: bytes | None = None) -> bool:
-        """Send now (the frame writer) or queue for the sender task; False when the client can't keep up."""
-        if self._writer is not None:
-            return self._writer.write(frame or text_frame(text.encode()))
-        try:
-            self._queue.put_nowait(text)
-        except asyncio.QueueFull:
-            return False
-        return True
+        """Send now; False when the client can't keep up (or is gone)."""
+        return self._writer.write(frame or text_frame(text.encode()))
 
     @property
     def holding(self) -> bool:
@@ -72,23 +65,16 @@ class WsClient:
         held, self._held = self._held or [], None
         return all(self.offer_event(seq, text) for seq, text in held)
 
-    async def send_forever(self) -> None:
-        if self._writer is not None:
-            return  # offer() writes directly
-        while True:
-            text = await self._queue.get()
-            await self.websocket.send_text(text)
-
 
 class Hub:
-    def __init__(self, queue_size: int) -> None:
-        self._queue_size = queue_size
+    def __init__(self, held_max: int) -> None:
+        self._held_max = held_max  # live events held for one client during a resume before it is dropped
         self.clients: set[WsClient] = set()
         self.delivered = 0
         self.last_seq = 0  # of the newest event this worker has seen
 
     def connect(self, websocket: WebSocket, user: dict[str, Any]) -> WsClient:
-        client = WsClient(websocket, self._queue_size, str(user["userId"]), bool(user.get("admin")))
+        client = WsClient(websocket, self._held_max, str(user["userId"]), bool(user.get("admin")))
         self.clients.add(client)
         return client
 
@@ -108,7 +94,6 @@ class Hub:
 
     def drop(self, client: WsClient) -> None:
         """Too slow: close it rather than buffer without bound; it can reconnect and resume."""
-        client.dropped = True
         self.clients.discard(client)
         asyncio.get_running_loop().create_task(_close(client.websocket, CLOSE_TOO_SLOW, "too slow: resume"))
 

@@ -39,12 +39,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         hub.disconnect(client)
         await _deny(websocket, e.status, str(e))
         return
-    sender: asyncio.Task[None] | None = None
     try:
         await websocket.accept()
         # lastSeq lets a client that has seen no event yet resume from here after a drop
         client.offer(json.dumps({"type": "welcome", "worker": os.getpid(), "lastSeq": hub.last_seq}))
-        sender = asyncio.create_task(client.send_forever())
         release = asyncio.get_running_loop().call_later(HOLD_FOR_RESUME_S, _release, hub, client)
         while True:
             text = await websocket.receive_text()
@@ -54,10 +52,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         pass  # closed by the client, or by the hub for being too slow
     finally:
         hub.disconnect(client)
-        if sender is not None:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
         with contextlib.suppress(RpcError):  # however it ended; if this worker dies, the primary forgets its count
             await state.rpc.call("ws_close", user=user, pid=os.getpid())
 

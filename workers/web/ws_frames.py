@@ -53,5 +53,9 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         self.scope["extensions"][EXTENSION] = FrameWriter(self)  # the app task has not run yet
 
 
-def frame_writer(scope: dict[str, Any]) -> FrameWriter | None:
-    return scope.get("extensions", {}).get(EXTENSION)
+def frame_writer(scope: dict[str, Any]) -> FrameWriter:
+    """The connection's writer; the web worker always serves with FrameWriterProtocol."""
+    try:
+        return scope["extensions"][EXTENSION]
+    except KeyError as e:
+        raise RuntimeError("the WebSocket protocol must be FrameWriterProtocol") from e
