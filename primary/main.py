@@ -75,16 +75,15 @@ class Primary:
                             config.threads_per_ffmpeg, supervisor.kill)
         accounts = AccountStore(config.db_path)
         _ensure_an_administrator(accounts)
-        job_ops = JobOps(engine, store, lambda: _describe_processes(supervisor, pool), config.max_job_timeout_s,
-                         config.max_queued_jobs_per_user)
+        processes = lambda: _describe_processes(supervisor, pool)
+        job_ops = JobOps(engine, store, processes, config.max_job_timeout_s, config.max_queued_jobs_per_user)
         rates = RateLimits.from_config(config)
         auth_ops = AuthOps(accounts, FailureLimiter(config.login_max_failures, config.login_window_s),
                            config.session_ttl_s, rates)
         registry = WorkerRegistry(config.worker_timeout_s, config.worker_boot_timeout_s)
         registry.on_recycle = self._recycle
         self._ws_counts = WebSocketCounts(config.max_ws_per_user)
-        metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts,
-                             lambda: _describe_processes(supervisor, pool))
+        metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts, processes)
         control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), job_ops.handlers(),
                                 auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
                                 rates.handlers(), self._ws_counts.handlers(), metrics.handlers())
