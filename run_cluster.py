@@ -10,11 +10,10 @@
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import sys
-from pathlib import Path
 
-from cluster.config import ClusterConfig, add_config_arguments, config_from_args, env_name
+from cluster.config import ClusterConfig, add_config_arguments, config_from_args
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -35,9 +34,8 @@ def tap_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="run_cluster.py tap",
                                      description="Print every event and log line of a running cluster, one JSON "
-                                                 "object per line.")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get(env_name("data_dir"), "data")),
-                        help="data dir of the cluster to tap")
+                                                 "object per line. Takes the cluster's own flags too "
+                                                 "(--data-dir D, ...), so that it finds the cluster they started.")
     parser.add_argument("--filter", default="", help="topic prefix, e.g. 'job:' or 'log'")
     parser.add_argument("--endpoint", default=None, help="ZMQ endpoint of the PUB socket (default: from --data-dir)")
     parser.add_argument("--level", choices=LEVELS, default=None,
@@ -50,7 +48,7 @@ def tap_parser() -> argparse.ArgumentParser:
 def banner(config: ClusterConfig) -> str:
     base = f"http://{'localhost' if config.host in ('127.0.0.1', '0.0.0.0') else config.host}:{config.port}"
     return (
-        f"video cluster on {base} ({config.workers} web workers, {config.executors} executors, "
+        f"video cluster on {base} ({_count(config.workers, 'web worker')}, {_count(config.executors, 'executor')}, "
         f"data in {config.data_dir})\n"
         f"  app:          {base}/\n"
         f"  live events:  {base}/websocket-demo.html\n"
@@ -60,21 +58,49 @@ def banner(config: ClusterConfig) -> str:
     )
 
 
+SUB_COMMANDS = ("tap", "user")
+
+
+def split_cluster_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The cluster's own flags (``--data-dir D``, ``--port=P``, ...) wherever they stand, and the other words:
+    ``user list --data-dir D`` and ``--data-dir D user list`` mean the same, and ``make tap`` takes the ARGS
+    that ``make cluster`` was given."""
+    known = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(ClusterConfig)}
+    flags: list[str] = []
+    rest: list[str] = []
+    words = iter(argv)
+    for word in words:
+        name = word.split("=", 1)[0]
+        if name not in known:
+            rest.append(word)
+        elif "=" in word:
+            flags.append(word)
+        else:
+            flags.extend([word, next(words, "")])
+    return flags, rest
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["tap"]:
-        from cluster.tap import LogFilter, run_tap
-
-        args = tap_parser().parse_args(argv[1:])
-        return run_tap(args.data_dir, args.filter, args.endpoint, log_filter=LogFilter(args.level, args.role))
-    if argv[:1] == ["user"]:
-        from primary.user_cli import run_user_command
-
-        return run_user_command(argv[1:])
+    flags, rest = split_cluster_flags(argv)
+    command = rest[0] if rest and rest[0] in SUB_COMMANDS else None
     parser = run_parser()
     try:
-        config = config_from_args(parser.parse_args(argv))
+        config = config_from_args(parser.parse_args(flags if command else argv))
     except ValueError as e:
         parser.error(str(e))
+    if command == "tap":
+        from cluster.tap import LogFilter, run_tap
+
+        args = tap_parser().parse_args(rest[1:])
+        return run_tap(config.data_dir, args.filter, args.endpoint, log_filter=LogFilter(args.level, args.role))
+    if command == "user":
+        from primary.user_cli import run_user_command
+
+        return run_user_command(["--data-dir", str(config.data_dir), *rest[1:]])
     from primary.main import run_primary
 
     print(banner(config), file=sys.stderr, flush=True)

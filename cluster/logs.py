@@ -48,6 +48,16 @@ def configure_logging(role: str, level: str = "info", fmt: str = "json", sink: L
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    # uvicorn, asyncio and other libraries log through the standard library: the same lines, the same format
+    logging.basicConfig(handlers=[_StdlibToStructlog()], level=_LEVELS.get(level, logging.INFO), force=True)
+
+
+class _StdlibToStructlog(logging.Handler):
+    """Hands each standard-library log record to structlog, so that no plain-text line slips into the log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        method = record.levelname.lower() if record.levelname.lower() in _LEVELS else "error"
+        getattr(structlog.get_logger(), method)(record.getMessage(), logger=record.name, exc_info=record.exc_info)
 
 
 def _shipper(sink: LogSink) -> Callable[[Any, str, dict[str, Any]], dict[str, Any]]:

@@ -62,6 +62,11 @@ def tap_lines(data_dir: Path, topic_prefix: str = "", endpoint: str | None = Non
 
 def run_tap(data_dir: Path, topic_prefix: str, endpoint: str | None, out: TextIO = sys.stdout,
             log_filter: LogFilter = LogFilter()) -> int:
+    socket_path = ClusterConfig(data_dir=data_dir).run_dir / "events.ipc"
+    if endpoint is None and not socket_path.exists():
+        print(f"error: no cluster is running with the data dir {data_dir} (no {socket_path}); start one with "
+              f"'run_cluster.py --data-dir {data_dir}' or give the same --data-dir as the cluster", file=sys.stderr)
+        return 1
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(True))

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
 
+MIN_INTERVAL_S = 0.5  # looks closer together than this keep the previous figure (too noisy to measure)
+
+
+@dataclass
+class _Sample:
+    process: psutil.Process
+    cpu_s: float
+    at: float
+    percent: float
+
 
 class ProcessMonitor:
-    """Keeps one psutil.Process per pid, so cpu_percent measures the time since the previous look."""
+    """CPU % of each process over the interval since the previous look (at least MIN_INTERVAL_S); at the first
+    look at a process, its average since it started, so a busy ffmpeg never shows 0.0 when it first appears."""
 
     def __init__(self) -> None:
-        self._known: dict[int, psutil.Process] = {}
+        self._known: dict[int, _Sample] = {}
 
     def describe(self, processes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         described = []
@@ -26,14 +39,35 @@ class ProcessMonitor:
 
     def _usage(self, pid: int, alive: set[int]) -> dict[str, Any]:
         try:
-            process = self._known.setdefault(pid, psutil.Process(pid))
-            with process.oneshot():
-                usage = {"cpuPercent": process.cpu_percent(None), "rssBytes": process.memory_info().rss,
-                         "threads": process.num_threads()}
+            sample = self._known.get(pid) or self._first_sample(pid)
+            with sample.process.oneshot():
+                percent = self._cpu_percent(sample)
+                usage = {"cpuPercent": percent, "rssBytes": sample.process.memory_info().rss,
+                         "threads": sample.process.num_threads()}
         except psutil.Error:
             return {"cpuPercent": None, "rssBytes": None, "threads": None}
+        self._known[pid] = sample
         alive.add(pid)
         return usage
+
+    @staticmethod
+    def _first_sample(pid: int) -> _Sample:
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        cpu_s = times.user + times.system
+        lifetime_s = max(time.time() - process.create_time(), 1e-3)
+        return _Sample(process, cpu_s, time.monotonic(), round(100 * cpu_s / lifetime_s, 1))
+
+    @staticmethod
+    def _cpu_percent(sample: _Sample) -> float:
+        now = time.monotonic()
+        if now - sample.at < MIN_INTERVAL_S:
+            return sample.percent
+        times = sample.process.cpu_times()
+        cpu_s = times.user + times.system
+        sample.percent = round(100 * (cpu_s - sample.cpu_s) / (now - sample.at), 1)
+        sample.cpu_s, sample.at = cpu_s, now
+        return sample.percent
 
     def _ffmpeg_children(self, executor_pid: int, alive: set[int]) -> list[dict[str, Any]]:
         try:

@@ -32,7 +32,14 @@ def user_parser() -> argparse.ArgumentParser:
 
 def run_user_command(argv: list[str]) -> int:
     args = user_parser().parse_args(argv)
-    store = AccountStore(ClusterConfig(data_dir=args.data_dir).db_path)
+    db_path = ClusterConfig(data_dir=args.data_dir).db_path
+    if not db_path.exists():
+        if args.command != "add":
+            print(f"error: no cluster in the data dir {args.data_dir} (no {db_path.name}): give the cluster's "
+                  f"--data-dir", file=sys.stderr)
+            return 1
+        print(f"note: no cluster in {args.data_dir} yet: creating its store there", file=sys.stderr)
+    store = AccountStore(db_path)
     try:
         return _run(args, store)
     except AccountError as e:

@@ -97,7 +97,10 @@ def test_assets_support_ranges_and_name_the_download(cluster: Cluster, clip: Pat
         beyond = client.get("/get-video-asset", params={"videoId": video_id, "type": "original"},
                             headers={"Range": f"bytes={len(whole) + 10}-"})
     assert full.headers["accept-ranges"] == "bytes"
-    assert "attachment" in full.headers["content-disposition"] and video_id in full.headers["content-disposition"]
+    assert full.headers["content-disposition"] == 'attachment; filename="clip.mp4"', "named after the upload"
+    with cluster.client() as client:
+        thumbnail = client.get("/get-video-asset", params={"videoId": video_id, "type": "thumbnail"})
+    assert thumbnail.headers["content-disposition"] == 'attachment; filename="clip-thumbnail.jpg"'
     assert part.status_code == 206 and part.content == whole[100:200]
     assert part.headers["content-range"] == f"bytes 100-199/{len(whole)}"
     assert beyond.status_code == 416

@@ -66,9 +66,10 @@ def test_a_job_still_running_after_the_grace_period_runs_again_at_the_next_start
     again = ws_factory(cluster)
     again.send({"type": "resume", "since": last_seq})  # what happened since, even before we connected
     completed = wait_job_event(again, "job:completed", job_id, timeout_s=60)
-    after_restart = job_events(again, job_id)
-    assert [m["event"] for m in after_restart if m["event"] != "job:progress"] == [
-        "job:queued", "job:started", "job:completed"]
+    # The replay may begin with progress of the interrupted attempt, stored after the old client's last
+    # message and before the primary stopped: it belongs there. What matters comes after it.
+    after_restart = [m for m in job_events(again, job_id) if m["event"] != "job:progress"]
+    assert [m["event"] for m in after_restart] == ["job:queued", "job:started", "job:completed"]
     assert after_restart[0]["data"]["attempt"] == 0, "an interrupted attempt is not a failed one"
     assert completed["data"]["attempts"] == 1
     assert cluster.job(job_id)["state"] == "completed"

@@ -12,9 +12,10 @@ function svgEl(tag, attrs, text) {
 
 /**
  * A chart of 60 per-minute values (oldest first) as an inline SVG: `kind` 'bars', or 'line' through the
- * minutes that have a value. `width` in pixels (drawn 1:1 so the text stays legible), `format` for the labels.
+ * minutes that have a value. `width` in pixels (drawn 1:1 so the text stays legible), `format` for the labels,
+ * or `axisFormat(top)` returning the format for an axis that goes up to `top` (so every label has one unit).
  */
-export function perMinuteChart(values, { kind, format, label, className, width }) {
+export function perMinuteChart(values, { kind, format, axisFormat, label, className, width }) {
   const height = 170;
   const pad = { left: 52, right: 10, top: 12, bottom: 26 };
   const plotW = width - pad.left - pad.right;
@@ -26,6 +27,7 @@ export function perMinuteChart(values, { kind, format, label, className, width }
     'aria-label': label, preserveAspectRatio: 'xMidYMid meet' });
   svg.append(svgEl('title', {}, label));
   const y = (v) => pad.top + plotH - (v / top) * plotH;
+  if (axisFormat) format = axisFormat(top); // one unit on the whole axis, chosen by its top
   if (!present.length || max <= 0) {
     svg.append(svgEl('text', { x: pad.left + plotW / 2, y: pad.top + plotH / 2, 'text-anchor': 'middle',
       class: 'empty' }, 'nothing in the last hour'));

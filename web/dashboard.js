@@ -232,8 +232,15 @@ function drawCharts(stats) {
   $('chart-jobs').replaceChildren(perMinuteChart(jobs, {
     kind: 'bars', format: (v) => String(Math.round(v * 10) / 10), label: jobsLabel, className: 'chart-jobs', width,
   }));
-  $('chart-runtime').replaceChildren(perMinuteChart(runs, { kind: 'line', format: (v) => fmtMs(v), label: runLabel,
+  $('chart-runtime').replaceChildren(perMinuteChart(runs, { kind: 'line', axisFormat: durationAxis, label: runLabel,
     className: 'chart-runtime', width }));
+}
+
+/** One unit for every label of a duration axis, chosen by its top value: ms, s or min. */
+function durationAxis(top) {
+  if (top >= 120_000) return (v) => `${Math.round(v / 6000) / 10} min`;
+  if (top >= 1000) return (v) => `${Math.round(v / 100) / 10} s`;
+  return (v) => `${Math.round(v)} ms`;
 }
 
 // ---------- the jobs table ----------

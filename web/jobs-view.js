@@ -247,6 +247,27 @@ export function renderJob(job, reorder = false) {
   error.textContent = showError
     ? `${job.failures ? `Failed ${job.failures}× — ` : ''}last error: ${job.error}` : '';
   renderJobActions(item.querySelector('.job-actions'), job, label);
+  foldFinished(card);
+}
+
+const FINISHED_SHOWN = 3; // a card shows its unfinished jobs and its newest finished ones; the rest fold
+
+/** Long job lists fold: finished jobs past the newest FINISHED_SHOWN hide behind a "show" toggle. */
+function foldFinished(card) {
+  const finished = [...card.jobsList.children].filter((li) => FINAL_STATES.has(li.dataset.state));
+  const folded = finished.slice(FINISHED_SHOWN);
+  if (!card.foldToggle) {
+    card.foldToggle = button('', 'link-button small fold-jobs', () => {
+      card.showAllJobs = !card.showAllJobs;
+      foldFinished(card);
+    });
+    card.jobsList.after(card.foldToggle);
+  }
+  for (const li of finished) li.hidden = !card.showAllJobs && folded.includes(li);
+  card.foldToggle.hidden = folded.length === 0;
+  card.foldToggle.textContent = card.showAllJobs
+    ? 'Hide older finished jobs' : `Show ${folded.length} older finished job${folded.length === 1 ? '' : 's'}`;
+  card.foldToggle.setAttribute('aria-expanded', String(Boolean(card.showAllJobs)));
 }
 
 function buildJobItem(job) {

@@ -8,7 +8,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from starlette.applications import Starlette
@@ -288,10 +288,22 @@ async def get_video_asset(request: Request) -> FileResponse:
     path = _asset_path(_state(request).storage, video, q.get("type"), q)
     if not path.is_file():
         raise ApiError(404, "that asset does not exist (yet)")
-    return FileResponse(path, media_type=content_type(path), filename=f"{video['videoId']}-{path.name}")
+    return FileResponse(path, media_type=content_type(path), filename=download_name(video, path))
 
 
 # helpers
+
+
+SAME_NAME_ASSETS = ("original", "converted", "audio")  # one file of its kind per video: the upload's name will do
+
+
+def download_name(video: dict[str, Any], path: Path) -> str:
+    """Named after the upload: ``clip.mp4`` -> ``clip-320x240.mp4``, ``clip.webm``, ``clip-thumbnail.jpg``."""
+    stem = "".join(c for c in PurePosixPath(str(video["name"]).replace("\\", "/")).stem if c.isprintable())
+    stem = stem.strip(" .")[:100] or video["videoId"]
+    if path.stem in SAME_NAME_ASSETS:
+        return f"{stem}{path.suffix}"
+    return f"{stem}-{path.name}"
 
 
 def _limit(request: Request) -> int:
