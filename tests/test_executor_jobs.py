@@ -335,7 +335,7 @@ def test_invalid_parameters_are_permanent(tmp_path: Path, small_opus: Path, job_
 
 
 def test_an_impossible_output_is_permanent(tmp_path: Path, small_opus: Path) -> None:
-    error = failure(tmp_path, small_opus, "resize", {"width": 161, "height": 121})  # x264 needs even sizes
+    error = failure(tmp_path, small_opus, "resize", {"width": 161, "height": 121, "fit": "stretch"})  # x264: even sizes
     assert error.permanent and str(error).startswith("impossible output: ")
     assert "Error while opening encoder" in error.stderr_tail
     assert hidden_leftovers(LocalStorage(tmp_path / "storage")) == []

@@ -12,12 +12,15 @@ from cluster.media import VIDEO_FORMATS
 
 
 @pytest.mark.parametrize(("body", "expected"), [
-    ({"width": 640, "height": 360}, {"width": 640, "height": 360}),
-    ({"width": 2, "height": 2}, {"width": 2, "height": 2}),
-    ({"width": 7680, "height": 4320}, {"width": 7680, "height": 4320}),
-    ({"width": 1920, "height": 1080, "videoId": "abc", "priority": "high"}, {"width": 1920, "height": 1080}),
+    ({"width": 640, "height": 360}, {"width": 640, "height": 360, "fit": "contain"}),
+    ({"width": 16, "height": 16}, {"width": 16, "height": 16, "fit": "contain"}),
+    ({"width": 7680, "height": 4320}, {"width": 7680, "height": 4320, "fit": "contain"}),
+    ({"width": 1920, "height": 1080, "videoId": "abc", "priority": "high"},
+     {"width": 1920, "height": 1080, "fit": "contain"}),
+    ({"width": 320, "height": 240, "fit": "cover"}, {"width": 320, "height": 240, "fit": "cover"}),
+    ({"width": 320, "height": 240, "fit": "stretch"}, {"width": 320, "height": 240, "fit": "stretch"}),
 ])
-def test_resize_params_accepts_even_positive_dimensions(body: dict[str, Any], expected: dict[str, int]) -> None:
+def test_resize_params_accepts_even_positive_dimensions(body: dict[str, Any], expected: dict[str, Any]) -> None:
     assert resize_params(body) == expected
 
 
@@ -38,6 +41,11 @@ def test_resize_params_accepts_even_positive_dimensions(body: dict[str, Any], ex
     ({"height": 360}, "width must be an integer"),
     ({"width": 640}, "height must be an integer"),
     ({}, "width must be an integer"),
+    ({"width": 14, "height": 240}, "width must be at least 16"),
+    ({"width": 320, "height": 2}, "height must be at least 16"),
+    ({"width": 320, "height": 240, "fit": "fill"}, "fit must be one of contain, cover, stretch"),
+    ({"width": 320, "height": 240, "fit": None}, "fit must be one of"),
+    ({"width": 320, "height": 240, "fit": ["cover"]}, "fit must be one of"),
 ])
 def test_resize_params_refuses(body: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidJob, match=message):

@@ -151,7 +151,7 @@ def test_media_info_dict_round_trip(clip: Path) -> None:
     info = probe(clip)
     d = info.to_dict()
     assert set(d) == {
-        "width", "height", "duration", "videoCodec", "audioCodec", "container", "sizeBytes",
+        "width", "height", "duration", "videoCodec", "audioCodec", "container", "sizeBytes", "frameRate",
     }
     assert MediaInfo.from_dict(d) == info
 
