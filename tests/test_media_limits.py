@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,22 @@ def test_a_frame_past_8k_is_refused_by_default(clips: Path) -> None:
     big = lavfi_clip(clips / "big.mp4", "color=c=gray:size=8192x4320:rate=1:duration=1")
     with pytest.raises(SourceRefused, match=r"8192x4320 \(35389440 pixels\): the limit is 33177600 pixels"):
         probe_source(big, SourceLimits())
+
+
+def test_a_decompression_bomb_is_refused_without_decoding_its_frame(clips: Path) -> None:
+    """The issue's 390 KB 11520x11520 upload: probing it decoded a 200 MB frame (352 MB peak) before."""
+    bomb = lavfi_clip(clips / "bomb.mp4", "color=c=gray:size=11520x11520:rate=1:duration=1")
+    assert bomb.stat().st_size < 1024 * 1024
+    script = ("import resource, sys\n"
+              "from cluster.media import SourceLimits, SourceRefused, probe_source\n"
+              "try:\n    probe_source(sys.argv[1], SourceLimits())\n"
+              "except SourceRefused as e:\n    print(e)\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(bomb)], capture_output=True, text=True, check=True,
+                          timeout=60)
+    refusal, peak_mb = done.stdout.splitlines()
+    assert "11520x11520 (132710400 pixels): the limit is 33177600 pixels" in refusal
+    assert int(peak_mb) < 200, f"{peak_mb} MB to probe a bomb"
 
 
 def test_a_concat_list_is_refused_though_it_would_open(concat_list: Path) -> None:
