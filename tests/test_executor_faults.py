@@ -49,7 +49,7 @@ def test_a_job_that_raises_fails_transiently_and_the_executor_takes_the_next_job
     broken = response.json()["jobId"]
 
     failed = nth_event(ws, "job:failed", broken)["data"]
-    assert failed["error"] == "internal error: InjectedFault: injected fault in a extract-audio job"
+    assert failed["error"] == "internal error: InjectedFault: injected into extract-audio"
     assert failed["retryInMs"] > 0, "transient: retried"
     assert nth_event(ws, "job:permanent-failure", broken)["data"]["totalAttempts"] == 2
 

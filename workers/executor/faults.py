@@ -31,6 +31,6 @@ def faults_from_env(environ: Mapping[str, str]) -> dict[str, str]:
 async def inject(faults: Mapping[str, str], job_type: str) -> None:
     fault = faults.get(job_type)
     if fault == "raise":
-        raise InjectedFault(f"injected fault in a {job_type} job")
+        raise InjectedFault(f"injected into {job_type}")
     if fault == "hang":
         await asyncio.Event().wait()  # until cancelled
