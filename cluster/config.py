@@ -51,6 +51,11 @@ class ClusterConfig:
     max_json_body_kb: int = 256
     log_level: str = "info"
     log_format: str = "json"
+    job_stall_grace_s: float = 30.0
+    max_source_pixels: int = 7680 * 4320
+    max_source_fps: float = 240.0
+    max_source_duration_s: float = 6 * 3600.0
+    max_job_work: int = 40_000_000_000
 
     @property
     def run_dir(self) -> Path:
@@ -124,6 +129,14 @@ _HELP = {
     "max_json_body_kb": "largest JSON request body in KiB (413 beyond)",
     "log_level": "debug, info, warning or error",
     "log_format": "json (for the tap and log shippers) or console",
+    "job_stall_grace_s": "a run without word from its executor this long past its job's timeout is stalled: "
+                         "the executor is killed and the job re-queued",
+    "max_source_pixels": "largest upload frame in pixels (width x height; default 8K UHD, 7680x4320) before 415",
+    "max_source_fps": "largest upload frame rate before 415",
+    "max_source_duration_s": "longest upload in seconds before 415",
+    "max_job_work": "largest job, in output pixels per frame x seconds (summed over an HLS ladder), before 400; "
+                    "the default 4e10 allows 8K (7680x4320) for 20 minutes or 1080p for 5 hours, and refuses "
+                    "a ten-hour source resized to 8K (1.2e12)",
 }
 
 
@@ -167,6 +180,9 @@ def validate(config: ClusterConfig) -> None:
     for name in limits:
         if getattr(config, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+    for name in ("max_source_pixels", "max_source_fps", "max_source_duration_s", "max_job_work"):
+        if getattr(config, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive")
     if config.max_json_body_kb < 1:
         raise ValueError("--max-json-body-kb must be at least 1")
     if config.log_format not in ("json", "console"):

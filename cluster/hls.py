@@ -16,6 +16,7 @@ from cluster.media import (
     PROGRESS_ARGS,
     X264_ARGS,
     MediaError,
+    input_args,
     threads_args,
 )
 
@@ -29,6 +30,9 @@ HLS_AUDIO = "audio"
 # Nominal video bit rate per height (kbit/s). CRF decides the actual rate; the nominal
 # one only sets the cap: -maxrate 1.07x, -bufsize 1.5x, the usual HLS ladder ratios.
 HLS_VIDEO_KBPS: dict[int, int] = {240: 400, 360: 800, 480: 1400, 720: 2800, 1080: 5000}
+RENDITION_HEIGHTS = tuple(sorted(HLS_VIDEO_KBPS))
+DEFAULT_HEIGHTS = (240, 360, 720, 1080)
+MAX_RENDITIONS = len(HLS_VIDEO_KBPS)
 _HLS_AUDIO_KBPS = 128
 # RFC 6381 codec strings of AAC by PyAV profile name; ffmpeg's aac encoder makes LC.
 _AAC_CODECS = {"LC": "mp4a.40.2", "HE-AAC": "mp4a.40.5", "HE-AACv2": "mp4a.40.29"}
@@ -82,6 +86,17 @@ def rendition(height: int, source_width: int, source_height: int) -> Rendition:
                      kbps * 107 // 100, kbps * 3 // 2)
 
 
+def requested_heights(value: object) -> list[int]:
+    """The rendition heights a request names, checked: the one definition routes and executors share."""
+    if (not isinstance(value, (list, tuple)) or not value or len(value) > MAX_RENDITIONS
+            or not all(isinstance(h, int) and not isinstance(h, bool) for h in value)):
+        raise MediaError(f"renditions must be a list of 1 to {MAX_RENDITIONS} heights, e.g. [240, 360, 720]")
+    unknown = sorted({h for h in value if h not in HLS_VIDEO_KBPS})
+    if unknown:
+        raise MediaError(f"unsupported rendition height {unknown[0]}; expected one of {list(RENDITION_HEIGHTS)}")
+    return sorted(set(value))
+
+
 def ladder(source_height: int, requested_heights: Iterable[int], *, source_width: int) -> list[Rendition]:
     """The requested renditions no taller than the source, lowest first; empty when none fits."""
     heights = sorted({int(h) for h in requested_heights})
@@ -123,6 +138,7 @@ def hls_command(
     renditions: Sequence[Rendition],
     has_audio: bool,
     threads: int = 0,
+    src_format: str | None = None,
 ) -> list[str]:
     """One ffmpeg run writing `<out_dir>/<height>p/index.m3u8` per rendition (and `audio/`), no master."""
     if not renditions:
@@ -132,7 +148,7 @@ def hls_command(
     audio = ["-map", "0:a:0", "-c:a", "aac", "-b:a", f"{_HLS_AUDIO_KBPS}k"] if has_audio else []
     return [
         ffmpeg, *BASE_ARGS, *PROGRESS_ARGS,
-        "-i", os.fspath(src),
+        *input_args(src, src_format),
         "-filter_complex", _ladder_filter(renditions),
         *maps, *_ladder_video_args(renditions), *audio, *threads_args(threads),
         "-f", "hls", "-hls_time", str(HLS_SEGMENT_S), "-hls_playlist_type", "vod",

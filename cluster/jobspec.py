@@ -1,25 +1,37 @@
-"""Validation of job requests, shared by the web workers (before anything is queued)."""
+"""Validation of job requests, shared by the web workers (before anything is queued) and the executors.
+
+What a route accepts an executor can run: the rules for sizes, fits, formats and renditions live
+here and in ``cluster.hls`` / ``cluster.media``, and both sides call the same functions.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from cluster.media import VIDEO_FORMATS
+from cluster import hls
+from cluster.media import DEFAULT_FIT, FITS, VIDEO_FORMATS, MediaError
 from cluster.protocol import Priority
 
+MIN_SIZE = 16  # pixels, each side of a resize
 MAX_WIDTH = 7680  # 8K UHD
 MAX_HEIGHT = 4320
 MAX_TIMEOUT_S = 24 * 3600
+HLS_HEIGHTS = hls.DEFAULT_HEIGHTS
+MAX_RENDITIONS = hls.MAX_RENDITIONS
 
 
 class InvalidJob(ValueError):
     """A job request refused with 400."""
 
 
-def resize_params(body: dict[str, Any]) -> dict[str, int]:
+def resize_params(body: dict[str, Any]) -> dict[str, Any]:
+    """Width, height and ``fit`` (contain by default; it is part of the params, so dedupe tells fits apart)."""
     width = _dimension(body.get("width"), "width", MAX_WIDTH)
     height = _dimension(body.get("height"), "height", MAX_HEIGHT)
-    return {"width": width, "height": height}
+    fit = body.get("fit", DEFAULT_FIT)
+    if not isinstance(fit, str) or fit not in FITS:
+        raise InvalidJob(f"fit must be one of {', '.join(FITS)}")
+    return {"width": width, "height": height, "fit": fit}
 
 
 def convert_params(target: Any, source_format: str) -> dict[str, str]:
@@ -31,28 +43,48 @@ def convert_params(target: Any, source_format: str) -> dict[str, str]:
     return {"format": target}
 
 
-HLS_HEIGHTS = (240, 360, 720, 1080)
-MAX_RENDITIONS = 6
-
-
 def audio_params(video_info: dict[str, Any]) -> dict[str, Any]:
     if not video_info.get("audioCodec"):
         raise InvalidJob("the video has no audio to extract")
     return {}
 
 
-def hls_params(body: dict[str, Any], source_height: int) -> dict[str, list[int]]:
+def hls_params(body: dict[str, Any], video_info: dict[str, Any]) -> dict[str, list[int]]:
     """Rendition heights (default 240p, 360p, 720p, 1080p), keeping those no taller than the source."""
-    requested = body.get("renditions", list(HLS_HEIGHTS))
-    if (not isinstance(requested, list) or not requested or len(requested) > MAX_RENDITIONS
-            or not all(isinstance(h, int) and not isinstance(h, bool) for h in requested)):
-        raise InvalidJob(f"renditions must be a list of 1 to {MAX_RENDITIONS} heights, e.g. [240, 360, 720]")
-    for height in requested:
-        _dimension(height, "a rendition height", MAX_HEIGHT)
-    fitting = sorted({h for h in requested if h <= source_height})
-    if not fitting:
-        raise InvalidJob(f"no rendition fits a source {source_height} pixels tall")
-    return {"renditions": fitting}
+    return {"renditions": [r.height for r in hls_ladder(body.get("renditions", list(HLS_HEIGHTS)), video_info)]}
+
+
+def hls_ladder(requested: Any, video_info: dict[str, Any]) -> list[hls.Rendition]:
+    """The renditions of a request that fit the source; the executor runs exactly these."""
+    width, height = int(video_info["width"]), int(video_info["height"])
+    try:
+        ladder = hls.ladder(height, hls.requested_heights(requested), source_width=width)
+    except MediaError as e:
+        raise InvalidJob(str(e)) from e
+    if not ladder:
+        raise InvalidJob(f"no rendition fits a source {height} pixels tall")
+    return ladder
+
+
+def job_work(job_type: str, params: dict[str, Any], video_info: dict[str, Any]) -> float:
+    """Output pixels per frame x seconds (summed over an HLS ladder): what a job costs, roughly."""
+    duration_s = float(video_info.get("duration") or 0.0)
+    if job_type == "resize":
+        pixels = int(params["width"]) * int(params["height"])
+    elif job_type == "convert":
+        pixels = int(video_info["width"]) * int(video_info["height"])
+    elif job_type == "hls":
+        pixels = sum(r.width * r.height for r in hls_ladder(params["renditions"], video_info))
+    else:
+        pixels = 0  # audio only: bounded by the source's duration limit
+    return pixels * duration_s
+
+
+def check_work(job_type: str, params: dict[str, Any], video_info: dict[str, Any], max_work: float) -> None:
+    work = job_work(job_type, params, video_info)
+    if work > max_work:
+        raise InvalidJob(f"the job is too large: {work:.3g} output pixels x seconds, at most {max_work:.3g} "
+                         "(a smaller size, fewer renditions or a shorter video)")
 
 
 def job_options(body: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +108,8 @@ def _dimension(value: Any, name: str, maximum: int) -> int:
         raise InvalidJob(f"{name} must be an integer")
     if value <= 0:
         raise InvalidJob(f"{name} must be positive")
+    if value < MIN_SIZE:
+        raise InvalidJob(f"{name} must be at least {MIN_SIZE}")
     if value % 2:
         raise InvalidJob(f"{name} must be even (H.264 and VP9 need even dimensions)")
     if value > maximum:

@@ -48,6 +48,20 @@ MUXERS: dict[str, str] = {
     "flv": "flv",
 }
 
+# The demuxers of VIDEO_FORMATS, by our format name. An upload is opened only by one of these: never
+# by a playlist or list demuxer (hls, concat, dash, image2...) that would read other files.
+DEMUXERS: dict[str, str] = {"mp4": "mov", "mov": "mov", "mkv": "matroska", "webm": "matroska", "avi": "avi",
+                            "flv": "flv"}
+SOURCE_DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv"  # every name those demuxers answer to
+_SAFE_SOURCE = {"protocol_whitelist": "file", "format_whitelist": SOURCE_DEMUXERS}
+_LOCAL_ONLY = {"protocol_whitelist": "file"}
+# The heads of text files that name other files; refused with a message that says so.
+_LIST_HEADS = ((b"#EXTM3U", "an HLS playlist"), (b"ffconcat", "a concat list"), (b"file ", "a concat list"),
+               (b"<?xml", "an XML manifest (DASH)"), (b"<MPD", "a DASH manifest"))
+# How a job's output fits the requested size; pixels stay square (SAR 1:1) whichever.
+FITS = ("contain", "cover", "stretch")
+DEFAULT_FIT = "contain"
+
 _WEBM_VIDEO_CODECS = frozenset({"vp8", "vp9", "av1"})
 BASE_ARGS = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
 PROGRESS_ARGS = ["-progress", "pipe:1", "-nostats", "-stats_period", "0.1"]
@@ -62,6 +76,29 @@ class ProbeError(MediaError):
     """The file is not a readable video."""
 
 
+class SourceRefused(ProbeError):
+    """A readable file that is not accepted: a playlist or list of files, or past a limit."""
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    """What a source may be (config: --max-source-pixels, --max-source-fps, --max-source-duration-s)."""
+
+    max_pixels: int = 7680 * 4320  # 8K UHD
+    max_fps: float = 240.0
+    max_duration_s: float = 6 * 3600.0
+
+    def check(self, info: MediaInfo) -> None:
+        pixels = info.width * info.height
+        if pixels > self.max_pixels:
+            raise SourceRefused(f"the frame is {info.width}x{info.height} ({pixels} pixels): "
+                                f"the limit is {self.max_pixels} pixels per frame")
+        if info.frame_rate > self.max_fps:
+            raise SourceRefused(f"the frame rate is {info.frame_rate:g} fps: the limit is {self.max_fps:g} fps")
+        if info.duration_s > self.max_duration_s:
+            raise SourceRefused(f"the video lasts {info.duration_s:g} s: the limit is {self.max_duration_s:g} s")
+
+
 @dataclass(frozen=True)
 class MediaInfo:
     width: int
@@ -71,6 +108,7 @@ class MediaInfo:
     audio_codec: str | None
     container: str
     size_bytes: int
+    frame_rate: float = 0.0  # average frames per second; 0 when unknown
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +119,7 @@ class MediaInfo:
             "audioCodec": self.audio_codec,
             "container": self.container,
             "sizeBytes": self.size_bytes,
+            "frameRate": self.frame_rate,
         }
 
     @classmethod
@@ -94,6 +133,7 @@ class MediaInfo:
             audio_codec=None if audio is None else str(audio),
             container=str(d["container"]),
             size_bytes=int(d["sizeBytes"]),
+            frame_rate=float(d.get("frameRate") or 0.0),
         )
 
 
@@ -132,19 +172,61 @@ def _duration_s(container: av.container.InputContainer, video: av.VideoStream) -
     return 0.0
 
 
-def _open(path: str | os.PathLike[str]) -> tuple[str, int, av.container.InputContainer]:
-    """The file's name, size and PyAV container; ProbeError if it is not media."""
-    name = os.fspath(path)
+def _open(path: str | os.PathLike[str], options: dict[str, str],
+          decoder: dict[str, str] | None = None) -> tuple[str, int, av.container.InputContainer]:
+    """The file's base name (errors never show a server path), size and PyAV container; ProbeError if it is
+    not media."""
+    full = os.fspath(path)
+    name = os.path.basename(full)
     try:
-        size = os.stat(name).st_size
-        container = av.open(name, metadata_errors="replace")
+        size = os.stat(full).st_size
+        container = av.open(full, metadata_errors="replace", options=decoder or {}, container_options=options)
     except (OSError, av.FFmpegError) as e:
-        raise ProbeError(f"cannot open {name!r} as media: {e}") from e
+        kind = _list_kind(full)
+        if kind is not None:
+            raise SourceRefused(f"{name!r} is {kind}: playlists and lists of other files are refused") from e
+        raise ProbeError(f"cannot open {name!r} as media: {_without_path(str(e), full)}") from e
     return name, size, container
 
 
+def _without_path(message: str, full: str) -> str:
+    return message.replace(full, os.path.basename(full))
+
+
+def _list_kind(full: str) -> str | None:
+    try:
+        with open(full, "rb") as f:
+            head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return None
+    return next((kind for start, kind in _LIST_HEADS if head.startswith(start)), None)
+
+
+def _frame_rate(video: av.VideoStream) -> float:
+    rate = video.average_rate or video.guessed_rate
+    return round(float(rate), 3) if rate else 0.0
+
+
+def probe_source(path: str | os.PathLike[str], limits: SourceLimits | None = None) -> MediaInfo:
+    """An upload's or a job source's facts, read only by the demuxers of VIDEO_FORMATS (never a playlist
+    or a list of other files); past ``limits``, SourceRefused."""
+    # max_pixels: the decoders that read a first frame refuse a bomb's frame rather than allocate it
+    # (an 11520x11520 upload: 352 MB to probe without, 88 MB with); the size comes from the headers.
+    decoder = {"max_pixels": str(limits.max_pixels)} if limits is not None else {}
+    info = _probe(path, _SAFE_SOURCE, decoder)
+    if limits is not None:
+        limits.check(info)
+    return info
+
+
 def probe(path: str | os.PathLike[str]) -> MediaInfo:
-    name, size, container = _open(path)
+    """A file's facts, by whichever demuxer fits, from local files only: for what we made ourselves."""
+    return _probe(path, _LOCAL_ONLY)
+
+
+def _probe(path: str | os.PathLike[str], options: dict[str, str],
+           decoder: dict[str, str] | None = None) -> MediaInfo:
+    name, size, container = _open(path, options, decoder)
     with container:
         if not container.streams.video:
             raise ProbeError(f"{name!r} has no video stream")
@@ -161,6 +243,7 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
             audio_codec=_codec_name(audio[0]) if audio else None,
             container=container.format.name,
             size_bytes=size,
+            frame_rate=_frame_rate(video),
         )
 
 
@@ -189,7 +272,7 @@ def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
     Reads every packet (no decoding): a raw ADTS stream has no index, and the header-only
     estimate PyAV offers for it is derived from the bit rate and can be off by a lot.
     """
-    name, size, container = _open(path)
+    name, size, container = _open(path, _LOCAL_ONLY)
     with container:
         if not container.streams.audio:
             raise ProbeError(f"{name!r} has no audio stream")
@@ -220,6 +303,12 @@ def _codec_args(fmt: str) -> tuple[list[str], list[str]]:
     return OUTPUT_CODECS[fmt]
 
 
+def input_args(src: str | os.PathLike[str], src_format: str | None) -> list[str]:
+    """``-i src`` reading local files only, with the source's own demuxer when its format is known."""
+    demuxer = ["-f", DEMUXERS[src_format]] if src_format in DEMUXERS else ["-format_whitelist", SOURCE_DEMUXERS]
+    return ["-protocol_whitelist", "file", *demuxer, "-i", os.fspath(src)]
+
+
 def threads_args(threads: int) -> list[str]:
     return ["-threads", str(threads)] if threads > 0 else []
 
@@ -231,15 +320,37 @@ def _job_command(
     fmt: str,
     filters: list[str],
     threads: int,
+    src_format: str | None,
 ) -> list[str]:
     video_args, audio_args = _codec_args(fmt)
     return [
         ffmpeg, *BASE_ARGS, *PROGRESS_ARGS,
-        "-i", os.fspath(src),
+        *input_args(src, src_format),
         "-map", "0:v:0", "-map", "0:a?",
         *filters, *video_args, *audio_args, *threads_args(threads),
         "-f", MUXERS[fmt], os.fspath(dst),
     ]
+
+
+def resize_filter(width: int, height: int, fit: str = DEFAULT_FIT) -> str:
+    """Exactly ``width``x``height`` with square pixels: ``stretch`` scales to it, ``contain`` letterboxes
+    (scale to fit inside, pad the rest black), ``cover`` crops (scale to fill, cut the overflow).
+
+    Fitting compares display aspect ratios (``dar``), so a source with non-square pixels keeps its shape.
+    """
+    if width <= 0 or height <= 0:
+        raise MediaError(f"invalid target size {width}x{height}")
+    if fit == "stretch":
+        return f"scale={width}:{height},setsar=1"
+    if fit not in FITS:
+        raise MediaError(f"unknown fit {fit!r}; expected one of {', '.join(FITS)}")
+    bound = "min" if fit == "contain" else "max"
+    # even sizes of at least 2 (0 would mean "keep the aspect" to scale), as yuv420p needs;
+    # rounding keeps an exact aspect ratio exact
+    scale = (f"scale=w='2*max(1,round({bound}({width},{height}*dar)/2))':"
+             f"h='2*max(1,round({bound}({height},{width}/dar)/2))'")
+    fitted = f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2" if fit == "contain" else f"crop={width}:{height}"
+    return f"{scale},{fitted},setsar=1"
 
 
 def resize_command(
@@ -250,10 +361,10 @@ def resize_command(
     height: int,
     fmt: str,
     threads: int = 0,
+    fit: str = DEFAULT_FIT,
 ) -> list[str]:
-    if width <= 0 or height <= 0:
-        raise MediaError(f"invalid target size {width}x{height}")
-    return _job_command(ffmpeg, src, dst, fmt, ["-vf", f"scale={width}:{height}"], threads)
+    """``fmt`` is the source's format, also the output's."""
+    return _job_command(ffmpeg, src, dst, fmt, ["-vf", resize_filter(width, height, fit)], threads, fmt)
 
 
 def convert_command(
@@ -262,8 +373,9 @@ def convert_command(
     dst: str | os.PathLike[str],
     fmt: str,
     threads: int = 0,
+    src_format: str | None = None,
 ) -> list[str]:
-    return _job_command(ffmpeg, src, dst, fmt, [], threads)
+    return _job_command(ffmpeg, src, dst, fmt, [], threads, src_format)
 
 
 def thumbnail_command(
@@ -271,10 +383,11 @@ def thumbnail_command(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
     at_s: float,
+    src_format: str | None = None,
 ) -> list[str]:
     return [
         ffmpeg, *BASE_ARGS,
-        "-ss", f"{max(at_s, 0.0):.3f}", "-i", os.fspath(src),
+        "-ss", f"{max(at_s, 0.0):.3f}", *input_args(src, src_format),
         "-vf", "scale=320:-2", "-frames:v", "1", "-q:v", "4",
         # -update 1: write a single image, not an image sequence.
         "-update", "1", "-f", "image2", "-c:v", "mjpeg", os.fspath(dst),
@@ -287,12 +400,13 @@ def extract_audio_command(
     dst: str | os.PathLike[str],
     copy: bool,
     threads: int = 0,
+    src_format: str | None = None,
 ) -> list[str]:
     """The first audio stream as raw AAC (ADTS): copied when it already is AAC, else encoded."""
     audio_args = ["-c:a", "copy"] if copy else _AAC_EXTRACT
     return [
         ffmpeg, *BASE_ARGS, *PROGRESS_ARGS,
-        "-i", os.fspath(src),
+        *input_args(src, src_format),
         "-map", "0:a:0", "-vn", *audio_args, *threads_args(threads),
         "-f", "adts", os.fspath(dst),
     ]

@@ -145,12 +145,32 @@ class Reply:
             raise ProtocolError(f"bad reply: {frame[:80]!r}") from e
 
 
+class ExecutorKind(str, Enum):
+    """The kinds of ``ExecutorMessage``."""
+
+    HELLO = "hello"  # executor -> primary, first: its pid
+    READY = "ready"  # one credit: idle, whatever it ran has ended
+    HEARTBEAT = "heartbeat"
+    PROGRESS = "progress"
+    DONE = "done"
+    FAILED = "failed"
+    RUN = "run"  # primary -> executor
+    CANCEL = "cancel"
+
+
+# Reasons and errors made in one process and matched in another.
+TIMEOUT_ERROR = "timeout"  # an attempt's ffmpeg passed the job's timeout (executor), an outcome (engine)
+LOST_NO_HEARTBEAT = "executor lost: no heartbeat"
+RUN_STALLED = "run stalled: no word from the executor past the job's timeout and grace"
+
+
 @dataclass(frozen=True)
 class ExecutorMessage:
     """Between the primary and an executor, both ways.
 
-    Executor -> primary kinds: ``hello``, ``ready`` (one credit), ``heartbeat``,
-    ``progress``, ``done``, ``failed``. Primary -> executor: ``run``, ``cancel``.
+    ``kind`` is an ``ExecutorKind``: executor -> primary ``hello``, ``ready`` (one
+    credit), ``heartbeat``, ``progress``, ``done``, ``failed``; primary -> executor
+    ``run``, ``cancel``.
     ``run_id`` names one attempt of one job, so a late report is recognised.
     """
 

@@ -78,9 +78,10 @@ class LocalStorage:
         return self.temp_dir / f"{uuid.uuid4().hex}{suffix}.part"
 
     @staticmethod
-    def partial(final: Path) -> Path:
-        """The name a file is written under until it is complete; a retry overwrites its predecessor's."""
-        return final.with_name(f".{final.name}.part")
+    def partial(final: Path, tag: str = "") -> Path:
+        """The name a file is written under until it is complete; a retry overwrites its predecessor's.
+        ``tag`` tells apart jobs writing one file that may run at once (two fits of one size)."""
+        return final.with_name(f".{final.name}{'.' + tag if tag else ''}.part")
 
     def sweep_partials(self) -> int:
         """Remove what writers that died left half-written (files and directories); only safe while no writer runs."""

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cluster.logs import get_logger
-from cluster.protocol import EventName, JobState, Priority
+from cluster.protocol import TIMEOUT_ERROR, EventName, JobState, Priority
 from primary.control import RequestError
 from primary.event_bus import EventBus
 from primary.jobs import Attempt, Job, JobIdFactory, dedupe_key, now_ms
@@ -141,7 +141,7 @@ class JobEngine:
         job = self._end_run(run_id)
         if job is None:
             return
-        outcome = "timeout" if error == "timeout" else "failed"
+        outcome = "timeout" if error == TIMEOUT_ERROR else "failed"
         attempt = self._end_attempt(job, run_id, outcome, error, command, stderr)
         job.failed_at = now_ms()
         job.error = error

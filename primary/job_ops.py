@@ -158,9 +158,10 @@ class JobOps:
         return {"jobId": job.id, "discarded": True}
 
     def dead_letter(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        jobs = self._store.list_jobs(state=JobState.DEAD.value, owner=Caller(args).owner_filter,
+        caller = Caller(args)
+        jobs = self._store.list_jobs(state=JobState.DEAD.value, owner=caller.owner_filter,
                                      limit=int(args.get("limit") or 100))
-        return [{**job.public(), "attemptsDetail": [a.public() for a in self._store.attempts(job.id)]}
+        return [{**job.public(), "attemptsDetail": [a.public(caller.admin) for a in self._store.attempts(job.id)]}
                 for job in jobs]
 
     # the queue

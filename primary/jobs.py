@@ -103,10 +103,11 @@ class Attempt:
     command: str | None = None
     stderr: str | None = None
 
-    def public(self) -> dict[str, Any]:
-        return {"attempt": self.number, "executor": self.executor, "startedAt": self.started_at,
-                "endedAt": self.ended_at, "outcome": self.outcome, "error": self.error,
-                "command": self.command, "stderrTail": self.stderr}
+    def public(self, admin: bool = False) -> dict[str, Any]:
+        """The ffmpeg command line and stderr (server paths, details) only for administrators."""
+        shown = {"attempt": self.number, "executor": self.executor, "startedAt": self.started_at,
+                 "endedAt": self.ended_at, "outcome": self.outcome, "error": self.error}
+        return {**shown, "command": self.command, "stderrTail": self.stderr} if admin else shown
 
 
 

@@ -72,7 +72,7 @@ class Primary:
         executor_socket = _bind(context, zmq.ROUTER, config.endpoint("executors"))
         supervisor = Supervisor(config, lambda child, code: self._child_exited(pool, child, code))
         pool = ExecutorPool(executor_socket, engine, store.get_video, config.executor_timeout_s,
-                            config.threads_per_ffmpeg, supervisor.kill)
+                            config.threads_per_ffmpeg, supervisor.kill, run_grace_s=config.job_stall_grace_s)
         accounts = AccountStore(config.db_path)
         _ensure_an_administrator(accounts)
         processes = lambda: _describe_processes(supervisor, pool)

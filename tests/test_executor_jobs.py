@@ -169,6 +169,42 @@ def test_extract_audio_without_audio_is_permanent(tmp_path: Path, silent_720p: P
     assert ffmpeg_calls(log) == []
 
 
+# --- resize and convert ---------------------------------------------------------------
+
+
+def _reads_local_files_with_its_demuxer(argv: list[str], demuxer: str) -> bool:
+    i = argv.index("-i")
+    return argv[i - 4:i] == ["-protocol_whitelist", "file", "-f", demuxer]
+
+
+def test_resize_contains_by_default_and_reads_only_the_source(tmp_path: Path, small_opus: Path) -> None:
+    run = run_job(tmp_path, small_opus, "resize", {"width": 160, "height": 160})
+    assert run.result["file"] == "160x160.mkv"
+    assert (run.result["width"], run.result["height"]) == (160, 160)
+    with av.open(str(run.storage.resized(VIDEO_ID, 160, 160, "mkv"))) as container:
+        assert container.streams.video[0].sample_aspect_ratio in (None, 1)
+    [argv] = run.ffmpeg_calls
+    assert "pad=160:160" in argv[argv.index("-vf") + 1]
+    assert _reads_local_files_with_its_demuxer(argv, "matroska")
+    assert hidden_leftovers(run.storage) == []
+
+
+def test_a_later_fit_of_the_same_size_replaces_the_file(tmp_path: Path, small_opus: Path) -> None:
+    storage, video = store(tmp_path, small_opus)
+    for fit in ("contain", "cover"):
+        result = asyncio.run(execute(payload("resize", video, {"width": 160, "height": 160, "fit": fit}), storage,
+                                     find_ffmpeg(), lambda *_: None))
+        assert result["file"] == "160x160.mkv"
+    assert sorted(p.name for p in storage.video_dir(VIDEO_ID).iterdir()) == ["160x160.mkv", "original.mkv"]
+
+
+@pytest.mark.parametrize(("job_type", "params"), [("convert", {"format": "mp4"}), ("extract-audio", {})])
+def test_every_input_is_local_and_demuxed_as_its_format(tmp_path: Path, small_opus: Path, job_type: str,
+                                                        params: dict[str, Any]) -> None:
+    run = run_job(tmp_path, small_opus, job_type, params)
+    assert [_reads_local_files_with_its_demuxer(argv, "matroska") for argv in run.ffmpeg_calls] == [True]
+
+
 # --- hls ---------------------------------------------------------------------------
 
 
@@ -223,6 +259,7 @@ def test_hls_segments_exist_with_the_right_size_and_duration(ladder_run: Run) ->
 def test_hls_runs_one_ffmpeg_encoding_audio_once(ladder_run: Run) -> None:
     assert len(ladder_run.ffmpeg_calls) == 1
     argv = ladder_run.ffmpeg_calls[0]
+    assert _reads_local_files_with_its_demuxer(argv, "mov")
     assert argv.count("-i") == 1 and argv.count("-c:a") == 1
     assert argv.count("-map") == 4  # three scaled videos and the one audio stream
 
@@ -312,6 +349,7 @@ def test_an_unreadable_input_is_permanent(tmp_path: Path) -> None:
     with pytest.raises(JobFailure) as exc:
         asyncio.run(execute(payload("hls", video, {"renditions": [240]}), storage, find_ffmpeg(), lambda *_: None))
     assert exc.value.permanent and str(exc.value).startswith("unreadable input: ")
+    assert "'original.mp4'" in str(exc.value) and str(tmp_path) not in str(exc.value), "no server path"
 
 
 def test_a_missing_source_is_permanent(tmp_path: Path, small_opus: Path) -> None:
@@ -327,6 +365,8 @@ def test_a_missing_source_is_permanent(tmp_path: Path, small_opus: Path) -> None
     ("resize", {"width": "wide", "height": 120}),
     ("convert", {"format": "gif"}),
     ("hls", {"renditions": [250]}),
+    ("hls", {"renditions": [540]}),  # no such rendition, whatever the source's height
+    ("resize", {"width": 160, "height": 120, "fit": "fill"}),
 ])
 def test_invalid_parameters_are_permanent(tmp_path: Path, small_opus: Path, job_type: str,
                                           params: dict[str, Any]) -> None:
@@ -335,7 +375,7 @@ def test_invalid_parameters_are_permanent(tmp_path: Path, small_opus: Path, job_
 
 
 def test_an_impossible_output_is_permanent(tmp_path: Path, small_opus: Path) -> None:
-    error = failure(tmp_path, small_opus, "resize", {"width": 161, "height": 121})  # x264 needs even sizes
+    error = failure(tmp_path, small_opus, "resize", {"width": 161, "height": 121, "fit": "stretch"})  # x264: even sizes
     assert error.permanent and str(error).startswith("impossible output: ")
     assert "Error while opening encoder" in error.stderr_tail
     assert hidden_leftovers(LocalStorage(tmp_path / "storage")) == []

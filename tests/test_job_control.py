@@ -208,7 +208,7 @@ def test_the_dead_letter_list_shows_the_ffmpeg_command_of_each_attempt(
     [letter] = request(cluster, "GET", "/api/queue/dead-letter").json()
     command = letter["attemptsDetail"][0]["command"]
     assert isinstance(command, str), f"command is {command!r}"
-    assert "-progress" in command and "scale=160:120" in command and "original.mp4" in command
+    assert "-progress" in command and "pad=160:120" in command and "original.mp4" in command
 
 
 # 3. cancel

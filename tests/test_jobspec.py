@@ -7,17 +7,31 @@ from typing import Any
 
 import pytest
 
-from cluster.jobspec import MAX_TIMEOUT_S, InvalidJob, convert_params, job_options, resize_params
+from cluster.config import ClusterConfig
+from cluster.jobspec import (
+    MAX_TIMEOUT_S,
+    InvalidJob,
+    check_work,
+    convert_params,
+    hls_ladder,
+    hls_params,
+    job_options,
+    job_work,
+    resize_params,
+)
 from cluster.media import VIDEO_FORMATS
 
 
 @pytest.mark.parametrize(("body", "expected"), [
-    ({"width": 640, "height": 360}, {"width": 640, "height": 360}),
-    ({"width": 2, "height": 2}, {"width": 2, "height": 2}),
-    ({"width": 7680, "height": 4320}, {"width": 7680, "height": 4320}),
-    ({"width": 1920, "height": 1080, "videoId": "abc", "priority": "high"}, {"width": 1920, "height": 1080}),
+    ({"width": 640, "height": 360}, {"width": 640, "height": 360, "fit": "contain"}),
+    ({"width": 16, "height": 16}, {"width": 16, "height": 16, "fit": "contain"}),
+    ({"width": 7680, "height": 4320}, {"width": 7680, "height": 4320, "fit": "contain"}),
+    ({"width": 1920, "height": 1080, "videoId": "abc", "priority": "high"},
+     {"width": 1920, "height": 1080, "fit": "contain"}),
+    ({"width": 320, "height": 240, "fit": "cover"}, {"width": 320, "height": 240, "fit": "cover"}),
+    ({"width": 320, "height": 240, "fit": "stretch"}, {"width": 320, "height": 240, "fit": "stretch"}),
 ])
-def test_resize_params_accepts_even_positive_dimensions(body: dict[str, Any], expected: dict[str, int]) -> None:
+def test_resize_params_accepts_even_positive_dimensions(body: dict[str, Any], expected: dict[str, Any]) -> None:
     assert resize_params(body) == expected
 
 
@@ -38,6 +52,11 @@ def test_resize_params_accepts_even_positive_dimensions(body: dict[str, Any], ex
     ({"height": 360}, "width must be an integer"),
     ({"width": 640}, "height must be an integer"),
     ({}, "width must be an integer"),
+    ({"width": 14, "height": 240}, "width must be at least 16"),
+    ({"width": 320, "height": 2}, "height must be at least 16"),
+    ({"width": 320, "height": 240, "fit": "fill"}, "fit must be one of contain, cover, stretch"),
+    ({"width": 320, "height": 240, "fit": None}, "fit must be one of"),
+    ({"width": 320, "height": 240, "fit": ["cover"]}, "fit must be one of"),
 ])
 def test_resize_params_refuses(body: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidJob, match=message):
@@ -110,3 +129,50 @@ def test_job_options_refuses_unhashable_priority(priority: Any) -> None:
 def test_job_options_refuses_bad_timeout(timeout: Any) -> None:
     with pytest.raises(InvalidJob, match="timeout must be a number of seconds"):
         job_options({"timeout": timeout})
+
+
+# --- renditions and work: the rules the executor runs by --------------------------------
+
+HD = {"width": 1280, "height": 720, "duration": 600.0}
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ({}, [240, 360, 720]),  # the default ladder, cut at the source's height
+    ({"renditions": [720, 240, 240]}, [240, 720]),
+    ({"renditions": [480, 1080]}, [480]),
+])
+def test_hls_params_keep_the_renditions_the_executor_makes(body: dict[str, Any], expected: list[int]) -> None:
+    params = hls_params(body, HD)
+    assert params == {"renditions": expected}
+    assert [r.height for r in hls_ladder(params["renditions"], HD)] == expected
+
+
+@pytest.mark.parametrize(("renditions", "message"), [
+    ([540], "unsupported rendition height 540"),
+    ([250, 360], "unsupported rendition height 250"),
+    ([1080], "no rendition fits a source 720 pixels tall"),
+    ([], "renditions must be a list"),
+    ("720", "renditions must be a list"),
+    ([True], "renditions must be a list"),
+    ([240] * 6, "renditions must be a list"),
+])
+def test_hls_params_refuse_what_cannot_run(renditions: Any, message: str) -> None:
+    with pytest.raises(InvalidJob, match=message):
+        hls_params({"renditions": renditions}, HD)
+
+
+def test_the_default_work_bound_takes_8k_for_ten_minutes_not_a_tiny_source_blown_up_for_ten_hours() -> None:
+    bound = ClusterConfig().max_job_work
+    uhd = {"width": 7680, "height": 4320, "duration": 600.0}
+    check_work("convert", {"format": "mkv"}, uhd, bound)
+    check_work("resize", {"width": 7680, "height": 4320, "fit": "cover"}, uhd, bound)
+    check_work("hls", {"renditions": [240, 360, 720, 1080]}, {**HD, "duration": 3 * 3600.0}, bound)
+    tiny_and_long = {"width": 16, "height": 16, "duration": 10 * 3600.0}
+    with pytest.raises(InvalidJob, match="the job is too large: 1.19e\\+12"):
+        check_work("resize", {"width": 7680, "height": 4320, "fit": "contain"}, tiny_and_long, bound)
+    assert job_work("extract-audio", {}, tiny_and_long) == 0
+
+
+def test_hls_work_sums_its_renditions() -> None:
+    work = job_work("hls", {"renditions": [240, 720]}, {**HD, "duration": 2.0})
+    assert work == (426 * 240 + 1280 * 720) * 2.0

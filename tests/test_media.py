@@ -3,8 +3,11 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import pytest
 
 from cluster.media import (
@@ -151,7 +154,7 @@ def test_media_info_dict_round_trip(clip: Path) -> None:
     info = probe(clip)
     d = info.to_dict()
     assert set(d) == {
-        "width", "height", "duration", "videoCodec", "audioCodec", "container", "sizeBytes",
+        "width", "height", "duration", "videoCodec", "audioCodec", "container", "sizeBytes", "frameRate",
     }
     assert MediaInfo.from_dict(d) == info
 
@@ -246,6 +249,66 @@ def test_resize(ffmpeg: str, clip: Path, tmp_path: Path) -> None:
 def test_resize_rejects_bad_size(ffmpeg: str) -> None:
     with pytest.raises(MediaError):
         resize_command(ffmpeg, "in.mp4", "out.tmp", 0, 120, "mp4")
+
+
+def test_resize_refuses_an_unknown_fit(ffmpeg: str) -> None:
+    with pytest.raises(MediaError, match="unknown fit"):
+        resize_command(ffmpeg, "in.mp4", "out.tmp", 160, 120, "mp4", fit="fill")
+
+
+BLACK, WHITE = 40, 200  # luma thresholds
+
+
+@pytest.fixture(scope="module")
+def banded_clips(ffmpeg: str, media_dir: Path) -> dict[str, Path]:
+    """White 320x240 with a black band in its left 40 columns: with square pixels (4:3) and with 4:3 pixels
+    (a 16:9 picture stored in 320x240)."""
+    clips = {}
+    for name, sar in (("square", "1"), ("anamorphic", "4/3")):
+        out = media_dir / f"banded-{name}.mp4"
+        _run([ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-f", "lavfi",
+              "-i", "color=c=white:size=320x240:rate=10:duration=0.5",
+              "-vf", f"drawbox=x=0:y=0:w=40:h=240:color=black:t=fill,setsar={sar}",
+              "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(out)])
+        clips[name] = out
+    return clips
+
+
+def _first_frame(path: Path) -> tuple[int, int, object, Callable[[int, int], int]]:
+    """Width, height, sample aspect ratio of the stream, and the luma at (x, y) of the first frame."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+        frame = next(container.decode(stream)).reformat(format="yuv420p")
+        plane = frame.planes[0]
+        luma, stride = bytes(plane), plane.line_size
+        return frame.width, frame.height, sar, lambda x, y: luma[y * stride + x]
+
+
+@pytest.mark.parametrize(("source", "fit", "size", "black", "white"), [
+    # letterbox: bars above and below, the band scaled to 30 columns
+    ("square", "contain", (240, 240), [(120, 5), (120, 234), (5, 120)], [(120, 120), (200, 40)]),
+    # pillarbox: bars of 80 columns left (then the band) and right
+    ("square", "contain", (480, 240), [(20, 120), (100, 120), (460, 120)], [(240, 120), (200, 5), (390, 120)]),
+    # crop: 320x240 cut to its middle 240 columns, the band gone
+    ("square", "cover", (240, 240), [], [(5, 120), (120, 5), (234, 234)]),
+    # stretch: the whole picture, squeezed; band 30 columns
+    ("square", "stretch", (240, 240), [(5, 120)], [(120, 5), (120, 234)]),
+    # a 16:9 picture fills 320x180 exactly: no bars, band 40 columns
+    ("anamorphic", "contain", (320, 180), [(5, 90)], [(160, 2), (160, 177), (60, 90)]),
+    # 16:9 into a square: the middle, band cut off
+    ("anamorphic", "cover", (240, 240), [], [(5, 120), (120, 5)]),
+])
+def test_resize_fits_keep_square_pixels(ffmpeg: str, banded_clips: dict[str, Path], tmp_path: Path, source: str,
+                                        fit: str, size: tuple[int, int], black: list[tuple[int, int]],
+                                        white: list[tuple[int, int]]) -> None:
+    out = tmp_path / "out.mp4"
+    _run(resize_command(ffmpeg, banded_clips[source], out, *size, "mp4", threads=1, fit=fit))
+    width, height, sar, luma = _first_frame(out)
+    assert (width, height) == size
+    assert sar in (None, Fraction(1, 1)), f"pixels are {sar}, not square"
+    assert [luma(x, y) < BLACK for x, y in black] == [True] * len(black)
+    assert [luma(x, y) > WHITE for x, y in white] == [True] * len(white)
 
 
 def test_thumbnail(ffmpeg: str, clip: Path, tmp_path: Path) -> None:

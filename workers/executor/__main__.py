@@ -16,9 +16,10 @@ from cluster import media
 from cluster.child import LogShipper, child_config, die_with_parent, watch_parent
 from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
-from cluster.protocol import ExecutorMessage, ProtocolError
+from cluster.protocol import ExecutorKind, ExecutorMessage, ProtocolError
 from cluster.storage import LocalStorage
-from workers.executor.jobs import JobFailure, execute
+from workers.executor.faults import faults_from_env, inject
+from workers.executor.jobs import JobFailure, execute, public_error
 
 log = get_logger()
 
@@ -36,25 +37,26 @@ class Executor:
         self._ffmpeg = media.find_ffmpeg(config.ffmpeg)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
+        self._faults = faults_from_env(os.environ)
 
     async def serve(self) -> None:
-        await self._send("hello", payload={"pid": os.getpid()})
-        await self._send("ready")
+        await self._send(ExecutorKind.HELLO, payload={"pid": os.getpid()})
+        await self._send(ExecutorKind.READY)
         while True:
             try:
                 message = ExecutorMessage.decode(await self._socket.recv())
             except ProtocolError as e:
                 log.warning("bad message from the primary", error=str(e))
                 continue
-            if message.kind == "run":
+            if message.kind == ExecutorKind.RUN:
                 task = asyncio.create_task(self._run(message.run_id, message.payload))
                 self._running[message.run_id] = task
-            elif message.kind == "cancel" and message.run_id in self._running:
+            elif message.kind == ExecutorKind.CANCEL and message.run_id in self._running:
                 self._running[message.run_id].cancel()
 
     async def heartbeat(self) -> None:
         while True:
-            await self._send("heartbeat")
+            await self._send(ExecutorKind.HEARTBEAT)
             await asyncio.sleep(self._config.heartbeat_interval_s)
 
     async def stop(self) -> None:
@@ -67,27 +69,54 @@ class Executor:
         self._socket.close(linger=0)
 
     async def _run(self, run_id: str, payload: dict[str, Any]) -> None:
+        """One attempt, whatever happens in it: a report (unless cancelled), then ``ready`` for the next job."""
         job_log = log.bind(jobId=payload.get("jobId"), videoId=payload.get("videoId"))
         job_log.info("job started", type=payload.get("type"))
+        report: tuple[ExecutorKind, dict[str, Any]] | None = None
         try:
-            result = await execute(payload, self._storage, self._ffmpeg, self._progress_reporter(run_id))
+            report = await self._attempt(run_id, payload, job_log)
         except asyncio.CancelledError:
             if self._stopping:
                 raise  # the executor stops; the primary re-queues the job when it sees us gone
             job_log.info("job cancelled: ffmpeg killed")
-        except JobFailure as e:
-            job_log.warning("job failed", error=str(e), permanent=e.permanent)
-            await self._send("failed", run_id, {"error": str(e), "permanent": e.permanent, "stderr": e.stderr_tail,
-                                                "command": e.command})
-        except (OSError, media.MediaError) as e:
-            job_log.exception("job failed")
-            await self._send("failed", run_id, {"error": str(e), "permanent": False})
-        else:
-            job_log.info("job completed")
-            await self._send("done", run_id, {"result": result})
         finally:
             self._running.pop(run_id, None)
-        await self._send("ready")
+        if report is not None:
+            await self._send_report(run_id, *report)
+        await self._send(ExecutorKind.READY)
+
+    async def _attempt(self, run_id: str, payload: dict[str, Any],
+                       job_log: Any) -> tuple[ExecutorKind, dict[str, Any]]:
+        try:
+            await inject(self._faults, str(payload.get("type")))
+            result = await execute(payload, self._storage, self._ffmpeg, self._progress_reporter(run_id))
+        except JobFailure as e:
+            job_log.warning("job failed", error=str(e), permanent=e.permanent)
+            return ExecutorKind.FAILED, self._failure(payload, e)
+        except (OSError, media.MediaError) as e:
+            job_log.exception("job failed")
+            return ExecutorKind.FAILED, self._failure(payload, JobFailure(str(e), permanent=False))
+        except Exception as e:  # noqa: BLE001 - a bug in one job ends that attempt, never the executor
+            job_log.exception("job failed unexpectedly")
+            return ExecutorKind.FAILED, self._failure(
+                payload, JobFailure(f"internal error: {type(e).__name__}: {e}", permanent=False))
+        job_log.info("job completed")
+        return ExecutorKind.DONE, {"result": result}
+
+    def _failure(self, payload: dict[str, Any], failure: JobFailure) -> dict[str, Any]:
+        error = public_error(str(failure), self._storage, payload.get("videoId"))
+        return {"error": error, "permanent": failure.permanent, "stderr": failure.stderr_tail,
+                "command": failure.command}
+
+    async def _send_report(self, run_id: str, kind: ExecutorKind, payload: dict[str, Any]) -> None:
+        try:
+            frame = ExecutorMessage(kind, run_id, payload).encode()
+        except (TypeError, ValueError) as e:  # a result JSON cannot carry
+            log.exception("job report not sendable")
+            frame = ExecutorMessage(ExecutorKind.FAILED, run_id,
+                                    {"error": f"internal error: the report cannot be sent: {e}",
+                                     "permanent": False}).encode()
+        await self._socket.send(frame)
 
     def _progress_reporter(self, run_id: str) -> Any:
         last = {"at": 0.0, "percent": -1.0}
@@ -98,11 +127,11 @@ class Executor:
                 return
             last.update(at=now, percent=percent)
             payload = {"progress": percent, "speed": speed, "etaSeconds": None if eta_s is None else round(eta_s, 2)}
-            self._socket.send(ExecutorMessage("progress", run_id, payload).encode())
+            self._socket.send(ExecutorMessage(ExecutorKind.PROGRESS, run_id, payload).encode())
 
         return report
 
-    async def _send(self, kind: str, run_id: str = "", payload: dict[str, Any] | None = None) -> None:
+    async def _send(self, kind: ExecutorKind, run_id: str = "", payload: dict[str, Any] | None = None) -> None:
         await self._socket.send(ExecutorMessage(kind, run_id, payload or {}).encode())
 
 

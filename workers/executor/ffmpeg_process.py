@@ -12,6 +12,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from cluster import media
+from cluster.protocol import TIMEOUT_ERROR
 
 STDERR_TAIL_LINES = 20
 ProgressCallback = Callable[[float, float | None, float | None], None]
@@ -28,11 +29,12 @@ class FfmpegResult:
         return self.returncode == 0 and not self.timed_out
 
     def describe(self) -> str:
+        """What went wrong, for everyone: the stderr tail (paths, the command's details) is for administrators."""
         if self.timed_out:
-            return "timeout"
+            return TIMEOUT_ERROR
         if self.returncode < 0:
-            return f"ffmpeg crashed (signal {signal.Signals(-self.returncode).name}): {self.stderr_tail}".strip()
-        return f"ffmpeg exited with code {self.returncode}: {self.stderr_tail}".strip()
+            return f"ffmpeg crashed (signal {signal.Signals(-self.returncode).name})"
+        return f"ffmpeg exited with code {self.returncode}"
 
 
 def _die_with_us(argv: list[str]) -> list[str]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cluster import hls, media
+from cluster import hls, jobspec, media
 from cluster.storage import LocalStorage, discard
 from workers.executor.ffmpeg_process import FfmpegResult, ProgressCallback, run_ffmpeg
 
@@ -25,7 +26,6 @@ IMPOSSIBLE_OUTPUT_MARKERS = (
     "supports only codec",
 )
 NO_AUDIO = "invalid parameters: the video has no audio"
-DEFAULT_HLS_HEIGHTS = (240, 360, 720, 1080)
 
 T = TypeVar("T")
 
@@ -74,7 +74,7 @@ async def _prepare(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
     if not source.is_file():
         raise JobFailure(f"source missing: {source.name}", permanent=True)
     try:
-        info = await asyncio.to_thread(media.probe, source)
+        info = await asyncio.to_thread(media.probe_source, source)
     except media.ProbeError as e:
         raise JobFailure(f"unreadable input: {e}", permanent=True) from e
     output = _checked(storage.job_output, payload["type"], video_id, params, source_fmt)
@@ -82,11 +82,23 @@ async def _prepare(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
                float(payload["timeoutS"]), on_progress)
 
 
+def public_error(message: str, storage: LocalStorage, video_id: Any) -> str:
+    """The message with the data dir taken out: a video's files by their names (``original.mp4``)."""
+    roots = {str(storage.root), str(storage.root.resolve())}
+    if isinstance(video_id, str) and video_id.isalnum():
+        video_dirs = {str(storage.video_dir(video_id)), str(storage.video_dir(video_id).resolve())}
+        for video_dir in sorted(video_dirs, key=len, reverse=True):
+            message = message.replace(video_dir + os.sep, "")
+    for root in sorted(roots, key=len, reverse=True):
+        message = message.replace(root, "<storage>")
+    return message
+
+
 def _checked(build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call a builder of paths or commands; what it refuses is a permanent parameter error."""
     try:
         return build(*args, **kwargs)
-    except (KeyError, ValueError, TypeError, media.MediaError) as e:
+    except (KeyError, ValueError, TypeError, media.MediaError) as e:  # jobspec.InvalidJob is a ValueError
         raise JobFailure(f"invalid parameters: {e}", permanent=True) from e
 
 
@@ -97,16 +109,19 @@ async def _run(argv: list[str], job: Job) -> None:
 
 
 def _failure(result: FfmpegResult, command: str) -> JobFailure:
-    if _impossible_output(result):
-        return JobFailure(f"impossible output: {result.describe()}", permanent=True, stderr_tail=result.stderr_tail,
-                          command=command)
+    marker = _impossible_output(result)
+    if marker is not None:  # the marker is our text: the stderr itself (paths, details) is for administrators
+        return JobFailure(f"impossible output: {result.describe()} ({marker})", permanent=True,
+                          stderr_tail=result.stderr_tail, command=command)
     return JobFailure(result.describe(), permanent=False, stderr_tail=result.stderr_tail, command=command)
 
 
-def _impossible_output(result: FfmpegResult) -> bool:
+def _impossible_output(result: FfmpegResult) -> str | None:
+    """The marker of an output ffmpeg cannot make, found in its log; None for a failure worth a retry."""
     # A crash (signal) or a timeout may go away on a retry, whatever the log says.
-    exited = result.returncode > 0 and not result.timed_out
-    return exited and any(marker in result.stderr_tail for marker in IMPOSSIBLE_OUTPUT_MARKERS)
+    if result.returncode <= 0 or result.timed_out:
+        return None
+    return next((marker for marker in IMPOSSIBLE_OUTPUT_MARKERS if marker in result.stderr_tail), None)
 
 
 # --- jobs writing one file -------------------------------------------------------
@@ -119,7 +134,8 @@ class FileJob:
 
 
 async def _run_file_job(spec: FileJob, job: Job) -> dict[str, Any]:
-    partial = LocalStorage.partial(job.output)
+    # Two fits of one size write the same file (the later replaces it), each under its own partial name.
+    partial = LocalStorage.partial(job.output, tag=str(job.params.get("fit", "")))
     argv = _checked(spec.command, job, partial)
     try:
         await _run(argv, job)
@@ -134,19 +150,22 @@ def _asset_url(video_id: str, query: str) -> str:
 
 
 def _resize_command(job: Job, dst: Path) -> list[str]:
+    fit = job.params.get("fit", media.DEFAULT_FIT)
     return media.resize_command(job.ffmpeg, job.source, dst, int(job.params["width"]), int(job.params["height"]),
-                                job.source_fmt, job.threads)
+                                job.source_fmt, job.threads, fit=str(fit))
 
 
 def _convert_command(job: Job, dst: Path) -> list[str]:
-    return media.convert_command(job.ffmpeg, job.source, dst, str(job.params["format"]), job.threads)
+    return media.convert_command(job.ffmpeg, job.source, dst, str(job.params["format"]), job.threads,
+                                 src_format=job.source_fmt)
 
 
 def _extract_audio_command(job: Job, dst: Path) -> list[str]:
     if job.info.audio_codec is None:
         raise JobFailure(NO_AUDIO, permanent=True)
     copy = job.info.audio_codec == "aac"
-    return media.extract_audio_command(job.ffmpeg, job.source, dst, copy=copy, threads=job.threads)
+    return media.extract_audio_command(job.ffmpeg, job.source, dst, copy=copy, threads=job.threads,
+                                       src_format=job.source_fmt)
 
 
 def _video_result(job: Job, query: str) -> dict[str, Any]:
@@ -173,12 +192,9 @@ def _audio_result(job: Job) -> dict[str, Any]:
 # --- HLS ladder --------------------------------------------------------------------
 
 def _ladder(job: Job) -> list[hls.Rendition]:
-    heights = job.params.get("renditions", DEFAULT_HLS_HEIGHTS)
-    renditions = _checked(hls.ladder, job.info.height, heights, source_width=job.info.width)
-    if not renditions:
-        raise JobFailure(f"invalid parameters: no rendition of {list(heights)} fits a {job.info.height}p source",
-                         permanent=True)
-    return renditions
+    """The ladder the route checked, by the same rule, on the source as probed now."""
+    heights = job.params.get("renditions", list(jobspec.HLS_HEIGHTS))
+    return _checked(jobspec.hls_ladder, heights, job.info.to_dict())
 
 
 async def _run_hls(job: Job) -> dict[str, Any]:
@@ -193,7 +209,8 @@ async def _run_hls(job: Job) -> dict[str, Any]:
     # one partial dir per ladder: two ladders of one video with other renditions may run at once
     ladder_name = "-".join(str(r.height) for r in renditions)
     partial = final_dir.with_name(f".{final_dir.name}-{ladder_name}.part")
-    argv = _checked(hls.hls_command, job.ffmpeg, job.source, partial, renditions, has_audio, job.threads)
+    argv = _checked(hls.hls_command, job.ffmpeg, job.source, partial, renditions, has_audio, job.threads,
+                    job.source_fmt)
     try:
         discard(partial)  # what an attempt that died left
         partial.mkdir(parents=True)

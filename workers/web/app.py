@@ -28,7 +28,7 @@ from workers.web.errors import EXCEPTION_HANDLERS, ApiError
 from workers.web.http_stats import RequestStats
 from workers.web.hub import Hub
 from workers.web.rpc import ControlClient
-from workers.web.uploads import ingest, receive_body, upload_extension
+from workers.web.uploads import ingest, receive_body, source_limits, upload_extension
 from workers.web.websocket import websocket_endpoint
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -148,7 +148,7 @@ async def upload_video(request: Request) -> JSONResponse:
     filename = request.query_params.get("filename") or request.headers.get("filename")
     ext = upload_extension(filename)
     temp = await receive_body(request, state.storage, state.config.max_upload_mb * 1024 * 1024)
-    video_id, info = await ingest(temp, ext, state.storage, state.ffmpeg)
+    video_id, info = await ingest(temp, ext, state.storage, state.ffmpeg, source_limits(state.config))
     try:
         await _call(request, "add_video", videoId=video_id, name=filename, info=info)
     except Exception:
@@ -181,7 +181,7 @@ async def extract_audio(request: Request) -> JSONResponse:
 async def make_hls(request: Request) -> JSONResponse:
     body = await _json_body(request)
     video = await _video(request, request.query_params.get("videoId") or body.get("videoId"))
-    params = jobspec.hls_params(body, video["info"]["height"])
+    params = jobspec.hls_params(body, video["info"])
     return await _submit(request, "hls", video, params, body)
 
 
@@ -392,6 +392,9 @@ async def _video(request: Request, video_id: Any) -> dict[str, Any]:
 async def _submit(request: Request, job_type: str, video: dict[str, Any], params: dict[str, Any],
                   body: dict[str, Any]) -> JSONResponse:
     options = jobspec.job_options(body)
+    if options.get("priority") == "high" and not request.state.user.get("admin"):
+        raise ApiError(403, "priority high is for administrators")
+    jobspec.check_work(job_type, params, video["info"], _state(request).config.max_job_work)
     await _admit(request, "job")
     answer = await _call(request, "submit_job", type=job_type, videoId=video["videoId"],
                                             params=params, **options)

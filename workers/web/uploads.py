@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 
 from cluster import media
+from cluster.config import ClusterConfig
 from cluster.logs import get_logger
 from cluster.storage import LocalStorage
 from workers.web.errors import ApiError
@@ -18,6 +19,10 @@ from workers.web.errors import ApiError
 THUMBNAIL_TIMEOUT_S = 30.0
 
 log = get_logger()
+
+
+def source_limits(config: ClusterConfig) -> media.SourceLimits:
+    return media.SourceLimits(config.max_source_pixels, config.max_source_fps, config.max_source_duration_s)
 
 
 def upload_extension(filename: str | None) -> str:
@@ -52,20 +57,21 @@ async def receive_body(request: Request, storage: LocalStorage, max_bytes: int) 
     return temp
 
 
-async def ingest(temp: Path, ext: str, storage: LocalStorage, ffmpeg: str) -> tuple[str, dict[str, Any]]:
-    """Probe the upload, make its thumbnail and move both in place; 415 if it is not a video."""
+async def ingest(temp: Path, ext: str, storage: LocalStorage, ffmpeg: str,
+                 limits: media.SourceLimits | None = None) -> tuple[str, dict[str, Any]]:
+    """Probe the upload (refusing what passes ``limits``), make its thumbnail and move both in place;
+    415 if it is not a video we take. The temp file is gone afterwards, whatever happens."""
     try:
-        info = await asyncio.to_thread(media.probe, temp)
-    except media.ProbeError as e:
+        info, fmt = await _accepted(temp, ext, limits)
+    except BaseException:
         temp.unlink(missing_ok=True)
-        log.info("upload refused: not a video", reason=str(e))
-        raise ApiError(415, "not a video: the file could not be read as a video (no video stream found)") from e
-    fmt = _format(info, ext)
+        raise
     video_id = secrets.token_hex(8)
     thumbnail_temp = storage.new_temp(".jpg")
     try:
         at_s = min(1.0, info.duration_s / 2)
-        await media.run_quick(media.thumbnail_command(ffmpeg, str(temp), str(thumbnail_temp), at_s), THUMBNAIL_TIMEOUT_S)
+        command = media.thumbnail_command(ffmpeg, str(temp), str(thumbnail_temp), at_s, src_format=fmt)
+        await media.run_quick(command, THUMBNAIL_TIMEOUT_S)
         storage.commit(thumbnail_temp, storage.thumbnail(video_id))
         storage.commit(temp, storage.original(video_id, fmt))
     except (media.MediaError, OSError) as e:
@@ -77,6 +83,23 @@ async def ingest(temp: Path, ext: str, storage: LocalStorage, ffmpeg: str) -> tu
         with suppress(FileNotFoundError):
             thumbnail_temp.unlink()
     return video_id, {**info.to_dict(), "format": fmt}
+
+
+async def _accepted(temp: Path, ext: str, limits: media.SourceLimits | None) -> tuple[media.MediaInfo, str]:
+    """The probed facts and format of an upload we take; 415 naming the reason otherwise. No ffmpeg runs."""
+    try:
+        info = await asyncio.to_thread(media.probe_source, temp, limits)
+    except media.SourceRefused as e:
+        log.info("upload refused", reason=str(e))
+        raise ApiError(415, f"video refused: {_without_temp_name(str(e), temp)}") from e
+    except media.ProbeError as e:
+        log.info("upload refused: not a video", reason=str(e))
+        raise ApiError(415, "not a video: the file could not be read as a video (no video stream found)") from e
+    return info, _format(info, ext)
+
+
+def _without_temp_name(message: str, temp: Path) -> str:
+    return message.replace(repr(temp.name), "the upload").replace(temp.name, "the upload")
 
 
 def _format(info: media.MediaInfo, ext: str) -> str:
