@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from cluster.logs import get_logger
-from cluster.protocol import EventName, JobState, Priority
+from cluster.protocol import Event, EventName, JobState, Priority
 from primary.control import RequestError
 from primary.event_bus import EventBus
 from primary.jobs import Attempt, Job, JobIdFactory, dedupe_key, now_ms
@@ -26,6 +28,23 @@ class EngineError(RequestError):
     """A job request the engine refuses (409 conflict, 503 shutting down)."""
 
 
+class _Batch:
+    """Transitions written together: the newest row of each job, every event and attempt, in order."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.events: list[Event] = []
+        self.attempts: dict[tuple[str, int], Attempt] = {}
+        self.after: list[Callable[[], None]] = []
+
+    def add(self, job: Job, event: Event, attempt: Attempt | None) -> None:
+        self.jobs.pop(job.id, None)  # re-inserted: rows are written in the order of their last change
+        self.jobs[job.id] = job
+        self.events.append(event)
+        if attempt is not None:
+            self.attempts[(attempt.job_id, attempt.number)] = attempt
+
+
 class JobEngine:
     def __init__(self, store: JobStore, bus: EventBus, retries: RetryTracker) -> None:
         self.store = store
@@ -33,6 +52,7 @@ class JobEngine:
         self.retries = retries
         self.queue = JobQueue()
         self.active: dict[str, Job] = {}  # every job not in a final state
+        self.active_by_owner: Counter[str] = Counter()
         self.paused = store.get_setting(PAUSED_SETTING) == "1"
         self.draining = False
         self._by_run: dict[str, str] = {}
@@ -41,9 +61,46 @@ class JobEngine:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._ids = JobIdFactory()
         self._order = store.max_queue_order()
+        self._batch: _Batch | None = None
         self.on_work: Callable[[], None] = lambda: None
         self.on_cancel_run: Callable[[str], None] = lambda run_id: None
         self.on_commit: Callable[[Job, EventName], None] = lambda job, name: None  # metrics, after each transition
+
+    # group commit
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Transitions made inside are written in one transaction when it ends, then their events are
+        published and the ``after_commit`` actions run: nothing leaves the primary before it is stored."""
+        if self._batch is not None:
+            yield
+            return
+        self._batch = _Batch()
+        try:
+            yield
+        finally:
+            self.flush()
+            self._batch = None
+
+    def flush(self) -> None:
+        """Write what the open batch holds now (before a direct write to the store that must follow it)."""
+        batch = self._batch
+        if batch is None or not (batch.jobs or batch.events or batch.after):
+            return
+        self._batch = _Batch()
+        if batch.jobs or batch.events:
+            self.store.save_batch(list(batch.jobs.values()), batch.events, list(batch.attempts.values()))
+        for event in batch.events:
+            self.bus.publish(event)
+        for action in batch.after:
+            action()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the current transitions are stored (at once outside a batch)."""
+        if self._batch is None:
+            action()
+        else:
+            self._batch.after.append(action)
 
     # intake
 
@@ -208,6 +265,7 @@ class JobEngine:
             return
         self.paused = paused
         name = "queue:paused" if paused else "queue:resumed"
+        self.flush()  # the events before this one are stored first: seqs are written in order
         event = self.bus.make(name, {"paused": paused, "at": now_ms(), "queued": len(self.queue)})
         self.store.set_setting(PAUSED_SETTING, "1" if paused else "0", [event])
         self.bus.publish(event)
@@ -264,13 +322,18 @@ class JobEngine:
         return attempt
 
     def _track(self, job: Job) -> None:
+        if job.id not in self.active:
+            self.active_by_owner[job.owner] += 1
         self.active[job.id] = job
         self._by_key[job.dedupe_key] = job.id
         if job.run_id:
             self._by_run[job.run_id] = job.id
 
     def _finish(self, job: Job) -> None:
-        self.active.pop(job.id, None)
+        if self.active.pop(job.id, None) is not None:
+            self.active_by_owner[job.owner] -= 1
+            if not self.active_by_owner[job.owner]:
+                del self.active_by_owner[job.owner]
         self._by_key.pop(job.dedupe_key, None)
         timer = self._timers.pop(job.id, None)
         if timer:
@@ -279,8 +342,11 @@ class JobEngine:
     def _commit(self, job: Job, name: EventName, record: Attempt | None = None, /, **data: Any) -> None:
         base = {"jobId": job.id, "type": job.type, "videoId": job.video_id, "userId": job.owner}
         event = self.bus.make(name.value, {**base, **data})
-        self.store.save(job, [event], record)
-        self.bus.publish(event)
+        if self._batch is not None:
+            self._batch.add(job, event, record)
+        else:
+            self.store.save_batch([job], [event], [record] if record is not None else [])
+            self.bus.publish(event)
         self.on_commit(job, name)
 
     def close(self) -> None:

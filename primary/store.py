@@ -41,8 +41,6 @@ _SAVE_ATTEMPT = (f"INSERT OR REPLACE INTO attempts ({','.join(_ATTEMPT_COLUMNS)}
                  f"VALUES ({','.join('?' for _ in _ATTEMPT_COLUMNS)})")
 DELETE_BATCH = 500  # rows per transaction when removing many, so the writer is never held long
 
-Save = tuple[Job, Sequence[Event], Attempt | None]
-
 
 class CursorError(ValueError):
     """A ``before`` cursor this store did not make."""
@@ -56,7 +54,7 @@ def video_cursor(video: dict[str, Any]) -> str:
     return _cursor(video["createdAt"], video["videoId"])
 
 
-class _Reads:
+class StoreReads:
     """The queries, shared by the writer's connection and the read-only ones."""
 
     @property
@@ -189,7 +187,7 @@ class _Reads:
         return outputs
 
 
-class JobStore(_Reads):
+class JobStore(StoreReads):
     """The writer: one connection, used only on the primary's loop."""
 
     def __init__(self, path: Path) -> None:
@@ -212,20 +210,20 @@ class JobStore(_Reads):
 
     def save(self, job: Job, events: Iterable[Event] = (), attempt: Attempt | None = None) -> None:
         """Write a job, the events of its transition and its attempt record in one transaction."""
-        self._save([(job, list(events), attempt)], _SAVE_JOB)
+        self._save(_SAVE_JOB, [job], list(events), [attempt] if attempt is not None else [])
 
-    def save_many(self, saves: Sequence[Save]) -> None:
-        """Several transitions in one transaction (group commit), in order: a job saved twice keeps its last.
-        Only for jobs whose identity (type, video, owner, parameters, creation) never changes once stored."""
-        self._save(saves, _SAVE_TRANSITION)
+    def save_batch(self, jobs: Sequence[Job], events: Sequence[Event], attempts: Sequence[Attempt]) -> None:
+        """Several transitions in one transaction (group commit). Only for jobs whose identity (type,
+        video, owner, parameters, creation) never changes once stored: the engine's."""
+        self._save(_SAVE_TRANSITION, jobs, events, attempts)
 
-    def _save(self, saves: Sequence[Save], statement: str) -> None:
+    def _save(self, statement: str, jobs: Sequence[Job], events: Sequence[Event],
+              attempts: Sequence[Attempt]) -> None:
         with self._transaction():
-            self._db.executemany(statement, [_job_row(job) for job, _, _ in saves])
-            self._insert_events(event for _, events, _ in saves for event in events)
-            attempts = [[getattr(a, c) for c in _ATTEMPT_COLUMNS] for _, _, a in saves if a is not None]
+            self._db.executemany(statement, [_job_row(job) for job in jobs])
+            self._insert_events(events)
             if attempts:
-                self._db.executemany(_SAVE_ATTEMPT, attempts)
+                self._db.executemany(_SAVE_ATTEMPT, [[getattr(a, c) for c in _ATTEMPT_COLUMNS] for a in attempts])
 
     def save_rows(self, jobs: Iterable[Job], events: Iterable[Event] = ()) -> None:
         """Many jobs at once (a bulk import, the benchmark's fill), in one transaction."""
@@ -295,25 +293,24 @@ class JobStore(_Reads):
         with self._transaction():
             self._insert_events(events)
 
-    def prune_events(self, keep: int, before_ms: float | None = None) -> int:
+    def prune_events(self, keep: int, before_ms: float | None = None, max_rows: int | None = None) -> int:
         """Keep at most ``keep`` events, none older than ``before_ms``; the newest always stays (it holds the seq).
-        Removed oldest first, in small batches."""
+        Removed oldest first, in small batches (at most ``max_rows`` in this call)."""
         last = self.last_seq()
         cut = last - max(1, keep) + 1  # the first seq kept
         if before_ms is not None:
             row = self._db.execute("SELECT seq FROM events WHERE ts >= ? ORDER BY ts LIMIT 1", (before_ms,)).fetchone()
             cut = max(cut, min(row[0] if row else last, last))
-        return self._delete_events("seq < ?", (cut,))
-
-    def _delete_events(self, where: str, args: tuple[Any, ...]) -> int:
         removed = 0
-        while True:
+        while max_rows is None or removed < max_rows:
+            batch = DELETE_BATCH if max_rows is None else min(DELETE_BATCH, max_rows - removed)
             with self._transaction():
-                count = self._db.execute(f"DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE {where} "
-                                         "ORDER BY seq LIMIT ?)", (*args, DELETE_BATCH)).rowcount
+                count = self._db.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ? "
+                                         "ORDER BY seq LIMIT ?)", (cut, batch)).rowcount
             removed += count
-            if count < DELETE_BATCH:
-                return removed
+            if count < batch:
+                break
+        return removed
 
     # videos
 
@@ -343,7 +340,7 @@ class JobStore(_Reads):
         return _Transaction(self._db)
 
 
-class ReadStore(_Reads):
+class ReadStore(StoreReads):
     """Read-only connections to the same file, one per thread (for ``asyncio.to_thread``): a long read
     there never holds the primary's loop nor the writer."""
 
