@@ -56,7 +56,8 @@ class JobEngine:
         self.paused = store.get_setting(PAUSED_SETTING) == "1"
         self.draining = False
         self._by_run: dict[str, str] = {}
-        self._by_key: dict[str, str] = {}
+        # hash of the dedupe key -> job id: an int costs less than the key; a match is checked against the job
+        self._by_key: dict[int, str] = {}
         self._attempts: dict[str, Attempt] = {}  # run id -> the attempt it runs
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._ids = JobIdFactory()
@@ -121,8 +122,10 @@ class JobEngine:
 
     def find_identical(self, job_type: str, video_id: str, params: dict[str, Any]) -> Job | None:
         """The job with these parameters that is still queued, delayed or running, if any."""
-        job_id = self._by_key.get(dedupe_key(job_type, video_id, params))
-        return self.active.get(job_id) if job_id else None
+        key = dedupe_key(job_type, video_id, params)
+        job_id = self._by_key.get(hash(key))
+        job = self.active.get(job_id) if job_id else None
+        return job if job is not None and job.dedupe_key == key else None  # not a hash collision
 
     def recover(self) -> None:
         """Restore unfinished jobs after a restart: running ones run again, delayed ones wait on."""
@@ -250,8 +253,9 @@ class JobEngine:
         self._refuse_when_draining()
         if job.state not in (JobState.DEAD, JobState.CANCELLED):
             raise EngineError(409, f"job {job.id} is {job.state.value}: only dead or cancelled jobs are retried")
-        if job.dedupe_key in self._by_key:
-            raise EngineError(409, f"an identical job is queued already: {self._by_key[job.dedupe_key]}")
+        identical = self.find_identical(job.type, job.video_id, job.params)
+        if identical is not None:
+            raise EngineError(409, f"an identical job is queued already: {identical.id}")
         job.attempts = 0
         job.progress = 0.0
         job.error = job.result = None
@@ -325,7 +329,7 @@ class JobEngine:
         if job.id not in self.active:
             self.active_by_owner[job.owner] += 1
         self.active[job.id] = job
-        self._by_key[job.dedupe_key] = job.id
+        self._by_key[hash(job.dedupe_key)] = job.id
         if job.run_id:
             self._by_run[job.run_id] = job.id
 
@@ -334,7 +338,8 @@ class JobEngine:
             self.active_by_owner[job.owner] -= 1
             if not self.active_by_owner[job.owner]:
                 del self.active_by_owner[job.owner]
-        self._by_key.pop(job.dedupe_key, None)
+        if self._by_key.get(hash(job.dedupe_key)) == job.id:
+            del self._by_key[hash(job.dedupe_key)]
         timer = self._timers.pop(job.id, None)
         if timer:
             timer.cancel()

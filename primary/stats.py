@@ -1,17 +1,17 @@
 """Queue statistics over the last hour, kept in memory as the engine commits, never by scanning the store.
 
 Counts by state and type come from the store's ``job_counts`` (kept by triggers on every write). The
-hour is 60 buckets of a minute: jobs that ended (by final state), attempts started (their waits) and
-completed attempts (their run times, in the minute the attempt started). Means are exact; p95 comes from
-at most SAMPLES_PER_MINUTE samples a minute (the first ones of that minute), so it is exact below that
-rate. At start the buckets are filled from the store's last hour (indexed, bounded reads).
+hour is kept a second at a time: jobs that ended (by final state), attempts started (their waits) and
+completed attempts (their run times, at the second the attempt started); the answer folds the seconds
+into 60 minutes counted back from now. Counts and means are exact; p95 comes from the newest
+MAX_SAMPLES waits and runs of the hour. At start the hour is filled from the store (indexed, bounded reads).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,87 +22,99 @@ from primary.store import JobStore
 WINDOW_MS = 3600_000
 BUCKET_MS = 60_000
 BUCKETS = WINDOW_MS // BUCKET_MS
-SAMPLES_PER_MINUTE = 1000
+MAX_SAMPLES = 10_000
 _FINAL_EVENTS = {EventName.COMPLETED: JobState.COMPLETED, EventName.PERMANENT_FAILURE: JobState.DEAD,
                  EventName.CANCELLED: JobState.CANCELLED}
 
 
 @dataclass
-class _Minute:
+class _Second:
     ended: Counter[str] = field(default_factory=Counter)
-    waits: list[float] = field(default_factory=list)
     wait_count: int = 0
     wait_sum: float = 0.0
-    runs: list[float] = field(default_factory=list)
     run_count: int = 0
     run_sum: float = 0.0
-
-    def add_wait(self, wait_ms: float) -> None:
-        self.wait_count += 1
-        self.wait_sum += wait_ms
-        if len(self.waits) < SAMPLES_PER_MINUTE:
-            self.waits.append(wait_ms)
-
-    def add_run(self, run_ms: float) -> None:
-        self.run_count += 1
-        self.run_sum += run_ms
-        if len(self.runs) < SAMPLES_PER_MINUTE:
-            self.runs.append(run_ms)
 
 
 class WindowStats:
     def __init__(self) -> None:
-        self._minutes: dict[int, _Minute] = {}
+        self._seconds: dict[int, _Second] = {}
+        self._waits: deque[tuple[float, float]] = deque(maxlen=MAX_SAMPLES)  # (at ms, value ms)
+        self._runs: deque[tuple[float, float]] = deque(maxlen=MAX_SAMPLES)
 
     def seed(self, store: JobStore, now_ms: float | None = None) -> None:
         """The last hour from the store, once at start."""
         since = (now_ms if now_ms is not None else time.time() * 1000) - WINDOW_MS
         for state, ended_at in store.ended_since(since):
-            self._minute(ended_at).ended[state] += 1
-        for started_at, wait_ms, run_ms in store.attempt_times_since(since):
-            minute = self._minute(started_at)
-            minute.add_wait(wait_ms)
+            self._second(ended_at).ended[state] += 1
+        for started_at, wait_ms, run_ms in sorted(store.attempt_times_since(since, MAX_SAMPLES)):
+            self._add_wait(started_at, wait_ms)
             if run_ms is not None:
-                minute.add_run(run_ms)
+                self._add_run(started_at, run_ms)
 
     def observe(self, job: Job, name: EventName) -> None:
         """The engine's hook, called after each transition it commits."""
         if name is EventName.STARTED and job.started_at is not None and job.queued_at is not None:
-            self._minute(job.started_at).add_wait(max(0.0, job.started_at - job.queued_at))
+            self._add_wait(job.started_at, max(0.0, job.started_at - job.queued_at))
         elif name is EventName.COMPLETED and job.completed_at is not None and job.started_at is not None:
-            self._minute(job.started_at).add_run(max(0.0, job.completed_at - job.started_at))
+            self._add_run(job.started_at, max(0.0, job.completed_at - job.started_at))
         if name in _FINAL_EVENTS:
-            self._minute(time.time() * 1000).ended[_FINAL_EVENTS[name].value] += 1
+            self._second(time.time() * 1000).ended[_FINAL_EVENTS[name].value] += 1
 
     def summary(self, now_ms: float | None = None) -> dict[str, Any]:
         now_ms = now_ms if now_ms is not None else time.time() * 1000
-        current = int(now_ms // BUCKET_MS)
-        self._forget_before(current - BUCKETS + 1)
-        minutes = [self._minutes.get(m) or _Minute() for m in range(current - BUCKETS + 1, current + 1)]
-        completed = sum(m.ended[JobState.COMPLETED.value] for m in minutes)
-        dead = sum(m.ended[JobState.DEAD.value] for m in minutes)
+        since = now_ms - WINDOW_MS
+        self._forget_before(since)
+        completed, runs_sum, runs_n = [0] * BUCKETS, [0.0] * BUCKETS, [0] * BUCKETS
+        ended: Counter[str] = Counter()
+        waits = [0, 0.0]
+        runs = [0, 0.0]
+        for second, counts in self._seconds.items():
+            index = min(BUCKETS - 1, max(0, int((second * 1000 - since) // BUCKET_MS)))
+            completed[index] += counts.ended[JobState.COMPLETED.value]
+            ended.update(counts.ended)
+            runs_sum[index] += counts.run_sum
+            runs_n[index] += counts.run_count
+            waits[0] += counts.wait_count
+            waits[1] += counts.wait_sum
+            runs[0] += counts.run_count
+            runs[1] += counts.run_sum
+        done, dead = ended[JobState.COMPLETED.value], ended[JobState.DEAD.value]
         return {
-            "jobsPerMinute": [m.ended[JobState.COMPLETED.value] for m in minutes],
-            "meanRunMsPerMinute": [round(m.run_sum / m.run_count, 1) if m.run_count else None for m in minutes],
-            "waitMs": _summary(sum(m.wait_count for m in minutes), sum(m.wait_sum for m in minutes),
-                               [w for m in minutes for w in m.waits]),
-            "runMs": _summary(sum(m.run_count for m in minutes), sum(m.run_sum for m in minutes),
-                              [r for m in minutes for r in m.runs]),
-            "successRate": round(completed / (completed + dead), 4) if completed + dead else None,
+            "jobsPerMinute": completed,
+            "meanRunMsPerMinute": [round(total / n, 1) if n else None for total, n in zip(runs_sum, runs_n,
+                                                                                          strict=True)],
+            "waitMs": _summary(int(waits[0]), waits[1], [v for at, v in self._waits if at >= since]),
+            "runMs": _summary(int(runs[0]), runs[1], [v for at, v in self._runs if at >= since]),
+            "successRate": round(done / (done + dead), 4) if done + dead else None,
             "windowMinutes": BUCKETS,
         }
 
-    def _minute(self, at_ms: float) -> _Minute:
-        key = int(at_ms // BUCKET_MS)
-        minute = self._minutes.get(key)
-        if minute is None:
-            minute = self._minutes[key] = _Minute()
-            self._forget_before(key - BUCKETS + 1)
-        return minute
+    def _add_wait(self, at_ms: float, wait_ms: float) -> None:
+        second = self._second(at_ms)
+        second.wait_count += 1
+        second.wait_sum += wait_ms
+        self._waits.append((at_ms, wait_ms))
 
-    def _forget_before(self, first: int) -> None:
-        for key in [k for k in self._minutes if k < first]:
-            del self._minutes[key]
+    def _add_run(self, at_ms: float, run_ms: float) -> None:
+        second = self._second(at_ms)
+        second.run_count += 1
+        second.run_sum += run_ms
+        self._runs.append((at_ms, run_ms))
+
+    def _second(self, at_ms: float) -> _Second:
+        key = int(at_ms // 1000)
+        second = self._seconds.get(key)
+        if second is None:
+            second = self._seconds[key] = _Second()
+            if len(self._seconds) > 2 * WINDOW_MS // 1000:
+                self._forget_before(time.time() * 1000 - WINDOW_MS)
+        return second
+
+    def _forget_before(self, since_ms: float) -> None:
+        first = int(since_ms // 1000)
+        for key in [k for k in self._seconds if k < first]:
+            del self._seconds[key]
 
 
 def queue_stats(store: JobStore, window: WindowStats, *, paused: bool, now_ms: float | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
@@ -91,10 +92,13 @@ class StoreReads:
         return [Attempt(**{c: r[c] for c in _ATTEMPT_COLUMNS}) for r in rows]
 
     def unfinished_jobs(self) -> list[Job]:
+        """Every queued, running and delayed job, in queue order; jobs share equal parameters and names
+        (read-only once made), so that a million queued jobs cost the primary little memory."""
         rows = self._db.execute(
             f"SELECT * FROM jobs WHERE state IN ({','.join('?' for _ in _UNFINISHED)}) ORDER BY queue_order",
             _UNFINISHED)
-        return [_job_from_row(r) for r in rows]
+        shared: dict[str, Any] = {}
+        return [_job_from_row(r, shared) for r in rows]
 
     def max_queue_order(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(queue_order), 0) FROM jobs").fetchone()[0]
@@ -419,10 +423,19 @@ def _job_row(job: Job) -> list[Any]:
     return row
 
 
-def _job_from_row(row: sqlite3.Row) -> Job:
+def _job_from_row(row: sqlite3.Row, shared: dict[str, Any] | None = None) -> Job:
     values = {column: row[column] for column in _JOB_COLUMNS}
     for column in _JSON_COLUMNS:
         values[column] = json.loads(values[column]) if values[column] is not None else None
+    if shared is not None:
+        params = shared.get(row["params"])
+        if params is None:
+            params = shared[row["params"]] = {sys.intern(k): v for k, v in values["params"].items()}
+        values["params"] = params
+        for column in ("type", "video_id", "owner"):
+            values[column] = sys.intern(values[column])
+        for column in ("timeout_s", "progress"):  # mostly the same few values
+            values[column] = shared.setdefault(f"{column}={values[column]!r}", values[column])
     values["state"] = JobState(values["state"])
     values["priority"] = Priority(values["priority"])
     return Job(**values)
