@@ -37,6 +37,9 @@ class _Batch:
         self.attempts: dict[tuple[str, int], Attempt] = {}
         self.after: list[Callable[[], None]] = []
 
+    def holds_anything(self) -> bool:
+        return bool(self.jobs or self.events or self.after)
+
     def add(self, job: Job, event: Event, attempt: Attempt | None) -> None:
         self.jobs.pop(job.id, None)  # re-inserted: rows are written in the order of their last change
         self.jobs[job.id] = job
@@ -80,21 +83,21 @@ class JobEngine:
         try:
             yield
         finally:
-            self.flush()
-            self._batch = None
+            try:
+                self.flush()
+            finally:
+                self._batch = None
 
     def flush(self) -> None:
         """Write what the open batch holds now (before a direct write to the store that must follow it)."""
-        batch = self._batch
-        if batch is None or not (batch.jobs or batch.events or batch.after):
-            return
-        self._batch = _Batch()
-        if batch.jobs or batch.events:
-            self.store.save_batch(list(batch.jobs.values()), batch.events, list(batch.attempts.values()))
-        for event in batch.events:
-            self.bus.publish(event)
-        for action in batch.after:
-            action()
+        while self._batch is not None and self._batch.holds_anything():
+            batch, self._batch = self._batch, _Batch()  # what the actions below do goes in the next one
+            if batch.jobs or batch.events:
+                self.store.save_batch(list(batch.jobs.values()), batch.events, list(batch.attempts.values()))
+            for event in batch.events:
+                self.bus.publish(event)
+            for action in batch.after:
+                action()
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the current transitions are stored (at once outside a batch)."""
