@@ -111,13 +111,15 @@ class JobOps:
         owner, limit, before = Caller(args).owner_filter, _limit(args), args.get("before")
 
         def read() -> tuple[list[dict[str, Any]], dict[str, list[Job]]]:
-            videos = self._reads.page_videos(owner, limit, before)
-            return videos, self._reads.video_outputs([v["videoId"] for v in videos])
+            videos = self._reads.page_videos(owner, limit + 1, before)  # one more: is there a next page?
+            return videos, self._reads.video_outputs([v["videoId"] for v in videos[:limit]])
 
         videos, outputs = await self._read(read)
+        more = len(videos) > limit
+        videos = videos[:limit]
         for video in videos:
             video.update(_outputs([self._engine.active.get(job.id, job) for job in outputs[video["videoId"]]]))
-        return {"items": videos, "next": video_cursor(videos[-1]) if len(videos) == limit else None}
+        return {"items": videos, "next": video_cursor(videos[-1]) if more else None}
 
     def delete_video(self, args: dict[str, Any]) -> dict[str, Any]:
         video = self._video(Caller(args), str(args["videoId"]))
@@ -164,8 +166,8 @@ class JobOps:
         owner = caller.owner_filter
         jobs = await self._read(lambda: self._reads.list_jobs(
             state=args.get("state"), video_id=args.get("videoId"), job_type=args.get("type"), owner=owner,
-            limit=limit, before=before))
-        return _page([self._engine.active.get(job.id, job).public() for job in jobs], jobs, limit)
+            limit=limit + 1, before=before))
+        return _page([self._engine.active.get(job.id, job).public() for job in jobs[:limit]], jobs, limit)
 
     def cancel_job(self, args: dict[str, Any]) -> dict[str, Any]:
         job = self._job(Caller(args), str(args["jobId"]))
@@ -189,11 +191,12 @@ class JobOps:
         limit, before, owner = _limit(args), args.get("before"), Caller(args).owner_filter
 
         def read() -> list[tuple[Job, list[Attempt]]]:
-            jobs = self._reads.list_jobs(state=JobState.DEAD.value, owner=owner, limit=limit, before=before)
-            return [(job, self._reads.attempts(job.id)) for job in jobs]
+            jobs = self._reads.list_jobs(state=JobState.DEAD.value, owner=owner, limit=limit + 1, before=before)
+            return [(job, self._reads.attempts(job.id) if n < limit else []) for n, job in enumerate(jobs)]
 
         letters = await self._read(read)
-        items = [{**job.public(), "attemptsDetail": [a.public() for a in attempts]} for job, attempts in letters]
+        items = [{**job.public(), "attemptsDetail": [a.public() for a in attempts]}
+                 for job, attempts in letters[:limit]]
         return _page(items, [job for job, _ in letters], limit)
 
     # the queue
@@ -280,8 +283,9 @@ def _limit(args: dict[str, Any]) -> int:
 
 
 def _page(items: list[dict[str, Any]], jobs: list[Job], limit: int) -> dict[str, Any]:
-    """A page and the cursor of the next one (None when this page is the last)."""
-    return {"items": items, "next": job_cursor(jobs[-1]) if len(jobs) == limit else None}
+    """A page of ``limit`` items from ``limit + 1`` jobs read, and the cursor of the next page (None when
+    no job was left over: the last page is never empty, unless the list is)."""
+    return {"items": items, "next": job_cursor(jobs[limit - 1]) if len(jobs) > limit else None}
 
 
 def _outputs(jobs: list[Job]) -> dict[str, Any]:
