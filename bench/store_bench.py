@@ -147,7 +147,7 @@ def wait_for_executor(url: str, token: str) -> None:
 
 def wrk(url: str, connections: int, duration_s: float, script: Path | None = None) -> tuple[float, float, float, int]:
     """(requests/s, p50 ms, p99 ms, errors)."""
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--latency", url]
     if script is not None:
         args[1:1] = ["-s", str(script)]
     out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=duration_s + 60).stdout

@@ -109,23 +109,29 @@ class JobEngine:
     # intake
 
     def submit(self, job_type: str, video_id: str, params: dict[str, Any], *, priority: Priority,
-               timeout_s: float | None = None, owner: str = "") -> tuple[Job, bool]:
-        """Queue a job; an identical job still queued, delayed or running is returned instead."""
+               timeout_s: float | None = None, owner: str = "",
+               admit: Callable[[], None] = lambda: None) -> tuple[Job, bool]:
+        """Queue a job; an identical job still queued, delayed or running is returned instead.
+        ``admit`` runs before a new job is made, and may refuse it by raising (a per-user cap)."""
         self._refuse_when_draining()
-        existing = self.find_identical(job_type, video_id, params)
+        key = dedupe_key(job_type, video_id, params)
+        existing = self._identical(key)
         if existing:
             return existing, False
+        admit()
         policy = self.retries.policy(job_type)
         job = Job(id=self._ids.make(job_type, video_id), type=job_type, video_id=video_id, params=params,
                   owner=owner, priority=priority, timeout_s=timeout_s or policy.timeout_s,
                   max_retries=policy.max_retries)
-        self._track(job)
+        self._track(job, hash(key))
         self._enqueue(job)
         return job, True
 
     def find_identical(self, job_type: str, video_id: str, params: dict[str, Any]) -> Job | None:
         """The job with these parameters that is still queued, delayed or running, if any."""
-        key = dedupe_key(job_type, video_id, params)
+        return self._identical(dedupe_key(job_type, video_id, params))
+
+    def _identical(self, key: str) -> Job | None:
         job_id = self._by_key.get(hash(key))
         job = self.active.get(job_id) if job_id else None
         return job if job is not None and job.dedupe_key == key else None  # not a hash collision
@@ -328,11 +334,11 @@ class JobEngine:
         attempt.outcome, attempt.error, attempt.command, attempt.stderr = outcome, error, command, stderr
         return attempt
 
-    def _track(self, job: Job) -> None:
+    def _track(self, job: Job, key_hash: int | None = None) -> None:
         if job.id not in self.active:
             self.active_by_owner[job.owner] += 1
         self.active[job.id] = job
-        self._by_key[hash(job.dedupe_key)] = job.id
+        self._by_key[key_hash if key_hash is not None else hash(job.dedupe_key)] = job.id
         if job.run_id:
             self._by_run[job.run_id] = job.id
 

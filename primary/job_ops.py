@@ -147,11 +147,10 @@ class JobOps:
         timeout = options.get("timeout")
         if timeout is not None and float(timeout) > self._max_timeout_s:
             raise RequestError(400, f"timeout must be at most {self._max_timeout_s:g} seconds")
-        if not self._engine.find_identical(job_type, video["videoId"], params):  # a repeat is answered, not capped
-            self._check_active_jobs(video["owner"])
         job, created = self._engine.submit(
             job_type, video["videoId"], params, priority=Priority(options.get("priority") or "normal"),
             timeout_s=float(timeout) if timeout is not None else None, owner=video["owner"],
+            admit=lambda: self._check_active_jobs(video["owner"]),  # a repeat is answered, not capped
         )
         return {"jobId": job.id, "created": created}
 

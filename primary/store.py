@@ -40,6 +40,7 @@ _SAVE_JOB = _upsert(c for c in _JOB_COLUMNS if c != "id")
 _SAVE_TRANSITION = _upsert(c for c in _JOB_COLUMNS if c not in _IMMUTABLE)
 _SAVE_ATTEMPT = (f"INSERT OR REPLACE INTO attempts ({','.join(_ATTEMPT_COLUMNS)}) "
                  f"VALUES ({','.join('?' for _ in _ATTEMPT_COLUMNS)})")
+VIDEO_CACHE_SIZE = 1024
 DELETE_BATCH = 500  # rows per transaction when removing many, so the writer is never held long
 
 
@@ -202,6 +203,7 @@ class JobStore(StoreReads):
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute("PRAGMA synchronous=NORMAL")
         self.schema_version = migrate(self._writer)
+        self._videos: dict[str, dict[str, Any]] = {}  # video id -> row, oldest first
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -209,6 +211,18 @@ class JobStore(StoreReads):
 
     def close(self) -> None:
         self._writer.close()
+
+    def get_video(self, video_id: str) -> dict[str, Any] | None:
+        """From a small cache (read-only: the same dict each time): every job request looks its video up,
+        and only this writer changes videos."""
+        video = self._videos.get(video_id)
+        if video is None:
+            video = super().get_video(video_id)
+            if video is not None:
+                if len(self._videos) >= VIDEO_CACHE_SIZE:
+                    self._videos.pop(next(iter(self._videos)))
+                self._videos[video_id] = video
+        return video
 
     # jobs
 
@@ -328,6 +342,7 @@ class JobStore(StoreReads):
     def delete_video(self, video_id: str) -> None:
         """The video and its jobs' history; its events stay until they are pruned."""
         self._delete_batches("SELECT id FROM jobs WHERE video_id = ? LIMIT ?", (video_id,), None)
+        self._videos.pop(video_id, None)
         with self._transaction():
             self._db.execute("DELETE FROM video_outputs WHERE video_id = ?", (video_id,))
             self._db.execute("DELETE FROM videos WHERE id = ?", (video_id,))
