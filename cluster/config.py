@@ -39,6 +39,12 @@ class ClusterConfig:
     event_retention: int = 100_000
     event_retention_s: float = 7 * 24 * 3600.0
     pub_hwm: int = 100_000
+    keep_completed_s: float = 7 * 24 * 3600.0
+    keep_dead_s: float = 30 * 24 * 3600.0
+    keep_cancelled_s: float = 30 * 24 * 3600.0
+    keep_completed: int = 0
+    keep_dead: int = 0
+    keep_cancelled: int = 0
     session_ttl_s: float = 7 * 24 * 3600.0
     login_max_failures: int = 5
     login_window_s: float = 60.0
@@ -116,6 +122,12 @@ _HELP = {
     "shutdown_grace_s": "on SIGTERM, seconds running jobs get to finish (then they wait in the store)",
     "event_retention": "number of events kept in the store for resuming clients",
     "event_retention_s": "age in seconds after which stored events are pruned",
+    "keep_completed_s": "completed jobs are removed this many seconds after they ended (0: kept)",
+    "keep_dead_s": "dead jobs are removed this many seconds after they failed for good (0: kept)",
+    "keep_cancelled_s": "cancelled jobs are removed this many seconds after their cancellation (0: kept)",
+    "keep_completed": "at most this many completed jobs are kept, the oldest go first (0: any number)",
+    "keep_dead": "at most this many dead jobs are kept, the oldest go first (0: any number)",
+    "keep_cancelled": "at most this many cancelled jobs are kept, the oldest go first (0: any number)",
     "pub_hwm": "events queued per slow subscriber before the PUB socket drops (workers then fetch the gap)",
     "session_ttl_s": "how long a login lasts",
     "login_max_failures": "failed logins per user name or address within the window before 429",
@@ -176,7 +188,8 @@ def validate(config: ClusterConfig) -> None:
     if config.event_retention < 1:
         raise ValueError("--event-retention must be at least 1")
     limits = ("upload_rate_per_min", "job_rate_per_min", "login_rate_per_min", "max_queued_jobs_per_user",
-              "max_ws_per_worker", "max_ws_per_user")
+              "max_ws_per_worker", "max_ws_per_user", "keep_completed_s", "keep_dead_s", "keep_cancelled_s",
+              "keep_completed", "keep_dead", "keep_cancelled")
     for name in limits:
         if getattr(config, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative")

@@ -1,10 +1,20 @@
-"""Control RPC: the web workers' requests to the primary, over a ROUTER socket."""
+"""Control RPC: the web workers' requests to the primary, over a ROUTER socket.
+
+Requests that arrive together are answered together: the plain handlers of a burst run inside one
+``batch`` (the engine's group commit), and their replies go out once it is stored, so a reply never
+announces what a crash could still lose. A handler may also be a coroutine (a long read run off the
+loop); its reply goes out when it finishes, in any order (each reply carries its request's id).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+import zmq
 import zmq.asyncio
 
 from cluster.logs import get_logger
@@ -13,6 +23,7 @@ from cluster.protocol import ProtocolError, Reply, Request
 log = get_logger()
 
 Handler = Callable[[dict[str, Any]], Any]
+MAX_BURST = 256  # messages taken from a socket before the loop runs anything else
 
 
 class RequestError(Exception):
@@ -23,19 +34,40 @@ class RequestError(Exception):
         self.status = status
 
 
+async def receive_burst(socket: zmq.asyncio.Socket) -> list[list[bytes]]:
+    """One message (waiting for it), then every message already waiting, up to MAX_BURST."""
+    burst = [await socket.recv_multipart()]
+    while len(burst) < MAX_BURST and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        burst.append(await socket.recv_multipart())
+    return burst
+
+
 class ControlServer:
-    def __init__(self, socket: zmq.asyncio.Socket, *handler_maps: Mapping[str, Handler]) -> None:
+    def __init__(self, socket: zmq.asyncio.Socket, *handler_maps: Mapping[str, Handler],
+                 batch: Callable[[], AbstractContextManager[object]] = nullcontext) -> None:
         self._socket = socket
+        self._batch = batch
         self._handlers: dict[str, Handler] = {}
+        self._running: set[asyncio.Task[None]] = set()
         for handlers in handler_maps:
             self._handlers.update(handlers)
 
     async def serve(self) -> None:
         while True:
-            identity, frame = await self._socket.recv_multipart()
-            self._socket.send_multipart([identity, self.answer(frame).encode()])
+            replies = []
+            burst = await receive_burst(self._socket)
+            with self._batch():
+                for identity, frame in burst:
+                    answer = self.answer(frame)
+                    if isinstance(answer, Reply):
+                        replies.append([identity, answer.encode()])
+                    else:
+                        self._spawn(identity, *answer)
+            for reply in replies:  # after the batch is stored
+                self._socket.send_multipart(reply)
 
-    def answer(self, frame: bytes) -> Reply:
+    def answer(self, frame: bytes) -> Reply | tuple[Request, Any]:
+        """The reply, or (the request, its handler's coroutine) for a coroutine handler."""
         try:
             request = Request.decode(frame)
         except ProtocolError as e:
@@ -44,12 +76,33 @@ class ControlServer:
         if handler is None:
             return Reply(request.id, error=f"unknown operation {request.op!r}", status=400)
         try:
-            return Reply(request.id, result=handler(request.args))
+            result = handler(request.args)
         except RequestError as e:
             return Reply(request.id, error=str(e), status=e.status)
         except Exception as e:
             log.exception("control request failed", op=request.op)
             return Reply(request.id, error=f"internal error: {e}", status=500)
+        if inspect.isawaitable(result):
+            return request, result
+        return Reply(request.id, result=result)
+
+    def _spawn(self, identity: bytes, request: Request, pending: Any) -> None:
+        task = asyncio.create_task(self._finish(identity, request, pending))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _finish(self, identity: bytes, request: Request, pending: Any) -> None:
+        try:
+            reply = Reply(request.id, result=await pending)
+        except RequestError as e:
+            reply = Reply(request.id, error=str(e), status=e.status)
+        except Exception as e:
+            log.exception("control request failed", op=request.op)
+            reply = Reply(request.id, error=f"internal error: {e}", status=500)
+        self._socket.send_multipart([identity, reply.encode()])
 
     def close(self) -> None:
+        for task in self._running:
+            task.cancel()
         self._socket.close(linger=0)
+

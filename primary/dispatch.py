@@ -17,6 +17,7 @@ import zmq.asyncio
 
 from cluster.logs import get_logger
 from cluster.protocol import LOST_NO_HEARTBEAT, RUN_STALLED, ExecutorKind, ExecutorMessage, ProtocolError
+from primary.control import receive_burst
 from primary.engine import JobEngine
 from primary.jobs import Job
 
@@ -51,11 +52,13 @@ class ExecutorPool:
 
     async def serve(self) -> None:
         while True:
-            identity, frame = await self._socket.recv_multipart()
-            try:
-                self.handle(identity, ExecutorMessage.decode(frame))
-            except (ProtocolError, KeyError, TypeError, ValueError) as e:  # a malformed payload too
-                log.warning("bad executor message", error=str(e))
+            burst = await receive_burst(self._socket)
+            with self._engine.batch():  # the reports that arrived together are stored in one transaction
+                for identity, frame in burst:
+                    try:
+                        self.handle(identity, ExecutorMessage.decode(frame))
+                    except (ProtocolError, KeyError, TypeError, ValueError) as e:  # a malformed payload too
+                        log.warning("bad executor message", error=str(e))
 
     async def watch_heartbeats(self) -> None:
         while True:
@@ -118,7 +121,7 @@ class ExecutorPool:
         payload = {"jobId": job.id, "type": job.type, "videoId": job.video_id, "params": job.params,
                    "timeoutS": job.timeout_s, "threads": self._threads, "video": self._video_lookup(job.video_id)}
         message = ExecutorMessage(ExecutorKind.RUN, state.run_id, payload)
-        self._socket.send_multipart([state.identity, message.encode()])
+        self._engine.after_commit(lambda: self._socket.send_multipart([state.identity, message.encode()]))
 
     def lose(self, identity: bytes, reason: str) -> None:
         """Forget an executor and re-queue its job; kill it, in case it is only stuck (SIGSTOP, a hung loop),

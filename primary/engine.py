@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from cluster.logs import get_logger
-from cluster.protocol import TIMEOUT_ERROR, EventName, JobState, Priority
+from cluster.protocol import TIMEOUT_ERROR, Event, EventName, JobState, Priority
 from primary.control import RequestError
 from primary.event_bus import EventBus
 from primary.jobs import Attempt, Job, JobIdFactory, dedupe_key, now_ms
@@ -26,6 +28,26 @@ class EngineError(RequestError):
     """A job request the engine refuses (409 conflict, 503 shutting down)."""
 
 
+class _Batch:
+    """Transitions written together: the newest row of each job, every event and attempt, in order."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.events: list[Event] = []
+        self.attempts: dict[tuple[str, int], Attempt] = {}
+        self.after: list[Callable[[], None]] = []
+
+    def holds_anything(self) -> bool:
+        return bool(self.jobs or self.events or self.after)
+
+    def add(self, job: Job, event: Event, attempt: Attempt | None) -> None:
+        self.jobs.pop(job.id, None)  # re-inserted: rows are written in the order of their last change
+        self.jobs[job.id] = job
+        self.events.append(event)
+        if attempt is not None:
+            self.attempts[(attempt.job_id, attempt.number)] = attempt
+
+
 class JobEngine:
     def __init__(self, store: JobStore, bus: EventBus, retries: RetryTracker) -> None:
         self.store = store
@@ -33,39 +55,86 @@ class JobEngine:
         self.retries = retries
         self.queue = JobQueue()
         self.active: dict[str, Job] = {}  # every job not in a final state
+        self.active_by_owner: Counter[str] = Counter()
         self.paused = store.get_setting(PAUSED_SETTING) == "1"
         self.draining = False
         self._by_run: dict[str, str] = {}
-        self._by_key: dict[str, str] = {}
+        # hash of the dedupe key -> job id: an int costs less than the key; a match is checked against the job
+        self._by_key: dict[int, str] = {}
         self._attempts: dict[str, Attempt] = {}  # run id -> the attempt it runs
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._ids = JobIdFactory()
         self._order = store.max_queue_order()
+        self._batch: _Batch | None = None
         self.on_work: Callable[[], None] = lambda: None
         self.on_cancel_run: Callable[[str], None] = lambda run_id: None
         self.on_commit: Callable[[Job, EventName], None] = lambda job, name: None  # metrics, after each transition
 
+    # group commit
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Transitions made inside are written in one transaction when it ends, then their events are
+        published and the ``after_commit`` actions run: nothing leaves the primary before it is stored."""
+        if self._batch is not None:
+            yield
+            return
+        self._batch = _Batch()
+        try:
+            yield
+        finally:
+            try:
+                self.flush()
+            finally:
+                self._batch = None
+
+    def flush(self) -> None:
+        """Write what the open batch holds now (before a direct write to the store that must follow it)."""
+        while self._batch is not None and self._batch.holds_anything():
+            batch, self._batch = self._batch, _Batch()  # what the actions below do goes in the next one
+            if batch.jobs or batch.events:
+                self.store.save_batch(list(batch.jobs.values()), batch.events, list(batch.attempts.values()))
+            for event in batch.events:
+                self.bus.publish(event)
+            for action in batch.after:
+                action()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the current transitions are stored (at once outside a batch)."""
+        if self._batch is None:
+            action()
+        else:
+            self._batch.after.append(action)
+
     # intake
 
     def submit(self, job_type: str, video_id: str, params: dict[str, Any], *, priority: Priority,
-               timeout_s: float | None = None, owner: str = "") -> tuple[Job, bool]:
-        """Queue a job; an identical job still queued, delayed or running is returned instead."""
+               timeout_s: float | None = None, owner: str = "",
+               admit: Callable[[], None] = lambda: None) -> tuple[Job, bool]:
+        """Queue a job; an identical job still queued, delayed or running is returned instead.
+        ``admit`` runs before a new job is made, and may refuse it by raising (a per-user cap)."""
         self._refuse_when_draining()
-        existing = self.find_identical(job_type, video_id, params)
+        key = dedupe_key(job_type, video_id, params)
+        existing = self._identical(key)
         if existing:
             return existing, False
+        admit()
         policy = self.retries.policy(job_type)
         job = Job(id=self._ids.make(job_type, video_id), type=job_type, video_id=video_id, params=params,
                   owner=owner, priority=priority, timeout_s=timeout_s or policy.timeout_s,
                   max_retries=policy.max_retries)
-        self._track(job)
+        self._track(job, hash(key))
         self._enqueue(job)
         return job, True
 
     def find_identical(self, job_type: str, video_id: str, params: dict[str, Any]) -> Job | None:
         """The job with these parameters that is still queued, delayed or running, if any."""
-        job_id = self._by_key.get(dedupe_key(job_type, video_id, params))
-        return self.active.get(job_id) if job_id else None
+        return self._identical(dedupe_key(job_type, video_id, params))
+
+    def _identical(self, key: str) -> Job | None:
+        job_id = self._by_key.get(hash(key))
+        job = self.active.get(job_id) if job_id else None
+        return job if job is not None and job.dedupe_key == key else None  # not a hash collision
 
     def recover(self) -> None:
         """Restore unfinished jobs after a restart: running ones run again, delayed ones wait on."""
@@ -193,8 +262,9 @@ class JobEngine:
         self._refuse_when_draining()
         if job.state not in (JobState.DEAD, JobState.CANCELLED):
             raise EngineError(409, f"job {job.id} is {job.state.value}: only dead or cancelled jobs are retried")
-        if job.dedupe_key in self._by_key:
-            raise EngineError(409, f"an identical job is queued already: {self._by_key[job.dedupe_key]}")
+        identical = self.find_identical(job.type, job.video_id, job.params)
+        if identical is not None:
+            raise EngineError(409, f"an identical job is queued already: {identical.id}")
         job.attempts = 0
         job.progress = 0.0
         job.error = job.result = None
@@ -208,6 +278,7 @@ class JobEngine:
             return
         self.paused = paused
         name = "queue:paused" if paused else "queue:resumed"
+        self.flush()  # the events before this one are stored first: seqs are written in order
         event = self.bus.make(name, {"paused": paused, "at": now_ms(), "queued": len(self.queue)})
         self.store.set_setting(PAUSED_SETTING, "1" if paused else "0", [event])
         self.bus.publish(event)
@@ -263,15 +334,21 @@ class JobEngine:
         attempt.outcome, attempt.error, attempt.command, attempt.stderr = outcome, error, command, stderr
         return attempt
 
-    def _track(self, job: Job) -> None:
+    def _track(self, job: Job, key_hash: int | None = None) -> None:
+        if job.id not in self.active:
+            self.active_by_owner[job.owner] += 1
         self.active[job.id] = job
-        self._by_key[job.dedupe_key] = job.id
+        self._by_key[key_hash if key_hash is not None else hash(job.dedupe_key)] = job.id
         if job.run_id:
             self._by_run[job.run_id] = job.id
 
     def _finish(self, job: Job) -> None:
-        self.active.pop(job.id, None)
-        self._by_key.pop(job.dedupe_key, None)
+        if self.active.pop(job.id, None) is not None:
+            self.active_by_owner[job.owner] -= 1
+            if not self.active_by_owner[job.owner]:
+                del self.active_by_owner[job.owner]
+        if self._by_key.get(hash(job.dedupe_key)) == job.id:
+            del self._by_key[hash(job.dedupe_key)]
         timer = self._timers.pop(job.id, None)
         if timer:
             timer.cancel()
@@ -279,8 +356,11 @@ class JobEngine:
     def _commit(self, job: Job, name: EventName, record: Attempt | None = None, /, **data: Any) -> None:
         base = {"jobId": job.id, "type": job.type, "videoId": job.video_id, "userId": job.owner}
         event = self.bus.make(name.value, {**base, **data})
-        self.store.save(job, [event], record)
-        self.bus.publish(event)
+        if self._batch is not None:
+            self._batch.add(job, event, record)
+        else:
+            self.store.save_batch([job], [event], [record] if record is not None else [])
+            self.bus.publish(event)
         self.on_commit(job, name)
 
     def close(self) -> None:

@@ -6,18 +6,20 @@ Another user's video or job is answered 404, exactly like one that does not exis
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from cluster import jobspec
 from cluster.logs import get_logger
 from cluster.protocol import JobState, Priority
 from primary.control import Handler, RequestError
 from primary.engine import JobEngine
-from primary.jobs import Job
+from primary.jobs import Attempt, Job
 from primary.process_monitor import ProcessMonitor
-from primary.stats import queue_stats
-from primary.store import JobStore
+from primary.stats import WindowStats, queue_stats
+from primary.store import CursorError, JobStore, StoreReads, job_cursor, video_cursor
 
 log = get_logger()
 
@@ -44,10 +46,17 @@ class Caller:
 
 class JobOps:
     def __init__(self, engine: JobEngine, store: JobStore, processes: Callable[[], list[dict[str, Any]]],
-                 max_timeout_s: float, max_active_per_user: int = 0) -> None:
+                 max_timeout_s: float, max_active_per_user: int = 0, *, reads: StoreReads | None = None,
+                 job_tokens: Callable[[str, Any], float] | None = None, window: WindowStats | None = None,
+                 max_job_work: float = 0.0) -> None:
         self._engine = engine
+        self._max_job_work = max_job_work  # output pixels x seconds; 0: no bound
         self._max_active_per_user = max_active_per_user  # queued + delayed + running; 0: no cap
         self._store = store
+        self._reads = reads or store  # read-only connections for the long reads, run off the loop
+        self._off_loop = reads is not None
+        self._job_tokens = job_tokens  # (user, address) -> 0 when a job token was taken, else seconds to wait
+        self._window = window or WindowStats()
         self._processes = processes
         self._max_timeout_s = max_timeout_s
         self._started = time.monotonic()
@@ -99,17 +108,27 @@ class JobOps:
     def get_video(self, args: dict[str, Any]) -> dict[str, Any]:
         return self._video(Caller(args), str(args["videoId"]))
 
-    def list_videos(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        videos = self._store.list_videos(Caller(args).owner_filter)
+    async def list_videos(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A page of videos, newest first, each with the newest job of each of its outputs."""
+        owner, limit, before = Caller(args).owner_filter, _limit(args), args.get("before")
+
+        def read() -> tuple[list[dict[str, Any]], dict[str, list[Job]]]:
+            videos = self._reads.page_videos(owner, limit + 1, before)  # one more: is there a next page?
+            return videos, self._reads.video_outputs([v["videoId"] for v in videos[:limit]])
+
+        videos, outputs = await self._read(read)
+        more = len(videos) > limit
+        videos = videos[:limit]
         for video in videos:
-            video.update(_outputs(self._store.list_jobs(video_id=video["videoId"], limit=1000)))
-        return videos
+            video.update(_outputs([self._engine.active.get(job.id, job) for job in outputs[video["videoId"]]]))
+        return {"items": videos, "next": video_cursor(videos[-1]) if more else None}
 
     def delete_video(self, args: dict[str, Any]) -> dict[str, Any]:
         video = self._video(Caller(args), str(args["videoId"]))
         cancelled = [job.id for job in list(self._engine.active.values()) if job.video_id == video["videoId"]]
         for job_id in cancelled:
             self._engine.cancel(job_id)
+        self._engine.flush()  # the cancellations are stored before the rows go
         self._store.delete_video(video["videoId"])
         log.info("video removed", videoId=video["videoId"], cancelled=len(cancelled))
         return {"cancelled": cancelled}
@@ -117,28 +136,43 @@ class JobOps:
     # jobs
 
     def submit_job(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The whole job request in one call: the video, the parameters of its kind, the rate limit, an
+        identical job still active, the per-user cap, then the queue. A rate-limited request answers
+        ``{"retryAfter": s}`` (the web worker makes it a 429 with Retry-After)."""
         caller = Caller(args)
         video = self._video(caller, str(args["videoId"]))
-        timeout = args.get("timeout")
+        job_type, params, options = _job_request(str(args["type"]), dict(args.get("body") or {}), video)
+        if options.get("priority") == Priority.HIGH.value and not caller.admin:
+            raise RequestError(403, "priority high is for administrators")
+        if self._max_job_work:
+            _check_work(job_type, params, video, self._max_job_work)
+        if self._job_tokens is not None:
+            wait_s = self._job_tokens(caller.user_id, args.get("ip"))
+            if wait_s:
+                return {"retryAfter": wait_s}
+        timeout = options.get("timeout")
         if timeout is not None and float(timeout) > self._max_timeout_s:
             raise RequestError(400, f"timeout must be at most {self._max_timeout_s:g} seconds")
-        job_type, params = str(args["type"]), dict(args.get("params") or {})
-        if not self._engine.find_identical(job_type, video["videoId"], params):  # a repeat is answered, not capped
-            self._check_active_jobs(video["owner"])
         job, created = self._engine.submit(
-            job_type, video["videoId"], params,
-            priority=Priority(args.get("priority") or "normal"),
+            job_type, video["videoId"], params, priority=Priority(options.get("priority") or "normal"),
             timeout_s=float(timeout) if timeout is not None else None, owner=video["owner"],
+            admit=lambda: self._check_active_jobs(video["owner"]),  # a repeat is answered, not capped
         )
         return {"jobId": job.id, "created": created}
 
     def get_job(self, args: dict[str, Any]) -> dict[str, Any]:
         return self._job(Caller(args), str(args["jobId"])).public()
 
-    def list_jobs(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        jobs = self._store.list_jobs(state=args.get("state"), video_id=args.get("videoId"), job_type=args.get("type"),
-                                     owner=Caller(args).owner_filter, limit=int(args.get("limit") or 100))
-        return [self._engine.active.get(job.id, job).public() for job in jobs]
+    async def list_jobs(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A page of jobs, newest first; ``videoId`` also answers a video's whole history, page by page."""
+        limit, before, caller = _limit(args), args.get("before"), Caller(args)
+        if args.get("requireVideo"):  # a video's history: 404 for a video the caller may not see
+            self._video(caller, str(args.get("videoId")))
+        owner = caller.owner_filter
+        jobs = await self._read(lambda: self._reads.list_jobs(
+            state=args.get("state"), video_id=args.get("videoId"), job_type=args.get("type"), owner=owner,
+            limit=limit + 1, before=before))
+        return _page([self._engine.active.get(job.id, job).public() for job in jobs[:limit]], jobs, limit)
 
     def cancel_job(self, args: dict[str, Any]) -> dict[str, Any]:
         job = self._job(Caller(args), str(args["jobId"]))
@@ -153,22 +187,29 @@ class JobOps:
         job = self._job(Caller(args), str(args["jobId"]))
         if job.state is not JobState.DEAD:
             raise RequestError(409, f"job {job.id} is {job.state.value}: only dead jobs are discarded")
+        self._engine.flush()
         self._store.delete_job(job.id)
         log.info("dead job discarded", jobId=job.id)
         return {"jobId": job.id, "discarded": True}
 
-    def dead_letter(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+    async def dead_letter(self, args: dict[str, Any]) -> dict[str, Any]:
         caller = Caller(args)
-        jobs = self._store.list_jobs(state=JobState.DEAD.value, owner=caller.owner_filter,
-                                     limit=int(args.get("limit") or 100))
-        return [{**job.public(), "attemptsDetail": [a.public(caller.admin) for a in self._store.attempts(job.id)]}
-                for job in jobs]
+        limit, before, owner = _limit(args), args.get("before"), caller.owner_filter
+
+        def read() -> list[tuple[Job, list[Attempt]]]:
+            jobs = self._reads.list_jobs(state=JobState.DEAD.value, owner=owner, limit=limit + 1, before=before)
+            return [(job, self._reads.attempts(job.id) if n < limit else []) for n, job in enumerate(jobs)]
+
+        letters = await self._read(read)
+        items = [{**job.public(), "attemptsDetail": [a.public(caller.admin) for a in attempts]}
+                 for job, attempts in letters[:limit]]
+        return _page(items, [job for job, _ in letters], limit)
 
     # the queue
 
     def queue_stats(self, args: dict[str, Any]) -> dict[str, Any]:
         Caller(args)
-        return {**queue_stats(self._store, paused=self._engine.paused), "running": self._engine.running,
+        return {**queue_stats(self._store, self._window, paused=self._engine.paused), "running": self._engine.running,
                 "queueLength": len(self._engine.queue)}
 
     def _pause(self, args: dict[str, Any], paused: bool) -> dict[str, Any]:
@@ -181,22 +222,32 @@ class JobOps:
         older_than_s = float(args.get("olderThan", 0))
         if older_than_s < 0:
             raise RequestError(400, "olderThan must not be negative")
+        self._engine.flush()
         removed = self._store.delete_finished(time.time() * 1000 - older_than_s * 1000)
         log.info("finished jobs cleaned", removed=removed, olderThanS=older_than_s)
         return {"removed": removed}
 
-    def events_since(self, args: dict[str, Any]) -> dict[str, Any]:
-        """For web workers (gaps) and resuming clients; the worker filters what each client may see."""
+    async def events_since(self, args: dict[str, Any]) -> dict[str, Any]:
+        """For web workers (gaps: every event) and resuming clients (``user``: only the events that user may
+        see, through the (owner, seq) index); the worker still filters what each client may see."""
         since = int(args.get("since", 0))
         limit = min(int(args.get("limit") or 1000), 1000)
-        events = self._store.events_since(since, limit)
+        owner = Caller(args).owner_filter if args.get("user") else None
+        events = await self._read(lambda: self._reads.events_since(since, limit, owner))
         return {"events": [e.body().decode() for e in events], "lastSeq": self._engine.bus.last_seq}
 
     # helpers
 
+    async def _read(self, read: Callable[[], _T]) -> _T:
+        """A read on its own read-only connection in a thread, so the loop goes on meanwhile."""
+        try:
+            return await asyncio.to_thread(read) if self._off_loop else read()
+        except CursorError as e:
+            raise RequestError(400, str(e)) from e
+
     def _check_active_jobs(self, owner: str) -> None:
         cap = self._max_active_per_user
-        if cap and sum(1 for job in self._engine.active.values() if job.owner == owner) >= cap:
+        if cap and self._engine.active_by_owner[owner] >= cap:
             raise RequestError(429, f"too many active jobs: at most {cap} queued, delayed or running per user")
 
     def _video(self, caller: Caller, video_id: str) -> dict[str, Any]:
@@ -210,6 +261,44 @@ class JobOps:
         if job is None or not caller.may_see(job.owner):
             raise RequestError(404, f"job {job_id} not found")
         return job
+
+
+_T = TypeVar("_T")
+_JOB_PARAMS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
+    "resize": lambda body, _video: jobspec.resize_params(body),
+    "convert": lambda body, video: jobspec.convert_params(body.get("format"), video["info"]["format"]),
+    "extract-audio": lambda _body, video: jobspec.audio_params(video["info"]),
+    "hls": lambda body, video: jobspec.hls_params(body, video["info"]),
+}
+
+
+def _job_request(job_type: str, body: dict[str, Any], video: dict[str, Any]) -> tuple[str, dict[str, Any],
+                                                                                      dict[str, Any]]:
+    """The kind's parameters and the options every kind takes, from the request's body (400 when wrong)."""
+    make_params = _JOB_PARAMS.get(job_type)
+    if make_params is None:
+        raise RequestError(400, f"unknown job type {job_type!r}")
+    try:
+        return job_type, make_params(body, video), jobspec.job_options(body)
+    except jobspec.InvalidJob as e:
+        raise RequestError(400, str(e)) from e
+
+
+def _check_work(job_type: str, params: dict[str, Any], video: dict[str, Any], max_work: float) -> None:
+    try:
+        jobspec.check_work(job_type, params, video["info"], max_work)
+    except jobspec.InvalidJob as e:
+        raise RequestError(400, str(e)) from e
+
+
+def _limit(args: dict[str, Any]) -> int:
+    return max(1, min(int(args.get("limit") or 100), 1000))
+
+
+def _page(items: list[dict[str, Any]], jobs: list[Job], limit: int) -> dict[str, Any]:
+    """A page of ``limit`` items from ``limit + 1`` jobs read, and the cursor of the next page (None when
+    no job was left over: the last page is never empty, unless the list is)."""
+    return {"items": items, "next": job_cursor(jobs[limit - 1]) if len(jobs) > limit else None}
 
 
 def _outputs(jobs: list[Job]) -> dict[str, Any]:

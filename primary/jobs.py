@@ -32,7 +32,7 @@ class JobIdFactory:
             self._last_ms = max(self._last_ms, int(tail))
 
 
-@dataclass
+@dataclass(slots=True)  # no per-job __dict__: a million queued jobs stay well under a GiB
 class Job:
     id: str
     type: str

@@ -29,10 +29,12 @@ from primary.event_bus import EventBus
 from primary.job_ops import Caller, JobOps
 from primary.limits import FailureLimiter
 from primary.listener import bind_listener
-from primary.metrics import JobMetrics, MetricsOps
-from primary.rate_limits import RateLimits, WebSocketCounts
+from primary.metrics import JobMetrics, LoopLag, MetricsOps
+from primary.rate_limits import RateLimits, WebSocketCounts, limit_keys
+from primary.retention import Retention, keep_rules
 from primary.retry import RetryPolicy, RetryTracker, parse_policies
-from primary.store import JobStore
+from primary.stats import WindowStats
+from primary.store import DELETE_BATCH, JobStore, ReadStore
 from primary.supervisor import Child, ChildSpec, Supervisor
 from primary.worker_registry import WorkerRegistry
 
@@ -68,7 +70,11 @@ class Primary:
         configure_logging("primary", config.log_level, config.log_format, sink=bus.publish_log)
         engine = JobEngine(store, bus, _retry_tracker(config))
         job_metrics = JobMetrics(store.count_by_state_and_type())
-        engine.on_commit = job_metrics.observe
+        window = WindowStats()
+        window.seed(store)
+        engine.on_commit = lambda job, name: (job_metrics.observe(job, name), window.observe(job, name))
+        reads = ReadStore(config.db_path)
+        loop_lag = LoopLag()
         executor_socket = _bind(context, zmq.ROUTER, config.endpoint("executors"))
         supervisor = Supervisor(config, lambda child, code: self._child_exited(pool, child, code))
         pool = ExecutorPool(executor_socket, engine, store.get_video, config.executor_timeout_s,
@@ -76,17 +82,21 @@ class Primary:
         accounts = AccountStore(config.db_path)
         _ensure_an_administrator(accounts)
         processes = lambda: _describe_processes(supervisor, pool)
-        job_ops = JobOps(engine, store, processes, config.max_job_timeout_s, config.max_queued_jobs_per_user)
         rates = RateLimits.from_config(config)
+        job_ops = JobOps(engine, store, processes, config.max_job_timeout_s, config.max_queued_jobs_per_user,
+                         reads=reads, window=window, max_job_work=config.max_job_work,
+                         job_tokens=lambda user, ip: rates.take("job", *limit_keys(user, ip)))
         auth_ops = AuthOps(accounts, FailureLimiter(config.login_max_failures, config.login_window_s),
                            config.session_ttl_s, rates)
         registry = WorkerRegistry(config.worker_timeout_s, config.worker_boot_timeout_s)
         registry.on_recycle = self._recycle
         self._ws_counts = WebSocketCounts(config.max_ws_per_user)
-        metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts, processes)
+        metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts, processes,
+                             counts=store.count_by_state, loop_lag=loop_lag)
         control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), job_ops.handlers(),
                                 auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
-                                rates.handlers(), self._ws_counts.handlers(), metrics.handlers())
+                                rates.handlers(), self._ws_counts.handlers(), metrics.handlers(),
+                                batch=engine.batch)
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
         logs = _bind(context, zmq.PULL, config.endpoint("logs"))
         engine.recover()
@@ -96,6 +106,7 @@ class Primary:
         self._tasks = [asyncio.create_task(coro) for coro in (
             control.serve(), pool.serve(), pool.watch_heartbeats(), _forward_logs(logs, bus),
             _prune_events(store, config.event_retention, config.event_retention_s), self._watch_workers(),
+            loop_lag.run(), Retention(store, keep_rules(config)).run(),
         )]
         self._install_signal_handlers()
         await supervisor.start(ChildSpec("web", "workers.web", (listener.fileno(),)), config.workers)
@@ -115,6 +126,7 @@ class Primary:
         control.close()
         bus.close()
         context.term()
+        reads.close()
         store.close()
         accounts.close()
         _release_run_dir(config.run_dir, lock)
@@ -252,7 +264,8 @@ async def _forward_logs(pull: zmq.asyncio.Socket, bus: EventBus) -> None:
 
 async def _prune_events(store: JobStore, keep: int, max_age_s: float) -> None:
     while True:
-        store.prune_events(keep, time.time() * 1000 - max_age_s * 1000)
+        while store.prune_events(keep, time.time() * 1000 - max_age_s * 1000, DELETE_BATCH) == DELETE_BATCH:
+            await asyncio.sleep(0)  # a batch at a time: the loop runs between them
         await asyncio.sleep(PRUNE_INTERVAL_S)
 
 

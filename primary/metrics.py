@@ -11,8 +11,10 @@ lost with it, which a counter's consumer sees as a reset.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -28,6 +30,10 @@ FINAL_STATES = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
 QUEUE_STATES = (JobState.QUEUED, JobState.DELAYED, JobState.RUNNING)
 FINAL_EVENTS = {EventName.COMPLETED: JobState.COMPLETED, EventName.PERMANENT_FAILURE: JobState.DEAD,
                 EventName.CANCELLED: JobState.CANCELLED}
+
+LAG_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LAG_PROBE_INTERVAL_S = 0.05
+LAG_RECENT_SAMPLES = 1200  # a minute of probes
 
 Labels = dict[str, str]
 Sample = tuple[Labels, float]
@@ -69,6 +75,34 @@ class JobMetrics:
             self.run_s.observe(max(0.0, job.completed_at - job.started_at) / 1000)
         if name in FINAL_EVENTS:
             self.finished[(job.type, FINAL_EVENTS[name].value)] += 1
+
+
+class LoopLag:
+    """How late the primary's loop wakes a task that sleeps LAG_PROBE_INTERVAL_S: the time a callback
+    (a request, a periodic task) held the loop, give or take the timer's own slack."""
+
+    def __init__(self) -> None:
+        self.histogram = Histogram(LAG_BUCKETS_S)
+        self.recent: deque[float] = deque(maxlen=LAG_RECENT_SAMPLES)
+
+    async def run(self) -> None:
+        while True:
+            asked = time.monotonic()
+            await asyncio.sleep(LAG_PROBE_INTERVAL_S)
+            self.observe(max(0.0, time.monotonic() - asked - LAG_PROBE_INTERVAL_S))
+
+    def observe(self, lag_s: float) -> None:
+        self.histogram.observe(lag_s)
+        self.recent.append(lag_s)
+
+    def recent_max(self) -> float:
+        return max(self.recent, default=0.0)
+
+    def recent_p99(self) -> float:
+        if not self.recent:
+            return 0.0
+        ordered = sorted(self.recent)
+        return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
 
 
 class Exposition:
@@ -124,9 +158,12 @@ class MetricsOps:
     """The ``metrics`` control operation: no session needed, as for ``health`` (an operator's scrape)."""
 
     def __init__(self, jobs: JobMetrics, engine: JobEngine, worker_stats: Callable[[], dict[int, dict[str, Any]]],
-                 restarts: Callable[[], dict[str, int]], processes: Callable[[], list[dict[str, Any]]]) -> None:
+                 restarts: Callable[[], dict[str, int]], processes: Callable[[], list[dict[str, Any]]],
+                 counts: Callable[[], dict[str, int]] | None = None, loop_lag: LoopLag | None = None) -> None:
         self._jobs = jobs
         self._engine = engine
+        self._counts = counts  # the store's jobs by state (kept on commit); else counted from the engine
+        self._loop_lag = loop_lag
         self._worker_stats = worker_stats  # the WorkerRegistry's: pid -> the figures of its last heartbeat
         self._restarts = restarts  # the Supervisor's: role -> children replaced
         self._processes = processes
@@ -141,16 +178,31 @@ class MetricsOps:
         self._render_jobs(out)
         self._render_workers(out)
         self._render_processes(out)
+        self._render_loop(out)
         return out.text()
+
+    def _render_loop(self, out: Exposition) -> None:
+        if self._loop_lag is None:
+            return
+        lag = self._loop_lag
+        out.histogram("vc_primary_loop_lag_seconds", "how late the primary's event loop ran a 50 ms timer",
+                      lag.histogram)
+        out.family("vc_primary_loop_lag_max_seconds", "gauge", "the largest loop lag of the last minute",
+                   [({}, lag.recent_max())])
+        out.family("vc_primary_loop_lag_p99_seconds", "gauge", "the 99th percentile loop lag of the last minute",
+                   [({}, lag.recent_p99())])
 
     def _render_jobs(self, out: Exposition) -> None:
         finished = {(t.value, s.value): 0 for t in JobType for s in FINAL_STATES}  # every series, from 0
         finished.update(self._jobs.finished)
         out.family("vc_jobs_total", "counter", "jobs that reached a final state (completed, dead, cancelled)",
                    [({"type": t, "state": s}, n) for (t, s), n in sorted(finished.items())])
-        active = Counter(job.state for job in self._engine.active.values())
+        if self._counts is not None:
+            active = Counter(self._counts())
+        else:
+            active = Counter(job.state.value for job in self._engine.active.values())
         out.family("vc_queue_jobs", "gauge", "jobs queued, delayed (waiting for a retry) or running",
-                   [({"state": state.value}, active[state]) for state in QUEUE_STATES])
+                   [({"state": state.value}, active[state.value]) for state in QUEUE_STATES])
         out.histogram("vc_job_wait_seconds", "time from queued to started, per attempt", self._jobs.wait_s)
         out.histogram("vc_job_run_seconds", "time from started to completed, of completed attempts",
                       self._jobs.run_s)

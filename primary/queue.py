@@ -1,4 +1,9 @@
-"""The job queue: higher priority first, FIFO within a priority level."""
+"""The job queue: higher priority first, FIFO within a priority level.
+
+A push answers its position without walking the queue: the job joins the back of its level, so the jobs
+ahead of it are the levels above plus its own level's length (exact, cancellations included, since a
+removal leaves its level). ``position`` of any other job walks its level, and is for tests and tools.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +28,10 @@ class JobQueue:
         """Queue a job at the back of its level; return its 1-based position."""
         if job_id in self._priority_of:
             raise ValueError(f"{job_id} is queued already")
-        self._levels[priority][job_id] = None
+        level = self._levels[priority]
+        level[job_id] = None
         self._priority_of[job_id] = priority
-        return self.position(job_id)
+        return sum(len(self._levels[p]) for p in _LEVELS if p.rank < priority.rank) + len(level)
 
     def pop(self) -> str | None:
         for level in _LEVELS:

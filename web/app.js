@@ -2,7 +2,7 @@
 // WebSocket, downloads and the HLS player. The parts live in video-card.js, jobs-view.js, uploads.js
 // and player.js; this module holds the session and the library.
 import {
-  $, api, ApiError, logout, notify, say, showConnection, showLogin, showUser, bootPage,
+  $, api, apiPages, ApiError, logout, notify, say, showConnection, showLogin, showUser, bootPage,
 } from './common.js';
 import { applyJobEvent, configureJobs, forgetJobs, mergeJobs, tickCountdowns } from './jobs-view.js';
 import { LiveSocket } from './live.js';
@@ -84,7 +84,7 @@ async function loadLibrary() {
   const startedAt = Date.now();
   try {
     const [videos, jobs, stats] = await Promise.all([
-      api('GET', '/api/videos'), api('GET', '/api/jobs?limit=1000'), api('GET', '/api/queue/stats'),
+      apiPages('/api/videos?limit=100'), api('GET', '/api/jobs?limit=1000'), api('GET', '/api/queue/stats'),
     ]);
     if (!app.user) return;
     renderLibrary(videos);

@@ -38,7 +38,7 @@ export async function api(method, path, body) {
   return (await apiCall(method, path, body)).data;
 }
 
-/** As api(), resolving to {status, data}: e.g. 202 (a new job) or 200 (an identical one already queued). */
+/** As api(), resolving to {status, data, headers}: e.g. 202 (a new job) or 200 (an identical one already queued). */
 export async function apiCall(method, path, body) {
   const init = { method, credentials: 'same-origin', headers: {} };
   if (body !== undefined) {
@@ -56,7 +56,21 @@ export async function apiCall(method, path, body) {
     const message = data && typeof data.error === 'string' ? data.error : response.statusText;
     throw new ApiError(response.status, describeError(response.status, message));
   }
-  return { status: response.status, data };
+  return { status: response.status, data, headers: response.headers };
+}
+
+/** Every item of a paged list route (a JSON array; X-Next-Cursor names the next page), up to maxPages. */
+export async function apiPages(path, maxPages = 20) {
+  const items = [];
+  let next = null;
+  for (let page = 0; page < maxPages; page += 1) {
+    const separator = path.includes('?') ? '&' : '?';
+    const answer = await apiCall('GET', next ? `${path}${separator}before=${encodeURIComponent(next)}` : path);
+    items.push(...answer.data);
+    next = answer.headers.get('x-next-cursor');
+    if (!next) break;
+  }
+  return items;
 }
 
 /** The logged-in user ({userId, name, admin}), or null when there is no session. */

@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -33,6 +34,7 @@ from workers.web.websocket import websocket_endpoint
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 HEALTH_TTL_S = 0.2
+MAX_CURSOR_CHARS = 300
 
 log = get_logger()
 
@@ -73,6 +75,7 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/video/convert", convert_video, methods=["PUT"]),
         Route("/api/videos", list_videos),
         Route("/api/videos/{video_id}", delete_video, methods=["DELETE"]),
+        Route("/api/videos/{video_id}/jobs", list_video_jobs),
         Route("/api/video/extract-audio", extract_audio, methods=["PATCH"]),
         Route("/api/video/hls", make_hls, methods=["POST"]),
         Route("/api/jobs", list_jobs),
@@ -160,29 +163,22 @@ async def upload_video(request: Request) -> JSONResponse:
 
 async def resize_video(request: Request) -> JSONResponse:
     body = await _json_body(request)
-    video = await _video(request, body.get("videoId"))
-    params = jobspec.resize_params(body)
-    return await _submit(request, "resize", video, params, body)
+    return await _submit(request, "resize", body)
 
 
 async def convert_video(request: Request) -> JSONResponse:
     body = await _json_body(request)
-    video = await _video(request, request.query_params.get("videoId"))
-    params = jobspec.convert_params(body.get("format"), video["info"]["format"])
-    return await _submit(request, "convert", video, params, body)
+    return await _submit(request, "convert", body)
 
 
 async def extract_audio(request: Request) -> JSONResponse:
     body = await _json_body(request)
-    video = await _video(request, request.query_params.get("videoId"))
-    return await _submit(request, "extract-audio", video, jobspec.audio_params(video["info"]), body)
+    return await _submit(request, "extract-audio", body)
 
 
 async def make_hls(request: Request) -> JSONResponse:
     body = await _json_body(request)
-    video = await _video(request, request.query_params.get("videoId") or body.get("videoId"))
-    params = jobspec.hls_params(body, video["info"])
-    return await _submit(request, "hls", video, params, body)
+    return await _submit(request, "hls", body)
 
 
 async def delete_video(request: Request) -> JSONResponse:
@@ -206,15 +202,23 @@ async def get_hls_file(request: Request) -> FileResponse:
 
 
 async def list_videos(request: Request) -> JSONResponse:
-    videos = await _call(request, "list_videos")
-    return JSONResponse([_video_view(v) for v in videos])
+    page = await _call(request, "list_videos", limit=_limit(request), before=_before(request))
+    return _page(request, [_video_view(v) for v in page["items"]], page["next"])
+
+
+async def list_video_jobs(request: Request) -> JSONResponse:
+    """A video's whole job history, newest first, a page at a time."""
+    video_id = _video_id(request.path_params["video_id"])
+    page = await _call(request, "list_jobs", videoId=video_id, limit=_limit(request), before=_before(request),
+                       requireVideo=True)
+    return _page(request, page["items"], page["next"])
 
 
 async def list_jobs(request: Request) -> JSONResponse:
     q = request.query_params
-    jobs = await _call(request, "list_jobs", state=q.get("state"), videoId=q.get("videoId"),
-                                          type=q.get("type"), limit=_limit(request))
-    return JSONResponse(jobs)
+    page = await _call(request, "list_jobs", state=q.get("state"), videoId=q.get("videoId"),
+                       type=q.get("type"), limit=_limit(request), before=_before(request))
+    return _page(request, page["items"], page["next"])
 
 
 async def get_job(request: Request) -> JSONResponse:
@@ -237,7 +241,8 @@ async def queue_stats(request: Request) -> JSONResponse:
 
 
 async def dead_letter(request: Request) -> JSONResponse:
-    return JSONResponse(await _call(request, "dead_letter", limit=_limit(request)))
+    page = await _call(request, "dead_letter", limit=_limit(request), before=_before(request))
+    return _page(request, page["items"], page["next"])
 
 
 async def discard_dead_job(request: Request) -> JSONResponse:
@@ -313,6 +318,24 @@ def _limit(request: Request) -> int:
     return int(limit)
 
 
+def _before(request: Request) -> str | None:
+    """The cursor of a list's next page, as the previous page's X-Next-Cursor gave it."""
+    before = request.query_params.get("before")
+    if before is not None and not 0 < len(before) <= MAX_CURSOR_CHARS:
+        raise ApiError(400, "before must be the X-Next-Cursor of the previous page")
+    return before
+
+
+def _page(request: Request, items: list[Any], next_cursor: str | None) -> JSONResponse:
+    """Every list answers a bare JSON array; when more follows, ``X-Next-Cursor`` holds the cursor to pass
+    as ``?before=`` and ``Link: <...>; rel="next"`` the whole URL of the next page."""
+    headers = {}
+    if next_cursor:
+        query = {**request.query_params, "before": next_cursor}
+        headers = {"X-Next-Cursor": next_cursor, "Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}
+    return JSONResponse(items, headers=headers)
+
+
 def _asset_path(storage: LocalStorage, video: dict[str, Any], kind: str | None, q: Any) -> Path:
     video_id, fmt = video["videoId"], video["info"]["format"]
     if kind == "original":
@@ -381,24 +404,28 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-async def _video(request: Request, video_id: Any) -> dict[str, Any]:
+def _video_id(video_id: Any) -> str:
     if not isinstance(video_id, str) or not video_id:
         raise ApiError(400, "videoId is required")
     if not video_id.isalnum():
         raise ApiError(404, f"video {video_id} not found")
-    return await _call(request, "get_video", videoId=video_id)
+    return video_id
 
 
-async def _submit(request: Request, job_type: str, video: dict[str, Any], params: dict[str, Any],
-                  body: dict[str, Any]) -> JSONResponse:
-    options = jobspec.job_options(body)
-    if options.get("priority") == "high" and not request.state.user.get("admin"):
-        raise ApiError(403, "priority high is for administrators")
-    jobspec.check_work(job_type, params, video["info"], _state(request).config.max_job_work)
-    await _admit(request, "job")
-    answer = await _call(request, "submit_job", type=job_type, videoId=video["videoId"],
-                                            params=params, **options)
-    log.info("job requested", jobId=answer["jobId"], videoId=video["videoId"], created=answer["created"])
+async def _video(request: Request, video_id: Any) -> dict[str, Any]:
+    return await _call(request, "get_video", videoId=_video_id(video_id))
+
+
+async def _submit(request: Request, job_type: str, body: dict[str, Any]) -> JSONResponse:
+    """One call to the primary: it checks the video, the parameters, the rate limit and the cap, and
+    answers the identical job still active, or queues a new one (stored before it answers).
+    Every job route takes ``videoId`` in its JSON body or its query string."""
+    video_id = body.get("videoId", request.query_params.get("videoId"))
+    ip = request.client.host if request.client else ""
+    answer = await _call(request, "submit_job", type=job_type, videoId=_video_id(video_id), body=body, ip=ip)
+    if "retryAfter" in answer:
+        raise RateLimited("too many job requests", answer["retryAfter"])
+    log.info("job requested", jobId=answer["jobId"], videoId=video_id, created=answer["created"])
     return JSONResponse({"jobId": answer["jobId"]}, status_code=202 if answer["created"] else 200)
 
 

@@ -4,6 +4,7 @@ subscriber, so a jump in ``seq`` is filled from the primary's store before going
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import zmq.asyncio
 
@@ -18,11 +19,14 @@ PAGE = 500
 QUIET_CHECK_MS = 1000
 
 
-async def stored_events(rpc: ControlClient, since: int, until: int | None = None) -> AsyncIterator[tuple[Event, str]]:
-    """The events after ``since`` (up to ``until``, inclusive), from the primary's store, in order."""
+async def stored_events(rpc: ControlClient, since: int, until: int | None = None,
+                        user: dict[str, Any] | None = None) -> AsyncIterator[tuple[Event, str]]:
+    """The events after ``since`` (up to ``until``, inclusive), from the primary's store, in order;
+    with ``user``, only those that user may see (the primary reads them through an index)."""
     cursor = since
+    scope = {"user": user} if user else {}
     while until is None or cursor < until:
-        page = await rpc.call("events_since", since=cursor, limit=PAGE)
+        page = await rpc.call("events_since", since=cursor, limit=PAGE, **scope)
         for body in page["events"]:
             event = Event.from_body(body.encode())
             if until is not None and event.seq > until:
@@ -74,7 +78,7 @@ async def replay(client: WsClient, rpc: ControlClient, since: int) -> tuple[int,
     client.hold_live_events(since)
     replayed = 0
     try:
-        async for event, body in stored_events(rpc, since):
+        async for event, body in stored_events(rpc, since, user={"userId": client.user_id, "admin": client.admin}):
             if client.may_see(event) and event.seq > client.last_seq:
                 if not client.offer(body):
                     return None
