@@ -32,6 +32,11 @@ class FakeSocket:
             raise asyncio.CancelledError
         return self._incoming.pop(0)
 
+    def getsockopt(self, option: int) -> int:
+        """Only ZMQ.EVENTS, as the pool's burst reader asks: readable while messages wait."""
+        assert option == zmq.EVENTS
+        return zmq.POLLIN if self._incoming else 0
+
 
 @pytest.fixture
 def primary(tmp_path: Path) -> Iterator[Primary]:
