@@ -51,6 +51,11 @@ class ClusterConfig:
     max_json_body_kb: int = 256
     log_level: str = "info"
     log_format: str = "json"
+    webhook_max_attempts: int = 6
+    webhook_retry_initial_ms: int = 2000
+    webhook_timeout_s: float = 10.0
+    webhook_max_per_user: int = 20
+    webhook_allow_private: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -124,6 +129,11 @@ _HELP = {
     "max_json_body_kb": "largest JSON request body in KiB (413 beyond)",
     "log_level": "debug, info, warning or error",
     "log_format": "json (for the tap and log shippers) or console",
+    "webhook_max_attempts": "tries of one webhook delivery before it is given up",
+    "webhook_retry_initial_ms": "first webhook retry back-off; doubles on each retry",
+    "webhook_timeout_s": "seconds a webhook receiver gets to answer one delivery",
+    "webhook_max_per_user": "webhooks one user may have (0: no limit)",
+    "webhook_allow_private": "let webhooks POST to loopback, private and link-local addresses",
 }
 
 
@@ -137,6 +147,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(ClusterConfig):
         default = os.environ.get(env_name(f.name), getattr(defaults, f.name))
         kind = _argument_type(f.type)
+        if kind is bool:  # a switch: given or not; its environment variable is 1/true/yes
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_true",
+                                default=str(default).lower() in ("1", "true", "yes"),
+                                help=f"{_HELP[f.name]} (env {env_name(f.name)})")
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
@@ -169,12 +184,16 @@ def validate(config: ClusterConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative")
     if config.max_json_body_kb < 1:
         raise ValueError("--max-json-body-kb must be at least 1")
+    if config.webhook_max_attempts < 1 or config.webhook_retry_initial_ms < 1 or config.webhook_timeout_s <= 0:
+        raise ValueError("--webhook-max-attempts, --webhook-retry-initial-ms and --webhook-timeout-s must be positive")
     if config.log_format not in ("json", "console"):
         raise ValueError("--log-format must be json or console")
 
 
 def _argument_type(annotation: object) -> type:
     text = str(annotation)
+    if text == "bool":
+        return bool
     if "int" in text:
         return int
     if "float" in text:

@@ -34,6 +34,9 @@ from primary.rate_limits import RateLimits, WebSocketCounts
 from primary.retry import RetryPolicy, RetryTracker, parse_policies
 from primary.store import JobStore
 from primary.supervisor import Child, ChildSpec, Supervisor
+from primary.webhook_ops import WebhookOps
+from primary.webhook_store import WebhookStore
+from primary.webhooks import WebhookDispatcher, WebhookSettings
 from primary.worker_registry import WorkerRegistry
 
 log = get_logger()
@@ -83,12 +86,19 @@ class Primary:
         registry = WorkerRegistry(config.worker_timeout_s, config.worker_boot_timeout_s)
         registry.on_recycle = self._recycle
         self._ws_counts = WebSocketCounts(config.max_ws_per_user)
+        webhook_store = WebhookStore(config.db_path)
+        webhooks = WebhookDispatcher(webhook_store, _webhook_settings(config), store.events_since)
+        webhook_ops = WebhookOps(webhooks, lambda: bus.last_seq, config.webhook_max_per_user)
         metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts, processes)
         control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), job_ops.handlers(),
                                 auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
-                                rates.handlers(), self._ws_counts.handlers(), metrics.handlers())
+                                rates.handlers(), self._ws_counts.handlers(), metrics.handlers(),
+                                webhook_ops.handlers())
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
         logs = _bind(context, zmq.PULL, config.endpoint("logs"))
+        webhooks.catch_up()  # before any new event: deliveries a kill cut off are written first
+        bus.subscribers.append(webhooks.on_event)
+        webhooks.start()
         engine.recover()
         swept = LocalStorage(config.storage_dir).sweep_partials()  # no child runs yet
         if swept:
@@ -108,6 +118,7 @@ class Primary:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await webhooks.close()
         engine.close()
         listener.close()
         for sock in (executor_socket, logs):
@@ -117,6 +128,7 @@ class Primary:
         context.term()
         store.close()
         accounts.close()
+        webhook_store.close()
         _release_run_dir(config.run_dir, lock)
         log.info("cluster stopped")
         return 0
@@ -228,6 +240,11 @@ def _ensure_an_administrator(accounts: AccountStore) -> None:
 def _retry_tracker(config: ClusterConfig) -> RetryTracker:
     default = RetryPolicy(config.max_retries, config.retry_initial_ms, timeout_s=config.job_timeout_s)
     return RetryTracker(default, parse_policies(config.job_policies, default))
+
+
+def _webhook_settings(config: ClusterConfig) -> WebhookSettings:
+    return WebhookSettings(config.webhook_max_attempts, config.webhook_retry_initial_ms, config.webhook_timeout_s,
+                           config.webhook_allow_private)
 
 
 def _describe_processes(supervisor: Supervisor, pool: ExecutorPool) -> list[dict[str, object]]:
