@@ -15,8 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, expect, sync_playwright
 
-from tests.harness import Cluster, free_port, wait_until
+from tests.harness import ADMIN, Cluster, free_port, wait_until
+from tests.test_pages import CHROMIUM, CHROMIUM_FLAGS, JOB_S, UI_S, log_in, screenshot
 
 ALLOW_PRIVATE = ["--webhook-allow-private", "--webhook-retry-initial-ms", "100"]
 BOB = ("bob", "bob-password-1")
@@ -327,3 +329,49 @@ def test_private_and_loopback_targets_are_refused_without_the_flag(
     assert cluster.job(job_id)["state"] == "completed"
     assert receiver.received == []
     assert httpx.get(receiver.url.replace("/hook", "/"), timeout=5).status_code == 501, "the receiver was up"
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is missing: `make test` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def test_the_app_adds_a_webhook_shows_its_deliveries_and_deletes_it(
+        cluster_factory: Callable[..., Cluster], clip: Path, receivers: Callable[..., Receiver],
+        browser: Browser) -> None:
+    cluster = cluster_factory(extra=ALLOW_PRIVATE)
+    receiver = receivers()
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(cluster.url + "/")
+        log_in(page, *ADMIN)
+        page.fill("#webhook-url", receiver.url)
+        page.fill("#webhook-events", "job:completed")
+        page.click("#webhook-form button[type=submit]")
+        expect(page.locator("#webhook-secret")).to_contain_text("secret", timeout=UI_S)
+        hook = page.locator(".webhook")
+        expect(hook).to_have_count(1, timeout=UI_S)
+        expect(hook).to_contain_text(receiver.url)
+        job_id = resize(cluster, cluster.upload(clip), 96)
+        receiver.wait_for(job_event("job:completed", job_id), "the job's delivery")
+        seq = receiver.received[0].event["seq"]
+        row = hook.locator(f"tr[data-seq='{seq}']")
+        expect(row).to_have_attribute("data-state", "delivered", timeout=JOB_S)
+        expect(row).to_contain_text("job:completed")
+        expect(row).to_contain_text("200")
+        screenshot(page, "webhooks")
+        hook.get_by_role("button", name="Delete").click()
+        expect(page.locator(".webhook")).to_have_count(0, timeout=UI_S)
+        with cluster.client() as client:
+            assert client.get("/api/webhooks").json() == []
+    finally:
+        context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
