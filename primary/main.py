@@ -87,7 +87,8 @@ class Primary:
         registry.on_recycle = self._recycle
         self._ws_counts = WebSocketCounts(config.max_ws_per_user)
         webhook_store = WebhookStore(config.db_path)
-        webhooks = WebhookDispatcher(webhook_store, _webhook_settings(config), store.events_since)
+        webhooks = WebhookDispatcher(webhook_store, _webhook_settings(config), store.events_since,
+                                     lambda user_id: accounts.user_by_id(user_id) is not None)
         webhook_ops = WebhookOps(webhooks, lambda: bus.last_seq, config.webhook_max_per_user)
         metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts, processes)
         control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), job_ops.handlers(),

@@ -19,7 +19,7 @@ RESOLVE_TIMEOUT_S = 5.0
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _REFUSED_KINDS = (("is_loopback", "loopback"), ("is_unspecified", "unspecified"), ("is_link_local", "link-local"),
-                  ("is_multicast", "multicast"), ("is_private", "private"), ("is_reserved", "reserved"))
+                  ("is_multicast", "multicast"), ("is_reserved", "reserved"), ("is_private", "private"))
 
 
 class TargetRefused(ValueError):

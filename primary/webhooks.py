@@ -68,8 +68,10 @@ def may_hear(hook: Webhook, event: Event) -> bool:
 
 
 class WebhookDispatcher:
-    def __init__(self, store: WebhookStore, settings: WebhookSettings, events_since: EventsSince) -> None:
+    def __init__(self, store: WebhookStore, settings: WebhookSettings, events_since: EventsSince,
+                 owner_exists: Callable[[str], bool] = lambda _user_id: True) -> None:
         self._store = store
+        self._owner_exists = owner_exists  # a removed user's webhooks go with them
         self.settings = settings
         self._events_since = events_since
         self._hooks: dict[str, Webhook] = {hook.id: hook for hook in store.all()}
@@ -173,6 +175,9 @@ class WebhookDispatcher:
             await asyncio.sleep(MAINTENANCE_INTERVAL_S)
             self._save_cursor()
             self._store.prune(KEEP_DELIVERIES_PER_WEBHOOK)
+            for hook in [h for h in self._hooks.values() if not self._owner_exists(h.owner)]:
+                log.info("webhook removed with its user", webhookId=hook.id, userId=hook.owner)
+                self.remove(hook.id)
 
     # sending
 
@@ -204,28 +209,31 @@ class WebhookDispatcher:
                     await asyncio.sleep(ERROR_PAUSE_S)
 
     async def _attempt(self, client: httpx.AsyncClient, hook: Webhook, delivery: Delivery) -> None:
-        number, started_at, started = delivery.attempts + 1, time.time() * 1000, time.monotonic()
-        status: int | None = None
-        error: str | None = None
-        refused = False
-        try:
-            async with self._slots, asyncio.timeout(self.settings.timeout_s):
-                status = await self._post(client, hook, delivery)
-            if not 200 <= status < 300:
-                error = f"HTTP {status}"
-        except TargetRefused as e:
-            error, refused = str(e), True
-        except TimeoutError:
-            error = f"no answer within {self.settings.timeout_s:g} s"
-        except (httpx.HTTPError, OSError) as e:
-            error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        record = AttemptRecord(number, started_at, (time.monotonic() - started) * 1000, status,
-                               error[:MAX_ERROR_CHARS] if error else None)
+        number = delivery.attempts + 1
+        async with self._slots:  # the timeout starts once a slot is had: it is the receiver's time
+            started_at, started = time.time() * 1000, time.monotonic()
+            status, error, refused = await self._try(client, hook, delivery)
+            duration_ms = (time.monotonic() - started) * 1000
+        record = AttemptRecord(number, started_at, duration_ms, status, error[:MAX_ERROR_CHARS] if error else None)
         state, next_at, outcome = self._decide(number, error, refused)
         self._store.record_attempt(delivery, record, state, next_at)
         self.outcomes[outcome] += 1
         log.info("webhook delivery", outcome=outcome, webhookId=hook.id, seq=delivery.seq, eventName=delivery.event,
-                 attempt=number, statusCode=status, error=record.error, durationMs=round(record.duration_ms, 1))
+                 attempt=number, statusCode=status, error=record.error, durationMs=round(duration_ms, 1))
+
+    async def _try(self, client: httpx.AsyncClient, hook: Webhook,
+                   delivery: Delivery) -> tuple[int | None, str | None, bool]:
+        """(status code, error, refused): error is None for a 2xx answer."""
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                status = await self._post(client, hook, delivery)
+        except TargetRefused as e:
+            return None, str(e), True
+        except TimeoutError:
+            return None, f"no answer within {self.settings.timeout_s:g} s", False
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as e:
+            return None, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__, False
+        return status, None if 200 <= status < 300 else f"HTTP {status}", False
 
     def _decide(self, number: int, error: str | None, refused: bool) -> tuple[DeliveryState, float, str]:
         now = time.time() * 1000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -17,6 +18,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
+from cluster.protocol import Event
+from primary.webhook_store import Webhook
+from primary.webhook_targets import TargetRefused, check_at_creation, parse_url, refusal
+from primary.webhooks import may_hear, pattern_matches, signature
 from tests.harness import ADMIN, Cluster, free_port, wait_until
 from tests.test_pages import CHROMIUM, CHROMIUM_FLAGS, JOB_S, UI_S, log_in, screenshot
 
@@ -142,6 +147,47 @@ def upload_as(cluster: Cluster, clip: Path, token: str) -> str:
 
 def job_event(name: str, job_id: str) -> Callable[[list[Received]], bool]:
     return lambda received: any(r.event["event"] == name and r.event["data"]["jobId"] == job_id for r in received)
+
+
+@pytest.mark.parametrize(("address", "kind"), [
+    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"), ("10.0.0.1", "private"),
+    ("172.16.5.4", "private"), ("192.168.1.1", "private"), ("fc00::1", "private"), ("169.254.169.254", "link-local"),
+    ("fe80::1", "link-local"), ("224.0.0.1", "multicast"), ("ff02::1", "multicast"), ("0.0.0.0", "unspecified"),
+    ("::", "unspecified"), ("240.0.0.1", "reserved"), ("100.64.0.1", "not a public"), ("::ffff:10.0.0.1", "private"),
+])
+def test_non_public_addresses_are_refused(address: str, kind: str) -> None:
+    reason = refusal(ipaddress.ip_address(address))
+    assert reason is not None and kind in reason
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "::ffff:93.184.216.34"])
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert refusal(ipaddress.ip_address(address)) is None
+
+
+def test_urls_are_checked_at_creation() -> None:
+    assert parse_url("https://example.com/hook?a=1").port == 443
+    assert parse_url("http://[2606:2800::1]:8080/").host == "2606:2800::1"
+    assert check_at_creation("http://localhost:8080/", allow_private=False).host == "localhost", "names: at delivery"
+    assert check_at_creation("http://127.0.0.1:8080/", allow_private=True).port == 8080
+    for bad in ("http://127.0.0.1/", "http://[::ffff:7f00:1]/", "ftp://example.com/", "http://u:p@example.com/",
+                "http://example.com:0x50/", "https://", "x" * 3000, None, 5):
+        with pytest.raises(TargetRefused):
+            check_at_creation(bad, allow_private=False)
+
+
+def test_patterns_and_who_hears_what() -> None:
+    assert pattern_matches(("job:",), "job:completed") and pattern_matches(("job:completed",), "job:completed")
+    assert not pattern_matches(("job:completed",), "job:completed-x") and not pattern_matches(("job",), "job:x")
+    alice = Webhook("h1", "alice", False, "http://x/", ("job:",), "s", 0, 0)
+    admin = Webhook("h2", "root", True, "http://x/", ("job:",), "s", 0, 0)
+    alices, bobs = (Event("job:queued", 1, 0, {"jobId": "j", "userId": user}) for user in ("alice", "bob"))
+    notice = Event("queue:paused", 2, 0, {"paused": True})
+    assert may_hear(alice, alices) and not may_hear(alice, bobs) and may_hear(alice, notice)
+    assert may_hear(admin, alices) and may_hear(admin, bobs)
+    assert not may_hear(alice, Event("job:queued", 3, 0, {"jobId": "j"})), "an event of no known owner: admins only"
+    expected = hmac.new(b"key", b"body", hashlib.sha256).hexdigest()
+    assert signature("key", b"body") == f"sha256={expected}"
 
 
 def test_a_delivery_is_the_event_signed_with_the_secret_and_in_seq_order(
