@@ -22,7 +22,7 @@ from cluster.passwords import random_password
 from cluster.storage import LocalStorage
 from primary.accounts import AccountStore
 from primary.auth_ops import AuthOps
-from primary.control import ControlServer
+from primary.control import ControlServer, Handler
 from primary.dispatch import ExecutorPool
 from primary.engine import JobEngine
 from primary.event_bus import EventBus
@@ -93,7 +93,7 @@ class Primary:
         metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts, processes)
         control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), job_ops.handlers(),
                                 auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
-                                rates.handlers(), self._ws_counts.handlers(), metrics.handlers(),
+                                rates.handlers(), self._ws_counts.handlers(), _with_webhooks(metrics, webhooks),
                                 webhook_ops.handlers())
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
         logs = _bind(context, zmq.PULL, config.endpoint("logs"))
@@ -241,6 +241,13 @@ def _ensure_an_administrator(accounts: AccountStore) -> None:
 def _retry_tracker(config: ClusterConfig) -> RetryTracker:
     default = RetryPolicy(config.max_retries, config.retry_initial_ms, timeout_s=config.job_timeout_s)
     return RetryTracker(default, parse_policies(config.job_policies, default))
+
+
+def _with_webhooks(metrics: MetricsOps, webhooks: WebhookDispatcher) -> dict[str, Handler]:
+    """The metrics handlers, with the webhooks' counter after the rest of /metrics."""
+    handlers = metrics.handlers()
+    render = handlers["metrics"]
+    return {**handlers, "metrics": lambda args: render(args) + webhooks.metrics_text()}
 
 
 def _webhook_settings(config: ClusterConfig) -> WebhookSettings:

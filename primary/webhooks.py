@@ -23,6 +23,7 @@ import httpx
 
 from cluster.logs import get_logger
 from cluster.protocol import Event
+from primary.metrics import Exposition
 from primary.retry import compute_backoff_ms
 from primary.webhook_store import AttemptRecord, Delivery, DeliveryState, Webhook, WebhookStore
 from primary.webhook_targets import TargetRefused, literal_address, parse_url, resolve_checked
@@ -36,6 +37,8 @@ MAX_RESPONSE_BYTES = 64 * 1024  # read (and drop) this much of an answer, so the
 MAX_ERROR_CHARS = 300
 ERROR_PAUSE_S = 1.0
 USER_AGENT = "video-cluster-webhooks/1"
+
+OUTCOMES = ("delivered", "retrying", "failed", "refused")  # of one try; failed: the last try, given up
 
 EventsSince = Callable[[int, int], list[Event]]
 
@@ -81,7 +84,7 @@ class WebhookDispatcher:
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._seen_seq = store.seen_seq()
         self._seen_saved = self._seen_seq
-        self.outcomes: Counter[str] = Counter()  # delivered, retrying, failed, refused
+        self.outcomes: Counter[str] = Counter({outcome: 0 for outcome in OUTCOMES})
 
     # life
 
@@ -178,6 +181,13 @@ class WebhookDispatcher:
             for hook in [h for h in self._hooks.values() if not self._owner_exists(h.owner)]:
                 log.info("webhook removed with its user", webhookId=hook.id, userId=hook.owner)
                 self.remove(hook.id)
+
+    def metrics_text(self) -> str:
+        out = Exposition()
+        out.family("vc_webhook_deliveries_total", "counter",
+                   "webhook delivery tries since the primary started, by outcome",
+                   [({"outcome": outcome}, count) for outcome, count in sorted(self.outcomes.items())])
+        return out.text()
 
     # sending
 

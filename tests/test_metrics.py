@@ -18,6 +18,7 @@ FAMILIES = {
     "vc_job_run_seconds": "histogram", "vc_events_published": "counter", "vc_events_delivered": "counter",
     "vc_websocket_clients": "gauge", "vc_http_requests": "counter", "vc_process_cpu_percent": "gauge",
     "vc_process_resident_bytes": "gauge", "vc_child_restarts": "counter",
+    "vc_webhook_deliveries": "counter",
 }  # as the parser names them: a counter's family drops "_total"
 RESIZE_ACCEPTED = ("vc_http_requests_total", {"method": "PUT", "route": "/api/video/resize", "status": "202"})
 RESIZE_COMPLETED = ("vc_jobs_total", {"type": "resize", "state": "completed"})

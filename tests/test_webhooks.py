@@ -19,10 +19,11 @@ import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
 from cluster.protocol import Event
-from primary.webhook_store import Webhook
+from primary.webhook_store import Webhook, WebhookStore
 from primary.webhook_targets import TargetRefused, check_at_creation, parse_url, refusal
-from primary.webhooks import may_hear, pattern_matches, signature
+from primary.webhooks import WebhookDispatcher, WebhookSettings, may_hear, pattern_matches, signature
 from tests.harness import ADMIN, Cluster, free_port, wait_until
+from tests.test_metrics import Scrape
 from tests.test_pages import CHROMIUM, CHROMIUM_FLAGS, JOB_S, UI_S, log_in, screenshot
 
 ALLOW_PRIVATE = ["--webhook-allow-private", "--webhook-retry-initial-ms", "100"]
@@ -190,6 +191,28 @@ def test_patterns_and_who_hears_what() -> None:
     assert signature("key", b"body") == f"sha256={expected}"
 
 
+def test_a_restart_writes_the_deliveries_a_kill_cut_off_once(tmp_path: Path) -> None:
+    """Killed between an event's commit and its deliveries: the next start replays it from the event log."""
+    events = [Event("job:queued", seq, 1000.0 + seq, {"jobId": f"j{seq}", "userId": "alice"}) for seq in range(1, 6)]
+    store = WebhookStore(tmp_path / "cluster.db")
+    store.add(Webhook("h1", "alice", False, "http://x/", ("job:",), "s", 0, created_seq=2))
+    store.add(Webhook("h2", "bob", False, "http://x/", ("job:",), "s", 0, created_seq=0))
+
+    def events_since(seq: int, limit: int) -> list[Event]:
+        return [e for e in events if e.seq > seq][:limit]
+
+    try:
+        dispatcher = WebhookDispatcher(store, WebhookSettings(), events_since)
+        assert dispatcher.catch_up() == 3, "alice's webhook, for the events after its creation; bob's: none"
+        assert [d["seq"] for d in store.deliveries("h1", 10, None)] == [5, 4, 3]
+        assert store.deliveries("h2", 10, None) == []
+        assert WebhookDispatcher(store, WebhookSettings(), events_since).catch_up() == 0, "once"
+        assert store.deliveries("h1", 10, None)[0]["state"] == "pending"
+        assert store.next_pending("h1").body == events[2].body()  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
 def test_a_delivery_is_the_event_signed_with_the_secret_and_in_seq_order(
         cluster_factory: Callable[..., Cluster], clip: Path, receivers: Callable[..., Receiver],
         ws_factory: Any) -> None:
@@ -245,6 +268,9 @@ def test_a_receiver_failing_twice_gets_three_tries_and_one_success(
     assert [t["statusCode"] for t in record["tries"]] == [500, 500, 200]
     assert [t["error"] for t in record["tries"]] == ["HTTP 500", "HTTP 500", None]
     assert len(receiver.received) == 3
+    scrape = Scrape(cluster)
+    for outcome, count in (("retrying", 2), ("delivered", 1), ("failed", 0), ("refused", 0)):
+        assert scrape.value("vc_webhook_deliveries_total", {"outcome": outcome}) == count, outcome
 
 
 def test_a_webhook_is_its_owners_alone(cluster_factory: Callable[..., Cluster], clip: Path,
