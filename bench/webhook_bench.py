@@ -33,6 +33,7 @@ DEADLINE_S = 60.0
 class Receiver:
     def __init__(self) -> None:
         self.latencies_ms: list[float] = []
+        self.connections: set[tuple[str, int]] = set()
         self.done = threading.Condition()
         receiver = self
 
@@ -46,6 +47,7 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 with receiver.done:
+                    receiver.connections.add(self.client_address)
                     receiver.latencies_ms.append(arrived_ms - json.loads(body)["ts"])
                     receiver.done.notify_all()
 
@@ -126,6 +128,7 @@ def measure(clip: Path) -> tuple[list[float], list[float], tuple[list[float], li
             breakdown = stages(client, hook.json()["webhookId"])
     finally:
         receiver.close()
+    print(f"  {len(receiver.connections)} connection(s) to the receiver")
     return receiver.latencies_ms, watcher.latencies_ms, breakdown
 
 
