@@ -186,6 +186,8 @@ def validate(config: ClusterConfig) -> None:
         raise ValueError("--max-json-body-kb must be at least 1")
     if config.webhook_max_attempts < 1 or config.webhook_retry_initial_ms < 1 or config.webhook_timeout_s <= 0:
         raise ValueError("--webhook-max-attempts, --webhook-retry-initial-ms and --webhook-timeout-s must be positive")
+    if config.webhook_max_per_user < 0:
+        raise ValueError("--webhook-max-per-user must not be negative")
     if config.log_format not in ("json", "console"):
         raise ValueError("--log-format must be json or console")
 
