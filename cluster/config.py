@@ -62,6 +62,11 @@ class ClusterConfig:
     max_source_fps: float = 240.0
     max_source_duration_s: float = 6 * 3600.0
     max_job_work: int = 40_000_000_000
+    webhook_max_attempts: int = 6
+    webhook_retry_initial_ms: int = 2000
+    webhook_timeout_s: float = 10.0
+    webhook_max_per_user: int = 20
+    webhook_allow_private: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -149,6 +154,11 @@ _HELP = {
     "max_job_work": "largest job, in output pixels per frame x seconds (summed over an HLS ladder), before 400; "
                     "the default 4e10 allows 8K (7680x4320) for 20 minutes or 1080p for 5 hours, and refuses "
                     "a ten-hour source resized to 8K (1.2e12)",
+    "webhook_max_attempts": "tries of one webhook delivery before it is given up",
+    "webhook_retry_initial_ms": "first webhook retry back-off; doubles on each retry",
+    "webhook_timeout_s": "seconds a webhook receiver gets to answer one delivery",
+    "webhook_max_per_user": "webhooks one user may have (0: no limit)",
+    "webhook_allow_private": "let webhooks POST to loopback, private and link-local addresses",
 }
 
 
@@ -162,6 +172,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(ClusterConfig):
         default = os.environ.get(env_name(f.name), getattr(defaults, f.name))
         kind = _argument_type(f.type)
+        if kind is bool:  # a switch: given or not; its environment variable is 1/true/yes
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_true",
+                                default=str(default).lower() in ("1", "true", "yes"),
+                                help=f"{_HELP[f.name]} (env {env_name(f.name)})")
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
@@ -198,12 +213,18 @@ def validate(config: ClusterConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
     if config.max_json_body_kb < 1:
         raise ValueError("--max-json-body-kb must be at least 1")
+    if config.webhook_max_attempts < 1 or config.webhook_retry_initial_ms < 1 or config.webhook_timeout_s <= 0:
+        raise ValueError("--webhook-max-attempts, --webhook-retry-initial-ms and --webhook-timeout-s must be positive")
+    if config.webhook_max_per_user < 0:
+        raise ValueError("--webhook-max-per-user must not be negative")
     if config.log_format not in ("json", "console"):
         raise ValueError("--log-format must be json or console")
 
 
 def _argument_type(annotation: object) -> type:
     text = str(annotation)
+    if text == "bool":
+        return bool
     if "int" in text:
         return int
     if "float" in text:

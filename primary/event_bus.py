@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -23,6 +24,7 @@ class EventBus:
         self._pub.bind(endpoint)
         self._seq = last_seq
         self.published = 0
+        self.subscribers: list[Callable[[Event], None]] = []  # called after each event is sent (webhooks)
 
     @property
     def last_seq(self) -> int:
@@ -35,6 +37,8 @@ class EventBus:
     def publish(self, event: Event) -> None:
         self._pub.send_multipart(event.encode())
         self.published += 1
+        for subscriber in self.subscribers:
+            subscriber(event)
 
     def publish_log(self, line: bytes) -> None:
         self._pub.send_multipart([LOG_TOPIC.encode(), line])

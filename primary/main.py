@@ -22,7 +22,7 @@ from cluster.passwords import random_password
 from cluster.storage import LocalStorage
 from primary.accounts import AccountStore
 from primary.auth_ops import AuthOps
-from primary.control import ControlServer
+from primary.control import ControlServer, Handler
 from primary.dispatch import ExecutorPool
 from primary.engine import JobEngine
 from primary.event_bus import EventBus
@@ -36,6 +36,9 @@ from primary.retry import RetryPolicy, RetryTracker, parse_policies
 from primary.stats import WindowStats
 from primary.store import DELETE_BATCH, JobStore, ReadStore
 from primary.supervisor import Child, ChildSpec, Supervisor
+from primary.webhook_ops import WebhookOps
+from primary.webhook_store import WebhookStore
+from primary.webhooks import WebhookDispatcher, WebhookSettings
 from primary.worker_registry import WorkerRegistry
 
 log = get_logger()
@@ -91,14 +94,21 @@ class Primary:
         registry = WorkerRegistry(config.worker_timeout_s, config.worker_boot_timeout_s)
         registry.on_recycle = self._recycle
         self._ws_counts = WebSocketCounts(config.max_ws_per_user)
+        webhook_store = WebhookStore(config.db_path)
+        webhooks = WebhookDispatcher(webhook_store, _webhook_settings(config), store.events_since,
+                                     lambda user_id: accounts.user_by_id(user_id) is not None)
+        webhook_ops = WebhookOps(webhooks, lambda: bus.last_seq, config.webhook_max_per_user)
         metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts, processes,
                              counts=store.count_by_state, loop_lag=loop_lag)
         control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), job_ops.handlers(),
                                 auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
-                                rates.handlers(), self._ws_counts.handlers(), metrics.handlers(),
-                                batch=engine.batch)
+                                rates.handlers(), self._ws_counts.handlers(), _with_webhooks(metrics, webhooks),
+                                webhook_ops.handlers(), batch=engine.batch)
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
         logs = _bind(context, zmq.PULL, config.endpoint("logs"))
+        webhooks.catch_up()  # before any new event: deliveries a kill cut off are written first
+        bus.subscribers.append(webhooks.on_event)
+        webhooks.start()
         engine.recover()
         swept = LocalStorage(config.storage_dir).sweep_partials()  # no child runs yet
         if swept:
@@ -119,6 +129,7 @@ class Primary:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await webhooks.close()
         engine.close()
         listener.close()
         for sock in (executor_socket, logs):
@@ -129,6 +140,7 @@ class Primary:
         reads.close()
         store.close()
         accounts.close()
+        webhook_store.close()
         _release_run_dir(config.run_dir, lock)
         log.info("cluster stopped")
         return 0
@@ -240,6 +252,18 @@ def _ensure_an_administrator(accounts: AccountStore) -> None:
 def _retry_tracker(config: ClusterConfig) -> RetryTracker:
     default = RetryPolicy(config.max_retries, config.retry_initial_ms, timeout_s=config.job_timeout_s)
     return RetryTracker(default, parse_policies(config.job_policies, default))
+
+
+def _with_webhooks(metrics: MetricsOps, webhooks: WebhookDispatcher) -> dict[str, Handler]:
+    """The metrics handlers, with the webhooks' counter after the rest of /metrics."""
+    handlers = metrics.handlers()
+    render = handlers["metrics"]
+    return {**handlers, "metrics": lambda args: render(args) + webhooks.metrics_text()}
+
+
+def _webhook_settings(config: ClusterConfig) -> WebhookSettings:
+    return WebhookSettings(config.webhook_max_attempts, config.webhook_retry_initial_ms, config.webhook_timeout_s,
+                           config.webhook_allow_private)
 
 
 def _describe_processes(supervisor: Supervisor, pool: ExecutorPool) -> list[dict[str, object]]:

@@ -23,6 +23,7 @@ from cluster import jobspec
 from cluster.config import ClusterConfig
 from cluster.logs import get_logger
 from cluster.storage import LocalStorage, content_type
+from workers.web import webhook_routes
 from workers.web.auth import RequireSession, SessionCache, login, logout, update_user
 from workers.web.draining import CloseWhenDraining
 from workers.web.errors import EXCEPTION_HANDLERS, ApiError
@@ -90,6 +91,11 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/queue/clean", clean_queue, methods=["POST"]),
         Route("/api/admin/processes", list_processes),
         Route("/api/admin/reload", reload_workers, methods=["POST"]),
+        Route("/api/webhooks", webhook_routes.create_webhook, methods=["POST"]),
+        Route("/api/webhooks", webhook_routes.list_webhooks),
+        Route("/api/webhooks/{webhook_id}", webhook_routes.get_webhook),
+        Route("/api/webhooks/{webhook_id}", webhook_routes.delete_webhook, methods=["DELETE"]),
+        Route("/api/webhooks/{webhook_id}/deliveries", webhook_routes.list_deliveries),
         Route("/dashboard", page("dashboard.html")),
         Route("/get-video-asset", get_video_asset),
         Route("/hls/{video_id}/{path:path}", get_hls_file),
