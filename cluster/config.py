@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
@@ -51,6 +52,14 @@ class ClusterConfig:
     max_json_body_kb: int = 256
     log_level: str = "info"
     log_format: str = "json"
+    login_max_failures_per_address: int = 50
+    forwarded_allow_ips: str = ""
+    allowed_origins: str = ""
+    metrics_token: str = ""
+    header_timeout_s: float = 10.0
+    upload_idle_s: float = 30.0
+    max_uploads_per_worker: int = 8
+    max_uploads_per_user: int = 2
 
     @property
     def run_dir(self) -> Path:
@@ -113,7 +122,7 @@ _HELP = {
     "event_retention_s": "age in seconds after which stored events are pruned",
     "pub_hwm": "events queued per slow subscriber before the PUB socket drops (workers then fetch the gap)",
     "session_ttl_s": "how long a login lasts",
-    "login_max_failures": "failed logins per user name or address within the window before 429",
+    "login_max_failures": "failed logins per (user name, address) within the window before 429",
     "login_window_s": "the window for counting failed logins",
     "upload_rate_per_min": "uploads per minute, per user and per address, before 429 (0: no limit)",
     "job_rate_per_min": "job requests per minute, per user and per address, before 429 (0: no limit)",
@@ -124,6 +133,16 @@ _HELP = {
     "max_json_body_kb": "largest JSON request body in KiB (413 beyond)",
     "log_level": "debug, info, warning or error",
     "log_format": "json (for the tap and log shippers) or console",
+    "login_max_failures_per_address": "failed logins per address (any user name) within the window before 429",
+    "forwarded_allow_ips": "comma-separated proxy addresses or networks whose X-Forwarded-For/-Proto/-Host are "
+                           "believed, or '*' (default: none)",
+    "allowed_origins": "comma-separated origins besides the cluster's own (scheme://host:port) that may send "
+                       "state-changing requests and open /ws",
+    "metrics_token": "a Bearer token that may read /metrics and the details of /api/health without a login",
+    "header_timeout_s": "a connection whose request headers are not complete within this long is closed",
+    "upload_idle_s": "an upload that sends nothing for this long is aborted (408)",
+    "max_uploads_per_worker": "uploads in flight on one web worker before 429 (0: no limit)",
+    "max_uploads_per_user": "uploads in flight per user on one web worker before 429 (0: no limit)",
 }
 
 
@@ -163,12 +182,18 @@ def validate(config: ClusterConfig) -> None:
     if config.event_retention < 1:
         raise ValueError("--event-retention must be at least 1")
     limits = ("upload_rate_per_min", "job_rate_per_min", "login_rate_per_min", "max_queued_jobs_per_user",
-              "max_ws_per_worker", "max_ws_per_user")
+              "max_ws_per_worker", "max_ws_per_user", "login_max_failures_per_address", "max_uploads_per_worker",
+              "max_uploads_per_user")
     for name in limits:
         if getattr(config, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative")
     if config.max_json_body_kb < 1:
         raise ValueError("--max-json-body-kb must be at least 1")
+    for proxy in config.forwarded_allow_ips.split(","):
+        if proxy.strip() and proxy.strip() != "*":
+            ipaddress.ip_network(proxy.strip(), strict=False)  # ValueError names the bad one
+    if config.header_timeout_s <= 0 or config.upload_idle_s <= 0:
+        raise ValueError("--header-timeout-s and --upload-idle-s must be positive")
     if config.log_format not in ("json", "console"):
         raise ValueError("--log-format must be json or console")
 

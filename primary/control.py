@@ -47,9 +47,9 @@ class ControlServer:
             return Reply(request.id, result=handler(request.args))
         except RequestError as e:
             return Reply(request.id, error=str(e), status=e.status)
-        except Exception as e:
+        except Exception:
             log.exception("control request failed", op=request.op)
-            return Reply(request.id, error=f"internal error: {e}", status=500)
+            return Reply(request.id, error="internal error", status=500)  # the details are in the log only
 
     def close(self) -> None:
         self._socket.close(linger=0)

@@ -11,6 +11,7 @@ from pathlib import Path
 from cluster.config import ClusterConfig, env_name
 from cluster.passwords import MIN_PASSWORD_LENGTH, hash_password
 from primary.accounts import AccountError, AccountStore
+from primary.permissions import PRIVATE_UMASK
 
 
 def user_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,7 @@ def user_parser() -> argparse.ArgumentParser:
 
 def run_user_command(argv: list[str]) -> int:
     args = user_parser().parse_args(argv)
+    os.umask(PRIVATE_UMASK)  # the store it may create holds password hashes
     store = AccountStore(ClusterConfig(data_dir=args.data_dir).db_path)
     try:
         return _run(args, store)

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from workers.web.auth import current_user
+from workers.web.csrf import websocket_problem
 from workers.web.errors import ApiError
 from workers.web.event_feed import replay
 from workers.web.hub import Hub, WsClient
@@ -23,6 +24,9 @@ HOLD_FOR_RESUME_S = 0.5
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state = websocket.app.state.worker
     hub = state.hub
+    if problem := websocket_problem(websocket):  # before anything else: a page elsewhere has the cookie too
+        await _deny(websocket, 403, problem)
+        return
     try:
         user = await current_user(websocket)
     except ApiError as e:
