@@ -11,6 +11,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from workers.web import request_body
 from workers.web.auth import current_user
 from workers.web.csrf import websocket_problem
 from workers.web.errors import ApiError
@@ -72,8 +73,8 @@ def _release(hub: Hub, client: WsClient) -> None:
 
 async def _handle(client: WsClient, text: str, state: Any) -> None:
     try:
-        message = json.loads(text)
-    except json.JSONDecodeError:
+        message = request_body.loads(text)  # bounded: depth, numbers, surrogates (a malformed one is an error reply)
+    except request_body.BadJson:
         message = None
     kind = message.get("type") if isinstance(message, dict) else None
     if kind != "resume" and client.holding:
