@@ -47,7 +47,9 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None
-        if not self.transport.is_closing():
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._arm_header_timer()  # a pipelined request waits behind one still being answered: not its fault
+        elif not self.transport.is_closing():
             self.transport.close()
 
 
