@@ -161,6 +161,9 @@ def fuzz_websocket(cluster: Cluster, fuzz: Fuzzer) -> None:
     """Every message is answered (an error for the malformed ones) and the connection stays open."""
     client = EventClient(cluster.ws_url, cluster.token)
     try:
+        for since in (2**63, 2**64, -1, "1", 1.5, None, [0]):  # as found by hand, before the generated ones
+            client.send({"type": "resume", "since": since})
+        client.connection.send('{"type": "resume", "since": ' + "9" * 5000 + "}")
         for _ in range(WS_MESSAGES):
             kind = fuzz.rng.choice(["resume", "subscribe-video", "unsubscribe-video", "nonsense", None])
             message = {"type": kind, **{fuzz.rng.choice(KEYS): fuzz.value() for _ in range(fuzz.rng.randrange(3))}}

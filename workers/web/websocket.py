@@ -20,6 +20,7 @@ from workers.web.hub import Hub, WsClient
 from workers.web.rpc import RpcError
 
 HOLD_FOR_RESUME_S = 0.5
+MAX_SEQ = 2**63 - 1  # SQLite's largest integer: a larger since would fail in the store
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -112,7 +113,7 @@ async def _may_see_video(state: Any, client: WsClient, video_id: str) -> bool:
 
 
 async def _resume(client: WsClient, since: Any, state: Any) -> None:
-    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+    if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_SEQ:
         _release(state.hub, client)
         await _reply(client, {"type": "error", "error": "since must be a seq number (0 or more)"})
         return
