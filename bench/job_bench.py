@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -40,6 +41,7 @@ QUEUED_FOR_RECOVERY = 50
 TARGET_P50_MS = 20.0
 TARGET_RECOVERY_S = 3.0
 DEADLINE_S = 60.0
+METRICS_TOKEN = secrets.token_hex(16)
 
 
 def make_clip(directory: Path) -> Path:
@@ -55,7 +57,8 @@ class ClusterProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [PYTHON, "run_cluster.py", "--port", str(self.port), "--data-dir", str(data_dir),
-                     "--workers", "2", "--executors", str(executors), "--log-level", "warning"]
+                     "--workers", "2", "--executors", str(executors), "--log-level", "warning",
+                     "--metrics-token", METRICS_TOKEN]  # /api/health shows the queue counts with it
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, log: Path) -> float:
@@ -71,7 +74,8 @@ class ClusterProcess:
         deadline = time.monotonic() + DEADLINE_S
         while True:
             try:
-                return httpx.get(self.url + "/api/health", timeout=2).json()
+                return httpx.get(self.url + "/api/health", timeout=2,
+                                 headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).json()
             except (httpx.HTTPError, ValueError):
                 if not wait or time.monotonic() > deadline:
                     raise

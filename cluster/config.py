@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
@@ -67,6 +68,14 @@ class ClusterConfig:
     webhook_timeout_s: float = 10.0
     webhook_max_per_user: int = 20
     webhook_allow_private: bool = False
+    login_max_failures_per_address: int = 50
+    forwarded_allow_ips: str = ""
+    allowed_origins: str = ""
+    metrics_token: str = ""
+    header_timeout_s: float = 10.0
+    upload_idle_s: float = 30.0
+    max_uploads_per_worker: int = 8
+    max_uploads_per_user: int = 2
 
     @property
     def run_dir(self) -> Path:
@@ -135,7 +144,7 @@ _HELP = {
     "keep_cancelled": "at most this many cancelled jobs are kept, the oldest go first (0: any number)",
     "pub_hwm": "events queued per slow subscriber before the PUB socket drops (workers then fetch the gap)",
     "session_ttl_s": "how long a login lasts",
-    "login_max_failures": "failed logins per user name or address within the window before 429",
+    "login_max_failures": "failed logins per (user name, address) within the window before 429",
     "login_window_s": "the window for counting failed logins",
     "upload_rate_per_min": "uploads per minute, per user and per address, before 429 (0: no limit)",
     "job_rate_per_min": "job requests per minute, per user and per address, before 429 (0: no limit)",
@@ -159,6 +168,16 @@ _HELP = {
     "webhook_timeout_s": "seconds a webhook receiver gets to answer one delivery",
     "webhook_max_per_user": "webhooks one user may have (0: no limit)",
     "webhook_allow_private": "let webhooks POST to loopback, private and link-local addresses",
+    "login_max_failures_per_address": "failed logins per address (any user name) within the window before 429",
+    "forwarded_allow_ips": "comma-separated proxy addresses or networks whose X-Forwarded-For/-Proto/-Host are "
+                           "believed, or '*' (default: none)",
+    "allowed_origins": "comma-separated origins besides the cluster's own (scheme://host:port) that may send "
+                       "state-changing requests and open /ws",
+    "metrics_token": "a Bearer token that may read /metrics and the details of /api/health without a login",
+    "header_timeout_s": "a connection whose request headers are not complete within this long is closed",
+    "upload_idle_s": "an upload that sends nothing for this long is aborted (408)",
+    "max_uploads_per_worker": "uploads in flight on one web worker before 429 (0: no limit)",
+    "max_uploads_per_user": "uploads in flight per user on one web worker before 429 (0: no limit)",
 }
 
 
@@ -204,7 +223,8 @@ def validate(config: ClusterConfig) -> None:
         raise ValueError("--event-retention must be at least 1")
     limits = ("upload_rate_per_min", "job_rate_per_min", "login_rate_per_min", "max_queued_jobs_per_user",
               "max_ws_per_worker", "max_ws_per_user", "keep_completed_s", "keep_dead_s", "keep_cancelled_s",
-              "keep_completed", "keep_dead", "keep_cancelled")
+              "keep_completed", "keep_dead", "keep_cancelled", "login_max_failures_per_address",
+              "max_uploads_per_worker", "max_uploads_per_user")
     for name in limits:
         if getattr(config, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative")
@@ -217,6 +237,11 @@ def validate(config: ClusterConfig) -> None:
         raise ValueError("--webhook-max-attempts, --webhook-retry-initial-ms and --webhook-timeout-s must be positive")
     if config.webhook_max_per_user < 0:
         raise ValueError("--webhook-max-per-user must not be negative")
+    for proxy in config.forwarded_allow_ips.split(","):
+        if proxy.strip() and proxy.strip() != "*":
+            ipaddress.ip_network(proxy.strip(), strict=False)  # ValueError names the bad one
+    if config.header_timeout_s <= 0 or config.upload_idle_s <= 0:
+        raise ValueError("--header-timeout-s and --upload-idle-s must be positive")
     if config.log_format not in ("json", "console"):
         raise ValueError("--log-format must be json or console")
 

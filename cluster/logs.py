@@ -71,3 +71,12 @@ def _shipper(sink: LogSink) -> Callable[[Any, str, dict[str, Any]], dict[str, An
 
 def get_logger(**bound: Any) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(**bound)
+
+
+MAX_LOGGED_CHARS = 64
+
+
+def clip(value: object, limit: int = MAX_LOGGED_CHARS) -> str:
+    """A user-supplied value as logged: its first ``limit`` characters, so a huge value costs the log little."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"

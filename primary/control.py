@@ -79,9 +79,9 @@ class ControlServer:
             result = handler(request.args)
         except RequestError as e:
             return Reply(request.id, error=str(e), status=e.status)
-        except Exception as e:
+        except Exception:
             log.exception("control request failed", op=request.op)
-            return Reply(request.id, error=f"internal error: {e}", status=500)
+            return Reply(request.id, error="internal error", status=500)  # the details are in the log only
         if inspect.isawaitable(result):
             return request, result
         return Reply(request.id, result=result)
@@ -96,9 +96,9 @@ class ControlServer:
             reply = Reply(request.id, result=await pending)
         except RequestError as e:
             reply = Reply(request.id, error=str(e), status=e.status)
-        except Exception as e:
+        except Exception:
             log.exception("control request failed", op=request.op)
-            reply = Reply(request.id, error=f"internal error: {e}", status=500)
+            reply = Reply(request.id, error="internal error", status=500)  # the details are in the log only
         self._socket.send_multipart([identity, reply.encode()])
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from cluster import jobspec
-from cluster.logs import get_logger
+from cluster.logs import clip, get_logger
 from cluster.protocol import JobState, Priority
 from primary.control import Handler, RequestError
 from primary.engine import JobEngine
@@ -102,7 +102,7 @@ class JobOps:
         caller = Caller(args)
         self._store.add_video(str(args["videoId"]), caller.user_id, str(args["name"]), dict(args["info"]),
                               time.time() * 1000)
-        log.info("video added", videoId=args["videoId"], name=args["name"])
+        log.info("video added", videoId=args["videoId"], name=clip(args["name"]))
         return {"videoId": args["videoId"]}
 
     def get_video(self, args: dict[str, Any]) -> dict[str, Any]:

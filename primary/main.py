@@ -20,6 +20,7 @@ from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
 from cluster.passwords import random_password
 from cluster.storage import LocalStorage
+from primary import permissions
 from primary.accounts import AccountStore
 from primary.auth_ops import AuthOps
 from primary.control import ControlServer, Handler
@@ -27,7 +28,7 @@ from primary.dispatch import ExecutorPool
 from primary.engine import JobEngine
 from primary.event_bus import EventBus
 from primary.job_ops import Caller, JobOps
-from primary.limits import FailureLimiter
+from primary.limits import LoginFailures
 from primary.listener import bind_listener
 from primary.metrics import JobMetrics, LoopLag, MetricsOps
 from primary.rate_limits import RateLimits, WebSocketCounts, limit_keys
@@ -64,6 +65,7 @@ class Primary:
 
     async def run(self) -> int:
         config = self.config
+        permissions.restrict(config)  # before anything is created, and before the store opens
         lock = _lock_run_dir(config.run_dir)
         listener = bind_listener(config.host, config.port)
         context = zmq.asyncio.Context()
@@ -89,7 +91,7 @@ class Primary:
         job_ops = JobOps(engine, store, processes, config.max_job_timeout_s, config.max_queued_jobs_per_user,
                          reads=reads, window=window, max_job_work=config.max_job_work,
                          job_tokens=lambda user, ip: rates.take("job", *limit_keys(user, ip)))
-        auth_ops = AuthOps(accounts, FailureLimiter(config.login_max_failures, config.login_window_s),
+        auth_ops = AuthOps(accounts, LoginFailures.from_config(config),
                            config.session_ttl_s, rates)
         registry = WorkerRegistry(config.worker_timeout_s, config.worker_boot_timeout_s)
         registry.on_recycle = self._recycle

@@ -11,7 +11,7 @@ closes of its connections, and the count of a worker that exits is forgotten wit
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -23,15 +23,17 @@ SECONDS_PER_MIN = 60.0
 SWEEP_INTERVAL_S = 60.0
 RATE_KINDS = ("upload", "job", "login")
 WEB_KINDS = ("upload", "job")  # asked for by the web worker; logins are checked in login_check
+MAX_BUCKETS = 100_000  # per kind; past it the longest-untouched bucket is forgotten (as if full again)
 
 
 class TokenBuckets:
     """One bucket per key, all with the same rate; a key whose bucket is full needs no entry."""
 
-    def __init__(self, rate_per_min: float) -> None:
+    def __init__(self, rate_per_min: float, max_buckets: int = MAX_BUCKETS) -> None:
         self.capacity = max(1.0, rate_per_min)
         self._refill_per_s = rate_per_min / SECONDS_PER_MIN
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, monotonic time of that count)
+        self._max_buckets = max_buckets
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, time of that count)
 
     def wait_s(self, key: str, now: float) -> float:
         """0 when the key has a token now, else the seconds until it has one."""
@@ -40,6 +42,9 @@ class TokenBuckets:
 
     def take(self, key: str, now: float) -> None:
         self._buckets[key] = (self._tokens(key, now) - 1.0, now)
+        self._buckets.move_to_end(key)
+        if len(self._buckets) > self._max_buckets:
+            self._buckets.popitem(last=False)
 
     def sweep(self, now: float) -> None:
         """Forget the buckets that have filled up again, so idle keys cost no memory."""

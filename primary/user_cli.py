@@ -11,6 +11,7 @@ from pathlib import Path
 from cluster.config import ClusterConfig, env_name
 from cluster.passwords import MIN_PASSWORD_LENGTH, hash_password
 from primary.accounts import AccountError, AccountStore
+from primary.permissions import PRIVATE_UMASK
 
 
 def user_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,7 @@ def run_user_command(argv: list[str]) -> int:
                   f"--data-dir", file=sys.stderr)
             return 1
         print(f"note: no cluster in {args.data_dir} yet: creating its store there", file=sys.stderr)
+    os.umask(PRIVATE_UMASK)  # the store it may create holds password hashes
     store = AccountStore(db_path)
     try:
         return _run(args, store)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -48,12 +49,17 @@ class Cluster:
         self.port = port or free_port()
         self.workers = workers
         self.executors = executors
+        extra = extra or []
         self.args = [
             "--port", str(self.port), "--data-dir", str(data_dir), "--workers", str(workers),
             "--executors", str(executors), "--retry-initial-ms", "100", "--heartbeat-interval-s", "0.2",
-            "--executor-timeout-s", "2", "--shutdown-grace-s", "5", *(extra or []),
+            "--executor-timeout-s", "2", "--shutdown-grace-s", "5", *extra,
         ]
-        self.env = {**os.environ, **(env or {})}
+        # the operator's token, by environment so that it survives a test's own args: /api/health shows the
+        # processes, and /metrics answers, with it (no login needed)
+        self.metrics_token = extra[extra.index("--metrics-token") + 1] if "--metrics-token" in extra \
+            else (env or {}).get("VC_METRICS_TOKEN") or secrets.token_hex(16)
+        self.env = {**os.environ, "VC_METRICS_TOKEN": self.metrics_token, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-primary.log"
         self.known_pids: set[int] = set()
@@ -103,8 +109,10 @@ class Cluster:
         def ready() -> dict[str, Any] | None:
             self._check_alive()
             try:
-                health = httpx.get(self.url + "/api/health", timeout=2).json()
+                health = self.health(timeout_s=2)
             except (httpx.HTTPError, ValueError):
+                return None
+            if "processes" not in health:
                 return None
             roles = [p["role"] for p in health["processes"]]
             if roles.count("web") == self.workers and len(self.executor_pids(health)) == self.executors:
@@ -120,8 +128,10 @@ class Cluster:
         health = health or self.health()
         return [p["pid"] for p in health["processes"] if p["role"] == "executor" and p.get("joined")]
 
-    def health(self) -> dict[str, Any]:
-        return httpx.get(self.url + "/api/health", timeout=5).json()
+    def health(self, timeout_s: float = 5) -> dict[str, Any]:
+        """The whole of /api/health (processes, queue), as the operator sees it; 503 while shutting down."""
+        headers = {"Authorization": f"Bearer {self.metrics_token}"}
+        return httpx.get(self.url + "/api/health", timeout=timeout_s, headers=headers).json()
 
     def pids(self, role: str) -> list[int]:
         return [p["pid"] for p in self.health()["processes"] if p["role"] == role]

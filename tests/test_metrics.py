@@ -27,10 +27,11 @@ RESIZE_COMPLETED = ("vc_jobs_total", {"type": "resize", "state": "completed"})
 
 
 class Scrape:
-    """One GET /metrics (no session: it is an operator's endpoint), parsed by prometheus_client."""
+    """One GET /metrics with the operator's ``--metrics-token`` (a scraper has no login), parsed by prometheus_client."""
 
     def __init__(self, cluster: Cluster) -> None:
-        response = httpx.get(cluster.url + "/metrics", timeout=10)
+        response = httpx.get(cluster.url + "/metrics", timeout=10,
+                             headers={"Authorization": f"Bearer {cluster.metrics_token}"})
         assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
         self.text = response.text

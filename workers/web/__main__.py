@@ -28,6 +28,7 @@ from workers.web.draining import drain
 from workers.web.event_feed import pump_events
 from workers.web.hub import Hub
 from workers.web.rpc import ControlClient, RpcError
+from workers.web.slow_clients import http_protocol
 from workers.web.ws_frames import FrameWriterProtocol
 
 EVENT_TOPICS = (b"job:", b"queue:")
@@ -106,7 +107,8 @@ async def serve(config: ClusterConfig, parent: int) -> None:
         state = WorkerState(config, rpc, hub, storage, media.find_ffmpeg(config.ffmpeg), SessionCache(rpc))
         listener = socket.socket(fileno=int(os.environ[LISTEN_FD_ENV]))
         server = WorkerServer(uvicorn.Config(
-            build_app(state), http="httptools", ws=FrameWriterProtocol, lifespan="off", access_log=False,
+            build_app(state), http=http_protocol(config.header_timeout_s), ws=FrameWriterProtocol, lifespan="off", access_log=False,
+            proxy_headers=False,  # workers/web/client_ip.py decides whose X-Forwarded-* to believe
             log_config=None, timeout_graceful_shutdown=3, ws_max_size=64 * 1024,
             ws_per_message_deflate=False,  # events are ~200-byte JSON: compressing each costs more than it saves
         ))

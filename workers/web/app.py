@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections import Counter
@@ -23,13 +22,18 @@ from cluster import jobspec
 from cluster.config import ClusterConfig
 from cluster.logs import get_logger
 from cluster.storage import LocalStorage, content_type
-from workers.web import webhook_routes
+from workers.web import request_body, webhook_routes
 from workers.web.auth import RequireSession, SessionCache, login, logout, update_user
+from workers.web.client_ip import ForwardedHeaders, TrustedProxies, client_ip
+from workers.web.csrf import CsrfGuard
 from workers.web.draining import CloseWhenDraining
 from workers.web.errors import EXCEPTION_HANDLERS, ApiError
 from workers.web.http_stats import RequestStats
 from workers.web.hub import Hub
+from workers.web.operator_access import is_operator, require_operator
 from workers.web.rpc import ControlClient
+from workers.web.security_headers import SecurityHeaders
+from workers.web.upload_slots import UploadSlots
 from workers.web.uploads import ingest, receive_body, source_limits, upload_extension
 from workers.web.websocket import websocket_endpoint
 
@@ -48,10 +52,14 @@ class WorkerState:
     storage: LocalStorage
     ffmpeg: str
     sessions: SessionCache
-    health: tuple[float, bytes] = (0.0, b"")
+    health: tuple[float, dict[str, Any]] = (0.0, {})
     health_refresh: asyncio.Lock = field(default_factory=asyncio.Lock)
     requests: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     draining: bool = False
+    uploads: UploadSlots = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.uploads = UploadSlots(self.config.max_uploads_per_worker, self.config.max_uploads_per_user)
 
     def stats(self) -> dict[str, Any]:
         """What the heartbeat reports to the primary (for /metrics and recycling)."""
@@ -104,8 +112,11 @@ def build_app(state: WorkerState) -> Starlette:
     ]
     handlers = {**EXCEPTION_HANDLERS, RateLimited: rate_limited}
     app = Starlette(routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
-                    middleware=[Middleware(RequestStats, counts=state.requests),
-                                Middleware(CloseWhenDraining, state=state), Middleware(RequireSession)])
+                    middleware=[Middleware(ForwardedHeaders, proxies=TrustedProxies(state.config.forwarded_allow_ips)),
+                                Middleware(SecurityHeaders), Middleware(RequestStats, counts=state.requests),
+                                Middleware(CloseWhenDraining, state=state),
+                                Middleware(CsrfGuard, allowed=state.config.allowed_origins),
+                                Middleware(RequireSession)])
     app.state.worker = state
     return app
 
@@ -120,20 +131,29 @@ async def _call(request: Request, op: str, **args: Any) -> Any:
 
 
 async def health(request: Request) -> Response:
-    """Served from a snapshot at most HEALTH_TTL_S old, so probes and load balancers cost the primary little."""
-    state = _state(request)
-    fetched_at, body = state.health
+    """``{"status"}`` for anyone (200 ok, 503 shutting-down, for load balancers); the processes, queue and
+    uptime only for an operator. Served from a snapshot at most HEALTH_TTL_S old, so probes cost the
+    primary little."""
+    details = await _health_snapshot(_state(request))
+    status_code = 200 if details["status"] == "ok" else 503
+    body = details if await is_operator(request) else {"status": details["status"]}
+    return JSONResponse(body, status_code=status_code)
+
+
+async def _health_snapshot(state: WorkerState) -> dict[str, Any]:
+    fetched_at, details = state.health
     if time.monotonic() - fetched_at > HEALTH_TTL_S:
         async with state.health_refresh:  # one request refreshes; those arriving meanwhile reuse its answer
-            fetched_at, body = state.health
+            fetched_at, details = state.health
             if time.monotonic() - fetched_at > HEALTH_TTL_S:
-                body = json.dumps(await state.rpc.call("health")).encode()
-                state.health = (time.monotonic(), body)
-    return Response(body, media_type="application/json")
+                details = await state.rpc.call("health")
+                state.health = (time.monotonic(), details)
+    return details
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text, rendered by the primary; public like /api/health (RequireSession guards /api/ only)."""
+    """Prometheus text, rendered by the primary; for an administrator or the ``--metrics-token``."""
+    await require_operator(request)
     text = await _state(request).rpc.call("metrics")
     return Response(text, media_type="text/plain; version=0.0.4")
 
@@ -151,12 +171,18 @@ async def put_user(request: Request) -> Response:
 
 
 async def upload_video(request: Request) -> JSONResponse:
+    with _state(request).uploads.hold(request.state.user["userId"]):  # 429 past the caps, before any byte is read
+        return await _receive_upload(request)
+
+
+async def _receive_upload(request: Request) -> JSONResponse:
     state = _state(request)
     await _admit(request, "upload")  # before the body is read
     # ?filename= also works: a header cannot carry a name outside Latin-1 from a browser
     filename = request.query_params.get("filename") or request.headers.get("filename")
     ext = upload_extension(filename)
-    temp = await receive_body(request, state.storage, state.config.max_upload_mb * 1024 * 1024)
+    temp = await receive_body(request, state.storage, state.config.max_upload_mb * 1024 * 1024,
+                              state.config.upload_idle_s)
     video_id, info = await ingest(temp, ext, state.storage, state.ffmpeg, source_limits(state.config))
     try:
         await _call(request, "add_video", videoId=video_id, name=filename, info=info)
@@ -269,8 +295,10 @@ async def clean_queue(request: Request) -> JSONResponse:
     older_than = body.get("olderThan", request.query_params.get("olderThan", 3600))
     try:
         older_than_s = float(older_than)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise ApiError(400, "olderThan must be a number of seconds") from e
+    if not math.isfinite(older_than_s):
+        raise ApiError(400, "olderThan must be a number of seconds")
     if older_than_s < 0:
         raise ApiError(400, "olderThan must not be negative")
     return JSONResponse(await _call(request, "clean", olderThan=older_than_s))
@@ -318,10 +346,10 @@ def download_name(video: dict[str, Any], path: Path) -> str:
 
 
 def _limit(request: Request) -> int:
-    limit = request.query_params.get("limit", "100")
-    if not limit.isdigit() or not 0 < int(limit) <= 1000:
+    limit = request_body.ascii_int(request.query_params.get("limit", "100"), 4)
+    if limit is None or not 0 < limit <= 1000:
         raise ApiError(400, "limit must be between 1 and 1000")
-    return int(limit)
+    return limit
 
 
 def _before(request: Request) -> str | None:
@@ -350,9 +378,10 @@ def _asset_path(storage: LocalStorage, video: dict[str, Any], kind: str | None, 
         return storage.thumbnail(video_id)
     if kind == "resize":
         width, _, height = (q.get("dimensions") or "").partition("x")
-        if not (width.isdigit() and height.isdigit()):
+        w, h = request_body.ascii_int(width, 5), request_body.ascii_int(height, 5)
+        if w is None or h is None:
             raise ApiError(400, "dimensions must look like 320x240")
-        return storage.resized(video_id, int(width), int(height), fmt)
+        return storage.resized(video_id, w, h, fmt)
     if kind == "audio":
         return storage.audio(video_id)
     if kind == "converted":
@@ -379,35 +408,14 @@ async def rate_limited(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _admit(request: Request, kind: str) -> None:
     """The primary's rate limit for this user and address (it holds across the web workers)."""
-    ip = request.client.host if request.client else ""
-    answer = await _call(request, "admit", kind=kind, ip=ip)
+    answer = await _call(request, "admit", kind=kind, ip=client_ip(request))
     if not answer["allowed"]:
         raise RateLimited(f"too many {kind} requests", answer["retryAfter"])
 
 
-async def _limited_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 past ``max_bytes``: by its declared length before any of it is read."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise ApiError(413, f"JSON body larger than {max_bytes} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, f"JSON body larger than {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await _limited_body(request, _state(request).config.max_json_body_kb * 1024)
-    try:
-        body = json.loads(raw) if raw else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ApiError(400, "the body is not valid JSON") from e
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return body
+    config = _state(request).config
+    return await request_body.json_object(request, config.max_json_body_kb * 1024, config.upload_idle_s)
 
 
 def _video_id(video_id: Any) -> str:
@@ -427,7 +435,7 @@ async def _submit(request: Request, job_type: str, body: dict[str, Any]) -> JSON
     answers the identical job still active, or queues a new one (stored before it answers).
     Every job route takes ``videoId`` in its JSON body or its query string."""
     video_id = body.get("videoId", request.query_params.get("videoId"))
-    ip = request.client.host if request.client else ""
+    ip = client_ip(request)
     answer = await _call(request, "submit_job", type=job_type, videoId=_video_id(video_id), body=body, ip=ip)
     if "retryAfter" in answer:
         raise RateLimited("too many job requests", answer["retryAfter"])

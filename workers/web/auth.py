@@ -11,12 +11,14 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
 from cluster.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_password
+from workers.web.client_ip import client_ip, is_https
 from workers.web.errors import ApiError
 from workers.web.rpc import ControlClient, RpcError
 
 COOKIE = "token"
 SESSION_CACHE_S = 5.0  # a logout elsewhere takes effect here within this long
 MAX_CACHED = 10_000
+MAX_NAME_LENGTH = 64
 
 
 class SessionCache:
@@ -61,7 +63,9 @@ async def login(request: Request, body: dict[str, Any]) -> Response:
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise ApiError(400, "username and password are required")
-    ip = request.client.host if request.client else ""
+    if len(username) > MAX_NAME_LENGTH:
+        raise ApiError(400, f"a user name has at most {MAX_NAME_LENGTH} characters")
+    ip = client_ip(request)
     check = await rpc.call("login_check", username=username, ip=ip)
     if not check["allowed"]:
         retry_after = max(1, round(check["retryAfter"]))
@@ -72,7 +76,8 @@ async def login(request: Request, body: dict[str, Any]) -> Response:
                              userId=check["userId"])
     response = JSONResponse({"token": session["token"], "expiresAt": session["expiresAt"], "user": session["user"]})
     max_age = max(0, int((session["expiresAt"] / 1000) - time.time()))
-    response.set_cookie(COOKIE, session["token"], max_age=max_age, httponly=True, samesite="lax", path="/")
+    response.set_cookie(COOKIE, session["token"], max_age=max_age, httponly=True, samesite="lax", path="/",
+                        secure=is_https(request.scope))
     return response
 
 

@@ -1,4 +1,5 @@
-"""JSON errors with exact status codes: ``{"error": message}``."""
+"""JSON errors with exact status codes: ``{"error": message}``. Anything unforeseen is a 500 whose
+traceback goes to the log only: the client learns nothing of the server's insides."""
 
 from __future__ import annotations
 
@@ -7,21 +8,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from cluster.jobspec import InvalidJob
+from cluster.logs import get_logger
 from workers.web.rpc import RpcError
+
+log = get_logger()
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
-def _json_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def api_error(_request: Request, exc: Exception) -> JSONResponse:
-    return _json_error(getattr(exc, "status", 500), str(exc))
+    return _json_error(getattr(exc, "status", 500), str(exc), getattr(exc, "headers", None))
 
 
 async def invalid_job(_request: Request, exc: Exception) -> JSONResponse:
@@ -32,4 +37,11 @@ async def http_error(_request: Request, exc: Exception) -> JSONResponse:
     return _json_error(getattr(exc, "status_code", 500), str(getattr(exc, "detail", exc)))
 
 
-EXCEPTION_HANDLERS = {ApiError: api_error, RpcError: api_error, InvalidJob: invalid_job, HTTPException: http_error}
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette re-raises after this answer, so uvicorn logs the traceback as well."""
+    log.error("request failed", path=request.url.path, error=type(exc).__name__)
+    return _json_error(500, "internal error")
+
+
+EXCEPTION_HANDLERS = {ApiError: api_error, RpcError: api_error, InvalidJob: invalid_job, HTTPException: http_error,
+                      Exception: unexpected_error}

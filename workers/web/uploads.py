@@ -15,8 +15,10 @@ from cluster.config import ClusterConfig
 from cluster.logs import get_logger
 from cluster.storage import LocalStorage
 from workers.web.errors import ApiError
+from workers.web.request_body import declared_length, idle_limited
 
 THUMBNAIL_TIMEOUT_S = 30.0
+MAX_FILENAME_CHARS = 255
 
 log = get_logger()
 
@@ -28,23 +30,26 @@ def source_limits(config: ClusterConfig) -> media.SourceLimits:
 def upload_extension(filename: str | None) -> str:
     if not filename:
         raise ApiError(400, "the filename header is required")
+    if len(filename) > MAX_FILENAME_CHARS:
+        raise ApiError(400, f"filename must be at most {MAX_FILENAME_CHARS} characters")
     ext = PurePosixPath(filename).suffix.lower().lstrip(".")
     if ext not in media.VIDEO_FORMATS:
         raise ApiError(400, f"filename must end in one of .{', .'.join(media.VIDEO_FORMATS)}")
     return ext
 
 
-async def receive_body(request: Request, storage: LocalStorage, max_bytes: int) -> Path:
-    """Write the raw body to a temp file chunk by chunk; memory does not grow with the file."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+async def receive_body(request: Request, storage: LocalStorage, max_bytes: int, idle_s: float) -> Path:
+    """Write the raw body to a temp file chunk by chunk; memory does not grow with the file. An upload that
+    sends nothing for ``idle_s`` is a 408, and its temp file is removed."""
+    declared = declared_length(request)
+    if declared is not None and declared > max_bytes:
         raise ApiError(413, f"upload larger than {max_bytes} bytes")
     temp = storage.new_temp()
     size = 0
     try:
         # chunk writes land in the page cache in microseconds: not worth a thread hop each
         with open(temp, "wb") as out:  # noqa: ASYNC230
-            async for chunk in request.stream():
+            async for chunk in idle_limited(request, idle_s):
                 size += len(chunk)
                 if size > max_bytes:
                     raise ApiError(413, f"upload larger than {max_bytes} bytes")

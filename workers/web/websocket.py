@@ -11,18 +11,24 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from workers.web import request_body
 from workers.web.auth import current_user
+from workers.web.csrf import websocket_problem
 from workers.web.errors import ApiError
 from workers.web.event_feed import replay
 from workers.web.hub import Hub, WsClient
 from workers.web.rpc import RpcError
 
 HOLD_FOR_RESUME_S = 0.5
+MAX_SEQ = 2**63 - 1  # SQLite's largest integer: a larger since would fail in the store
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state = websocket.app.state.worker
     hub = state.hub
+    if problem := websocket_problem(websocket):  # before anything else: a page elsewhere has the cookie too
+        await _deny(websocket, 403, problem)
+        return
     try:
         user = await current_user(websocket)
     except ApiError as e:
@@ -68,8 +74,8 @@ def _release(hub: Hub, client: WsClient) -> None:
 
 async def _handle(client: WsClient, text: str, state: Any) -> None:
     try:
-        message = json.loads(text)
-    except json.JSONDecodeError:
+        message = request_body.loads(text)  # bounded: depth, numbers, surrogates (a malformed one is an error reply)
+    except request_body.BadJson:
         message = None
     kind = message.get("type") if isinstance(message, dict) else None
     if kind != "resume" and client.holding:
@@ -107,7 +113,7 @@ async def _may_see_video(state: Any, client: WsClient, video_id: str) -> bool:
 
 
 async def _resume(client: WsClient, since: Any, state: Any) -> None:
-    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+    if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_SEQ:
         _release(state.hub, client)
         await _reply(client, {"type": "error", "error": "since must be a seq number (0 or more)"})
         return
