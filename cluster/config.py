@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_PREFIX = "VC_"
+# --remote-bind tcp://ADDR:PORT binds these on PORT, PORT+1, ... (CurveZMQ on each)
+REMOTE_ENDPOINTS = ("executors", "events", "control", "logs")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class ClusterConfig:
     max_json_body_kb: int = 256
     log_level: str = "info"
     log_format: str = "json"
+    remote_bind: str = ""
 
     @property
     def run_dir(self) -> Path:
@@ -66,6 +69,11 @@ class ClusterConfig:
 
     def endpoint(self, name: str) -> str:
         return f"ipc://{(self.run_dir / f'{name}.ipc').resolve()}"
+
+    def remote_endpoint(self, name: str) -> str:
+        """The TCP endpoint for remote processes: ``--remote-bind`` PORT plus the name's offset."""
+        address, port = self.remote_bind.removeprefix("tcp://").rsplit(":", 1)
+        return f"tcp://{address}:{int(port) + REMOTE_ENDPOINTS.index(name)}"
 
     @property
     def threads_per_ffmpeg(self) -> int:
@@ -124,6 +132,8 @@ _HELP = {
     "max_json_body_kb": "largest JSON request body in KiB (413 beyond)",
     "log_level": "debug, info, warning or error",
     "log_format": "json (for the tap and log shippers) or console",
+    "remote_bind": "also listen for remote executors and web tiers on tcp://ADDR:PORT (CurveZMQ, keys from "
+                   "'run_cluster.py keys'): executors on PORT, events PORT+1, control PORT+2, logs PORT+3",
 }
 
 
@@ -171,6 +181,16 @@ def validate(config: ClusterConfig) -> None:
         raise ValueError("--max-json-body-kb must be at least 1")
     if config.log_format not in ("json", "console"):
         raise ValueError("--log-format must be json or console")
+    if config.remote_bind:
+        _validate_remote_bind(config.remote_bind)
+
+
+def _validate_remote_bind(endpoint: str) -> None:
+    from cluster.curve import tcp_port
+
+    _address, port = tcp_port(endpoint)
+    if not 0 < port <= 65535 - len(REMOTE_ENDPOINTS) + 1:
+        raise ValueError(f"--remote-bind port out of range: {port} (it uses {len(REMOTE_ENDPOINTS)} ports)")
 
 
 def _argument_type(annotation: object) -> type:

@@ -25,6 +25,11 @@ class EventBus:
         self.published = 0
 
     @property
+    def socket(self) -> zmq.Socket:
+        """For binding one more endpoint (``--remote-bind``)."""
+        return self._pub
+
+    @property
     def last_seq(self) -> int:
         return self._seq
 

@@ -31,7 +31,9 @@ from primary.limits import FailureLimiter
 from primary.listener import bind_listener
 from primary.metrics import JobMetrics, MetricsOps
 from primary.rate_limits import RateLimits, WebSocketCounts
+from primary.remote_access import RemoteAccess
 from primary.retry import RetryPolicy, RetryTracker, parse_policies
+from primary.run_files import RunFiles
 from primary.store import JobStore
 from primary.supervisor import Child, ChildSpec, Supervisor
 from primary.worker_registry import WorkerRegistry
@@ -72,7 +74,9 @@ class Primary:
         executor_socket = _bind(context, zmq.ROUTER, config.endpoint("executors"))
         supervisor = Supervisor(config, lambda child, code: self._child_exited(pool, child, code))
         pool = ExecutorPool(executor_socket, engine, store.get_video, config.executor_timeout_s,
-                            config.threads_per_ffmpeg, supervisor.kill)
+                            config.threads_per_ffmpeg, supervisor.kill,
+                            files=RunFiles(LocalStorage(config.storage_dir), store.get_video),
+                            welcome=_executor_settings(config))
         accounts = AccountStore(config.db_path)
         _ensure_an_administrator(accounts)
         processes = lambda: _describe_processes(supervisor, pool)
@@ -84,11 +88,13 @@ class Primary:
         registry.on_recycle = self._recycle
         self._ws_counts = WebSocketCounts(config.max_ws_per_user)
         metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts, processes)
-        control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), job_ops.handlers(),
+        control_socket = _bind(context, zmq.ROUTER, config.endpoint("control"))
+        logs = _bind(context, zmq.PULL, config.endpoint("logs"))
+        remote = _listen_remote(context, config, pool, bus.socket, control_socket, logs)
+        control = ControlServer(control_socket, job_ops.handlers(),
                                 auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
                                 rates.handlers(), self._ws_counts.handlers(), metrics.handlers())
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
-        logs = _bind(context, zmq.PULL, config.endpoint("logs"))
         engine.recover()
         swept = LocalStorage(config.storage_dir).sweep_partials()  # no child runs yet
         if swept:
@@ -96,6 +102,7 @@ class Primary:
         self._tasks = [asyncio.create_task(coro) for coro in (
             control.serve(), pool.serve(), pool.watch_heartbeats(), _forward_logs(logs, bus),
             _prune_events(store, config.event_retention, config.event_retention_s), self._watch_workers(),
+            *(remote.serve() if remote else ()),
         )]
         self._install_signal_handlers()
         await supervisor.start(ChildSpec("web", "workers.web", (listener.fileno(),)), config.workers)
@@ -112,6 +119,8 @@ class Primary:
         listener.close()
         for sock in (executor_socket, logs):
             sock.close(linger=0)
+        if remote:
+            remote.close()
         control.close()
         bus.close()
         context.term()
@@ -231,9 +240,47 @@ def _retry_tracker(config: ClusterConfig) -> RetryTracker:
 
 
 def _describe_processes(supervisor: Supervisor, pool: ExecutorPool) -> list[dict[str, object]]:
-    """The live processes; an executor is ``joined`` once it has said hello to the pool."""
-    joined = {state.pid for state in pool.executors.values()}
-    return [{**p, "joined": p["pid"] in joined} if p["role"] == "executor" else p for p in supervisor.processes()]
+    """The live processes; an executor is ``joined`` once it has said hello to the pool. Remote executors
+    follow, with their host (their pid is one of that host)."""
+    joined = {state.pid for state in pool.executors.values() if not state.remote}
+    local = [{**p, "joined": p["pid"] in joined} if p["role"] == "executor" else p for p in supervisor.processes()]
+    return [*local, *pool.remote_processes()]
+
+
+def _executor_settings(config: ClusterConfig) -> dict[str, object]:
+    """What a remote executor takes from us at hello; never a credential. Storage is this host's directory:
+    a remote executor needs it mounted (a shared filesystem) until S3 storage comes."""
+    return {"heartbeatIntervalS": config.heartbeat_interval_s, "executorTimeoutS": config.executor_timeout_s,
+            "ffmpegThreads": config.threads_per_ffmpeg, "logLevel": config.log_level,
+            "storage": {"kind": "local", "root": str(config.storage_dir.resolve())}}
+
+
+class _Remote:
+    """What ``--remote-bind`` adds: the authenticator, the remote executors' TCP socket, the key watcher."""
+
+    def __init__(self, access: RemoteAccess, executors: zmq.asyncio.Socket, pool: ExecutorPool) -> None:
+        self.access, self.executors, self.pool = access, executors, pool
+        access.on_revoked = pool.revoke
+
+    def serve(self) -> tuple[Awaitable[None], ...]:
+        return self.pool.serve_remote(self.executors, self.access.authorised), self.access.watch()
+
+    def close(self) -> None:
+        self.executors.close(linger=0)
+        self.access.close()
+
+
+def _listen_remote(context: zmq.asyncio.Context, config: ClusterConfig, pool: ExecutorPool,
+                   events: zmq.Socket, control: zmq.Socket, logs: zmq.Socket) -> _Remote | None:
+    if not config.remote_bind:
+        return None
+    access = RemoteAccess(context, config)
+    executors = context.socket(zmq.ROUTER)
+    executors.setsockopt(zmq.LINGER, 0)
+    bound = [access.bind(executors, "executors"), access.bind(events, "events"), access.bind(control, "control"),
+             access.bind(logs, "logs")]
+    log.info("listening for remote processes (CurveZMQ)", endpoints=bound, serverKey=access.server_public)
+    return _Remote(access, executors, pool)
 
 
 def _bind(context: zmq.asyncio.Context, kind: int, endpoint: str) -> zmq.asyncio.Socket:

@@ -26,13 +26,12 @@ PROGRESS_INTERVAL_S = 0.1
 
 
 class Executor:
-    def __init__(self, config: ClusterConfig, context: zmq.asyncio.Context) -> None:
+    def __init__(self, config: ClusterConfig, context: zmq.asyncio.Context, socket: zmq.asyncio.Socket | None = None,
+                 storage: LocalStorage | None = None) -> None:
+        """``socket`` and ``storage``: a remote executor's (workers/executor/remote.py), else the local ones."""
         self._config = config
-        self._socket = context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.IDENTITY, f"executor-{os.getpid()}".encode())
-        self._socket.connect(config.endpoint("executors"))
-        self._storage = LocalStorage(config.storage_dir)
+        self._socket = socket or _local_socket(context, config)
+        self._storage = storage or LocalStorage(config.storage_dir)
         self._ffmpeg = media.find_ffmpeg(config.ffmpeg)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
@@ -46,11 +45,14 @@ class Executor:
             except ProtocolError as e:
                 log.warning("bad message from the primary", error=str(e))
                 continue
-            if message.kind == "run":
-                task = asyncio.create_task(self._run(message.run_id, message.payload))
-                self._running[message.run_id] = task
-            elif message.kind == "cancel" and message.run_id in self._running:
-                self._running[message.run_id].cancel()
+            self.handle(message)
+
+    def handle(self, message: ExecutorMessage) -> None:
+        if message.kind == "run":
+            task = asyncio.create_task(self._run(message.run_id, message.payload))
+            self._running[message.run_id] = task
+        elif message.kind == "cancel" and message.run_id in self._running:
+            self._running[message.run_id].cancel()
 
     async def heartbeat(self) -> None:
         while True:
@@ -59,18 +61,22 @@ class Executor:
 
     async def stop(self) -> None:
         """Kill the running ffmpeg (its partial output goes with it); the primary re-queues the job."""
+        await self.kill_jobs()
+        self._socket.close(linger=0)
+
+    async def kill_jobs(self) -> None:
         self._stopping = True
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._socket.close(linger=0)
 
     async def _run(self, run_id: str, payload: dict[str, Any]) -> None:
         job_log = log.bind(jobId=payload.get("jobId"), videoId=payload.get("videoId"))
         job_log.info("job started", type=payload.get("type"))
         try:
-            result = await execute(payload, self._storage, self._ffmpeg, self._progress_reporter(run_id))
+            result = await execute({**payload, "runId": run_id}, self._storage, self._ffmpeg,
+                                   self._progress_reporter(run_id))
         except asyncio.CancelledError:
             if self._stopping:
                 raise  # the executor stops; the primary re-queues the job when it sees us gone
@@ -78,13 +84,13 @@ class Executor:
         except JobFailure as e:
             job_log.warning("job failed", error=str(e), permanent=e.permanent)
             await self._send("failed", run_id, {"error": str(e), "permanent": e.permanent, "stderr": e.stderr_tail,
-                                                "command": e.command})
+                                                "command": e.command, "videoId": payload.get("videoId")})
         except (OSError, media.MediaError) as e:
             job_log.exception("job failed")
-            await self._send("failed", run_id, {"error": str(e), "permanent": False})
+            await self._send("failed", run_id, {"error": str(e), "permanent": False, "videoId": payload.get("videoId")})
         else:
             job_log.info("job completed")
-            await self._send("done", run_id, {"result": result})
+            await self._send("done", run_id, {"result": result, "videoId": payload.get("videoId")})
         finally:
             self._running.pop(run_id, None)
         await self._send("ready")
@@ -104,6 +110,14 @@ class Executor:
 
     async def _send(self, kind: str, run_id: str = "", payload: dict[str, Any] | None = None) -> None:
         await self._socket.send(ExecutorMessage(kind, run_id, payload or {}).encode())
+
+
+def _local_socket(context: zmq.asyncio.Context, config: ClusterConfig) -> zmq.asyncio.Socket:
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.IDENTITY, f"executor-{os.getpid()}".encode())
+    socket.connect(config.endpoint("executors"))
+    return socket
 
 
 async def serve(config: ClusterConfig, parent: int) -> None:
