@@ -44,6 +44,7 @@ FAILED_HANDSHAKES_TO_REFUSE = 3  # a certificate for another primary fails every
 BYE_WAIT_S = 1.0
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
+CONNECT_TIMEOUT_MS = 2000  # a connect into a cut link is retried soon, not after the kernel's SYN back-off
 HANDSHAKE_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
@@ -84,6 +85,7 @@ class Session:
                                              f"{secrets.token_hex(4)}".encode())
         self.socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
         self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        self.socket.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
         make_client(self.socket, settings.cert)
         self._monitor = self.socket.get_monitor_socket(HANDSHAKE_EVENTS)
         self.socket.connect(settings.primary)
@@ -216,6 +218,11 @@ class Session:
         await self.socket.send(ExecutorMessage(kind, "", payload or {}).encode())
 
 
+def _secure_logs(socket: zmq.Socket, cert: ClientCert) -> None:
+    socket.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
+    make_client(socket, cert)
+
+
 def _usage(me: psutil.Process) -> dict[str, Any]:
     """This process and its ffmpeg, for the primary's process list and /metrics."""
     try:
@@ -229,7 +236,7 @@ def _usage(me: psutil.Process) -> dict[str, Any]:
 
 async def serve(config: ClusterConfig, settings: RemoteSettings, parent: int) -> int:
     context = zmq.asyncio.Context()
-    shipper = LogShipper(context, config, settings.endpoint("logs"), lambda s: make_client(s, settings.cert))
+    shipper = LogShipper(context, config, settings.endpoint("logs"), lambda s: _secure_logs(s, settings.cert))
     configure_logging("executor", config.log_level, config.log_format, sink=shipper)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
