@@ -336,6 +336,28 @@ def test_a_remote_executor_over_loopback_completes_jobs_and_is_listed_with_its_h
     assert all(cluster.job(j)["executor"].startswith(f"executor-{socket.gethostname()}-") for j in job_ids)
 
 
+def test_sigterm_on_a_remote_host_hands_its_job_back_at_once(remote_cluster: Callable[..., tuple[Cluster, str]],
+                                                            host_factory: Callable[..., RemoteHost],
+                                                            long_clip: Path) -> None:
+    cluster, endpoint = remote_cluster()
+    hosts = [host_factory(endpoint, add_key(cluster.data_dir, f"host-{i}"), executors=1) for i in range(2)]
+    wait_joined(cluster, 2)
+    video_id = cluster.upload(long_clip)
+    sizes = [(320, 240)]
+    job_ids = submit_stream(cluster, video_id, sizes)
+    victim = wait_until(lambda: running_on(cluster, job_ids[0]), 60, "the job to run")
+    leaving, staying = sorted(hosts, key=lambda host: victim not in host.executor_pids())
+    ffmpeg = leaving.ffmpeg()
+    assert ffmpeg and victim in leaving.executor_pids()
+    assert leaving.process is not None
+    leaving.process.send_signal(signal.SIGTERM)
+    assert leaving.wait(20) == 0
+    stalled = [e for name, e in job_events(cluster) if name == "job:stalled" and e["jobId"] == job_ids[0]]
+    assert [e["reason"] for e in stalled] == ["executor left"], "told at once, not found silent later"
+    assert not any(_is_running_ffmpeg(p) for p in ffmpeg)
+    assert_each_job_once(cluster, video_id, job_ids, sizes, [staying])
+
+
 # --- faults between hosts: network namespaces ---------------------------------------------
 
 STREAM = [(320, 240), (160, 120), (128, 96)]
