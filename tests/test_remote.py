@@ -9,6 +9,7 @@ outputs, no run-scoped partial file is left and no ffmpeg runs for a dead run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -26,7 +27,16 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import zmq
 
+from cluster.protocol import ExecutorMessage, Priority
+from cluster.storage import LocalStorage
+from primary.dispatch import ExecutorPool
+from primary.engine import JobEngine
+from primary.event_bus import EventBus
+from primary.retry import RetryPolicy, RetryTracker
+from primary.run_files import RunFiles
+from primary.store import JobStore
 from tests.harness import ROOT, Cluster, wait_until
 from tests.netns import Link, Namespaces, netns_refusal
 
@@ -252,6 +262,76 @@ def namespaces(netns_reason: str | None) -> Iterator[Namespaces]:
         yield made
     finally:
         made.cleanup()
+
+
+# --- fencing in the executor pool: a real engine and store, fake sockets --------------------
+
+class FakeSocket:
+    """Records what the pool sends to each executor identity."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, ExecutorMessage]] = []
+
+    def send_multipart(self, frames: list[bytes]) -> None:
+        self.sent.append((frames[0], ExecutorMessage.decode(frames[1])))
+
+    def kinds(self, identity: bytes) -> list[str]:
+        return [m.kind for i, m in self.sent if i == identity]
+
+    def run_id(self, identity: bytes) -> str:
+        return next(m.run_id for i, m in reversed(self.sent) if i == identity and m.kind == "run")
+
+
+def test_the_pool_accepts_one_run_and_refuses_what_a_lost_run_sends_later(tmp_path: Path) -> None:
+    context = zmq.Context()
+    store = JobStore(tmp_path / "cluster.db")
+    bus = EventBus(context, f"inproc://events-{os.getpid()}", store.last_seq())
+    engine = JobEngine(store, bus, RetryTracker(RetryPolicy(initial_ms=10)))
+    storage = LocalStorage(tmp_path / "storage")
+    video = {"info": {"format": "mp4"}}
+    killed: list[int] = []
+    local, remote = FakeSocket(), FakeSocket()
+    pool = ExecutorPool(local, engine, lambda _v: video, 60.0, 1, killed.append,
+                        files=RunFiles(storage, lambda _v: video), welcome={"heartbeatIntervalS": 0.5})
+    final = storage.resized("v1", 64, 48, "mp4")
+
+    def join(identity: bytes, key: str) -> str:
+        pool.handle(identity, ExecutorMessage("hello", payload={"pid": 7, "hostname": "h"}), remote, key, "10.0.0.2")
+        pool.handle(identity, ExecutorMessage("ready"), remote, key)
+        run_id = remote.run_id(identity)
+        partial = storage.run_partial(final, run_id)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(identity.decode())  # what its ffmpeg wrote
+        return run_id
+
+    async def scenario() -> None:
+        job, _ = engine.submit("resize", "v1", {"width": 64, "height": 48}, priority=Priority.NORMAL)
+        run_a = join(b"a", "KEY-A")
+        assert remote.kinds(b"a") == ["welcome", "run"] and remote.sent[0][1].payload == {"heartbeatIntervalS": 0.5}
+        pool.lose(b"a", "executor lost: no heartbeat")  # a partition: a goes on, unseen
+        assert killed == [], "a remote pid is never killed here"
+        assert not storage.run_partial(final, run_a).exists(), "a lost run's files are removed"
+        run_b = join(b"b", "KEY-B")
+        late = storage.run_partial(final, run_a)
+        late.write_text("a, late")  # a's ffmpeg went on writing after the partition
+        pool.handle(b"a", ExecutorMessage("done", run_a, {"result": {"from": "a"}, "videoId": "v1"}), remote,
+                    "KEY-A")
+        assert not late.exists() and remote.kinds(b"a")[-1] == "rejoin"
+        pool.handle(b"b", ExecutorMessage("done", run_b, {"result": {"from": "b"}, "videoId": "v1"}), remote,
+                    "KEY-B")
+        assert final.read_text() == "b" and not list(final.parent.glob(".*.part"))
+        completed = [e.data for e in store.events_since(0) if e.event == "job:completed"]
+        assert [(e["jobId"], e["result"]) for e in completed] == [(job.id, {"from": "b"})]
+        pool.revoke({"KEY-B"})
+        assert remote.kinds(b"b")[-2:] == ["refused", "rejoin"] and b"b" not in pool.executors
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.close()
+        bus.close()
+        store.close()
+        context.term()
 
 
 # --- keys and refusals over loopback -------------------------------------------------------
