@@ -45,8 +45,11 @@ class RemoteAccess:
         return self._server.public
 
     def callback(self, _domain: str, key: bytes) -> bool:
-        """ZAP: may this client key connect?"""
-        return key.decode("ascii", "replace") in self._authorised
+        """ZAP: may this client key connect? A key not known yet may have been added a moment ago: look."""
+        text = key.decode("ascii", "replace")
+        if text not in self._authorised:
+            self._refresh()
+        return text in self._authorised
 
     def authorised(self, key: str) -> bool:
         return key in self._authorised
@@ -67,17 +70,20 @@ class RemoteAccess:
         """Follow the keys directory; a revoked key's processes are cut off at once."""
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
-            current = self._keys.authorised()
-            if current == self._authorised:
-                continue
-            revoked = set(self._authorised) - set(current)
-            for key in set(current) - set(self._authorised):
-                log.info("key authorised", name=current[key])
-            for key in revoked:
-                log.warning("key revoked: cutting its processes off", name=self._authorised[key])
-            self._authorised = current
-            if revoked:
-                self.on_revoked(revoked)
+            self._refresh()
+
+    def _refresh(self) -> None:
+        current = self._keys.authorised()
+        if current == self._authorised:
+            return
+        revoked = set(self._authorised) - set(current)
+        for key in set(current) - set(self._authorised):
+            log.info("key authorised", name=current[key])
+        for key in revoked:
+            log.warning("key revoked: cutting its processes off", name=self._authorised[key])
+        self._authorised = current
+        if revoked:
+            self.on_revoked(revoked)
 
     def close(self) -> None:
         self._auth.stop()
