@@ -248,10 +248,11 @@ def _describe_processes(supervisor: Supervisor, pool: ExecutorPool) -> list[dict
 
 
 def _executor_settings(config: ClusterConfig) -> dict[str, object]:
-    """What a remote executor takes from us at hello; never a credential. Storage is this host's directory:
+    """What a remote executor takes from us at hello; never a credential. ffmpegThreads 0: the remote host
+    sizes ffmpeg for its own CPUs. Storage is this host's directory:
     a remote executor needs it mounted (a shared filesystem) until S3 storage comes."""
     return {"heartbeatIntervalS": config.heartbeat_interval_s, "executorTimeoutS": config.executor_timeout_s,
-            "ffmpegThreads": config.threads_per_ffmpeg, "logLevel": config.log_level,
+            "ffmpegThreads": config.ffmpeg_threads, "logLevel": config.log_level,
             "storage": {"kind": "local", "root": str(config.storage_dir.resolve())}}
 
 

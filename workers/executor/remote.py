@@ -57,6 +57,10 @@ class Rejoin(Exception):
     """This session is over (the primary lost us, or we lost it): kill the jobs and join again."""
 
 
+class Silent(Rejoin):
+    """Nothing from the primary for too long."""
+
+
 @dataclass(frozen=True)
 class RemoteSettings:
     primary: str  # tcp://HOST:PORT, the primary's executor endpoint
@@ -93,6 +97,7 @@ class Session:
         self._welcomed = False
         self._executor: Executor | None = None
         self._storage: LocalStorage | None = None
+        self._threads = 1
         self._runs: dict[str, str] = {}  # run id -> video id, of every run this session took
 
     async def run(self) -> None:
@@ -128,6 +133,7 @@ class Session:
         await self._send("hello", {"pid": os.getpid(), "hostname": sockets.gethostname()})
         welcome = await self._welcome()
         config = self._config_from(welcome)
+        self._threads = config.threads_per_ffmpeg
         storage = self._storage = self._storage_from(welcome)
         self._executor = Executor(config, self._context, socket=self.socket, storage=storage)
         self._welcomed = True
@@ -148,7 +154,7 @@ class Session:
                 if message.kind == "welcome":
                     return message.payload
                 self._on_message(message)
-        except Rejoin as e:
+        except Silent as e:
             raise Refused(f"no answer from the primary within {WELCOME_TIMEOUT_S:g} s of connecting "
                           "(is it a video cluster?)") from e
 
@@ -157,7 +163,7 @@ class Session:
             try:
                 frame = await asyncio.wait_for(self.socket.recv(), timeout_s)
             except TimeoutError as e:
-                raise Rejoin(f"nothing from the primary for {timeout_s:g} s") from e
+                raise Silent(f"nothing from the primary for {timeout_s:g} s") from e
             try:
                 return ExecutorMessage.decode(frame)
             except ProtocolError as e:
@@ -170,6 +176,8 @@ class Session:
             raise Rejoin(str(message.payload.get("reason", "the primary asks us to join again")))
         if message.kind == "run":
             self._runs[message.run_id] = str(message.payload.get("videoId", ""))
+            # threads for this host's CPUs and executor count (or the primary's --ffmpeg-threads, if it set one)
+            message = dataclasses.replace(message, payload={**message.payload, "threads": self._threads})
         if self._executor is not None and message.kind in ("run", "cancel"):
             self._executor.handle(message)
 
