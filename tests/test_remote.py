@@ -105,7 +105,13 @@ class RemoteHost:
         return found
 
     def executor_pids(self) -> list[int]:
-        return [p.pid for p in self.descendants() if _cmdline_has(p, REMOTE_MODULE)]
+        """The host's own children (a grandchild forked a moment ago still shows the executor's command line)."""
+        assert self.process is not None
+        try:
+            children = psutil.Process(self.process.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        return [p.pid for p in children if _cmdline_has(p, REMOTE_MODULE)]
 
     def ffmpeg(self) -> list[psutil.Process]:
         return [p for p in self.descendants() if _is_running_ffmpeg(p)]
