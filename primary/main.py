@@ -17,6 +17,7 @@ import zmq.asyncio
 
 from cluster.child import EXIT_BOOT_FAILURE
 from cluster.config import ClusterConfig
+from cluster.curve import CertError
 from cluster.logs import configure_logging, get_logger
 from cluster.passwords import random_password
 from cluster.storage import LocalStorage
@@ -334,7 +335,7 @@ def run_primary(config: ClusterConfig) -> int:
     configure_logging("primary", config.log_level, config.log_format)
     try:
         return asyncio.run(Primary(config).run())
-    except AlreadyRunning as e:
+    except (AlreadyRunning, CertError) as e:
         log.error(str(e))
         return 1
     except OSError as e:
