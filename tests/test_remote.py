@@ -19,7 +19,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -391,12 +390,9 @@ def test_a_refused_executor_says_why_and_exits_non_zero(case: str, tmp_path: Pat
             value.update({k: json.loads(other.read_text())[k] for k in ("public", "secret")})
             cert.write_text(json.dumps(value))
         expected = "unknown or revoked"
-    started = time.monotonic()
     host = host_factory(endpoint, cert, executors=1)
-    code = host.wait(REFUSAL_DEADLINE_S + 30)  # the deadline is asserted below, with the time it took
-    took = time.monotonic() - started
+    code = host.wait(REFUSAL_DEADLINE_S + 5)  # + two interpreters' start (host, executor) on a busy box
     assert code != 0 and expected in host.output(), host.output()
-    assert took < REFUSAL_DEADLINE_S + 5, f"refused after {took:.1f} s"  # + the interpreter's start on a busy box
     assert remote_processes(cluster) == []
 
 
@@ -540,11 +536,9 @@ def test_a_key_revoked_mid_job_cuts_its_host_off_and_the_job_runs_elsewhere(
     video_id, job_ids, victim = setup.start_stream(long_clip)
     index = next(i for i, host in enumerate(setup.hosts) if victim in host.executor_pids())
     revoked = setup.hosts[index]
-    started = time.monotonic()
     assert keys(setup.cluster.data_dir, "revoke", f"ns-host-{index}").returncode == 0
-    code = revoked.wait(REFUSAL_DEADLINE_S + 15)
+    code = revoked.wait(REFUSAL_DEADLINE_S)
     assert code != 0 and "revoked" in revoked.output()
-    assert time.monotonic() - started < REFUSAL_DEADLINE_S
     setup.check(video_id, job_ids)
     others = {p["pid"] for p in remote_processes(setup.cluster)}
     assert others == set(setup.hosts[1 - index].executor_pids())
