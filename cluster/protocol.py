@@ -150,8 +150,12 @@ class ExecutorMessage:
     """Between the primary and an executor, both ways.
 
     Executor -> primary kinds: ``hello``, ``ready`` (one credit), ``heartbeat``,
-    ``progress``, ``done``, ``failed``. Primary -> executor: ``run``, ``cancel``.
-    ``run_id`` names one attempt of one job, so a late report is recognised.
+    ``progress``, ``done``, ``failed``, ``bye`` (a remote executor that stops).
+    Primary -> executor: ``welcome`` (the answer to hello: the settings a remote
+    executor needs), ``run``, ``cancel``, ``heartbeat`` (to a remote executor, so it
+    notices a partition), ``rejoin`` (we do not know you: join again), ``refused``
+    (your key is revoked: exit). ``run_id`` names one attempt of one job, so a late
+    report is recognised; it is also the fencing token of the run's files.
     """
 
     kind: str
