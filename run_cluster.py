@@ -5,6 +5,9 @@
     python run_cluster.py tap [--filter job:] print events and logs as JSON lines
                               [--level warning] [--role web]
     python run_cluster.py user add NAME       manage users (add [--admin], list, passwd, remove)
+    python run_cluster.py keys add NAME       authorise a remote process (add [--out FILE], list, revoke NAME)
+    python run_cluster.py executor --primary tcp://HOST:PORT --cert FILE [--executors M]
+                                              run executors on this host for a primary on another
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ def run_parser() -> argparse.ArgumentParser:
         description="Run the video cluster: a primary, N HTTP/WebSocket workers and M FFmpeg executors. "
                     "Every flag can also be set by the environment variable named in its help. "
                     "Sub-commands: 'tap' prints the cluster's events and logs (run_cluster.py tap --help); "
-                    "'user' manages accounts (run_cluster.py user --help).",
+                    "'user' manages accounts (run_cluster.py user --help); 'keys' authorises remote processes "
+                    "(run_cluster.py keys --help); 'executor' runs executors for a remote primary "
+                    "(run_cluster.py executor --help).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_config_arguments(parser)
@@ -58,7 +63,7 @@ def banner(config: ClusterConfig) -> str:
     )
 
 
-SUB_COMMANDS = ("tap", "user")
+SUB_COMMANDS = ("tap", "user", "keys", "executor")
 
 
 def split_cluster_flags(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -101,6 +106,14 @@ def main(argv: list[str]) -> int:
         from primary.user_cli import run_user_command
 
         return run_user_command(["--data-dir", str(config.data_dir), *rest[1:]])
+    if command == "keys":
+        from primary.keys import run_keys_command
+
+        return run_keys_command(["--data-dir", str(config.data_dir), *rest[1:]])
+    if command == "executor":
+        from workers.executor.host import run_executor_host
+
+        return run_executor_host(config, rest[1:])
     from primary.main import run_primary
 
     print(banner(config), file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 import zmq
 
@@ -16,6 +17,7 @@ CONFIG_ENV = "VC_CHILD_CONFIG"
 PARENT_ENV = "VC_PARENT_PID"
 LISTEN_FD_ENV = "VC_LISTEN_FD"
 EXIT_BOOT_FAILURE = 3  # tells the supervisor to back off instead of respawning at once
+EXIT_REFUSED = 4  # a remote process whose key the primary refuses: respawning it would not help
 PR_SET_PDEATHSIG = 1
 LOG_HWM = 10_000
 
@@ -45,12 +47,16 @@ async def watch_parent(parent: int, on_orphaned: asyncio.Event, interval_s: floa
 class LogShipper:
     """A non-blocking PUSH to the primary, which republishes each line on its PUB socket."""
 
-    def __init__(self, context: zmq.Context, config: ClusterConfig) -> None:
+    def __init__(self, context: zmq.Context, config: ClusterConfig, endpoint: str | None = None,
+                 secure: Callable[[zmq.Socket], None] | None = None) -> None:
+        """``endpoint`` and ``secure``: a remote process's (the primary's TCP log endpoint, CURVE keys)."""
         # a plain socket on the same underlying context: logging is synchronous
         self._push = zmq.Context.shadow(context.underlying).socket(zmq.PUSH)
         self._push.setsockopt(zmq.SNDHWM, LOG_HWM)
         self._push.setsockopt(zmq.LINGER, 0)
-        self._push.connect(config.endpoint("logs"))
+        if secure is not None:
+            secure(self._push)
+        self._push.connect(endpoint or config.endpoint("logs"))
 
     def __call__(self, line: bytes) -> None:
         try:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_PREFIX = "VC_"
+# --remote-bind tcp://ADDR:PORT binds these on PORT, PORT+1, ... (CurveZMQ on each)
+REMOTE_ENDPOINTS = ("executors", "events", "control", "logs")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class ClusterConfig:
     upload_idle_s: float = 30.0
     max_uploads_per_worker: int = 8
     max_uploads_per_user: int = 2
+    remote_bind: str = ""
 
     @property
     def run_dir(self) -> Path:
@@ -91,6 +94,11 @@ class ClusterConfig:
 
     def endpoint(self, name: str) -> str:
         return f"ipc://{(self.run_dir / f'{name}.ipc').resolve()}"
+
+    def remote_endpoint(self, name: str) -> str:
+        """The TCP endpoint for remote processes: ``--remote-bind`` PORT plus the name's offset."""
+        address, port = self.remote_bind.removeprefix("tcp://").rsplit(":", 1)
+        return f"tcp://{address}:{int(port) + REMOTE_ENDPOINTS.index(name)}"
 
     @property
     def threads_per_ffmpeg(self) -> int:
@@ -178,6 +186,8 @@ _HELP = {
     "upload_idle_s": "an upload that sends nothing for this long is aborted (408)",
     "max_uploads_per_worker": "uploads in flight on one web worker before 429 (0: no limit)",
     "max_uploads_per_user": "uploads in flight per user on one web worker before 429 (0: no limit)",
+    "remote_bind": "also listen for remote executors and web tiers on tcp://ADDR:PORT (CurveZMQ, keys from "
+                   "'run_cluster.py keys'): executors on PORT, events PORT+1, control PORT+2, logs PORT+3",
 }
 
 
@@ -244,6 +254,16 @@ def validate(config: ClusterConfig) -> None:
         raise ValueError("--header-timeout-s and --upload-idle-s must be positive")
     if config.log_format not in ("json", "console"):
         raise ValueError("--log-format must be json or console")
+    if config.remote_bind:
+        _validate_remote_bind(config.remote_bind)
+
+
+def _validate_remote_bind(endpoint: str) -> None:
+    from cluster.curve import tcp_port
+
+    _address, port = tcp_port(endpoint)
+    if not 0 < port <= 65535 - len(REMOTE_ENDPOINTS) + 1:
+        raise ValueError(f"--remote-bind port out of range: {port} (it uses {len(REMOTE_ENDPOINTS)} ports)")
 
 
 def _argument_type(annotation: object) -> type:

@@ -154,8 +154,12 @@ class ExecutorKind(str, Enum):
     PROGRESS = "progress"
     DONE = "done"
     FAILED = "failed"
+    BYE = "bye"  # a remote executor that stops
     RUN = "run"  # primary -> executor
     CANCEL = "cancel"
+    WELCOME = "welcome"  # the answer to hello: the settings a remote executor needs
+    REJOIN = "rejoin"  # we do not know you: join again
+    REFUSED = "refused"  # your key is revoked: exit
 
 
 # Reasons and errors made in one process and matched in another.
@@ -168,10 +172,13 @@ RUN_STALLED = "run stalled: no word from the executor past the job's timeout and
 class ExecutorMessage:
     """Between the primary and an executor, both ways.
 
-    ``kind`` is an ``ExecutorKind``: executor -> primary ``hello``, ``ready`` (one
-    credit), ``heartbeat``, ``progress``, ``done``, ``failed``; primary -> executor
-    ``run``, ``cancel``.
-    ``run_id`` names one attempt of one job, so a late report is recognised.
+    ``kind`` is an ``ExecutorKind``. Executor -> primary: ``hello``, ``ready`` (one credit), ``heartbeat``,
+    ``progress``, ``done``, ``failed``, ``bye`` (a remote executor that stops).
+    Primary -> executor: ``welcome`` (the answer to hello: the settings a remote
+    executor needs), ``run``, ``cancel``, ``heartbeat`` (to a remote executor, so it
+    notices a partition), ``rejoin`` (we do not know you: join again), ``refused``
+    (your key is revoked: exit). ``run_id`` names one attempt of one job, so a late
+    report is recognised; it is also the fencing token of the run's files.
     """
 
     kind: str

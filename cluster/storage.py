@@ -83,6 +83,23 @@ class LocalStorage:
         ``tag`` tells apart jobs writing one file that may run at once (two fits of one size)."""
         return final.with_name(f".{final.name}{'.' + tag if tag else ''}.part")
 
+    @staticmethod
+    def run_partial(final: Path, run_id: str) -> Path:
+        """The name one run writes `final` (a file or a directory) under: fenced by the run id, so two runs of
+        one job never share a file, and only the run the primary accepts is moved in place (primary/run_files.py)."""
+        if not run_id.isalnum():
+            raise ValueError(f"bad run id {run_id!r}")
+        return final.with_name(f".{final.name}.{run_id}.part")
+
+    def discard_run(self, video_id: str, run_id: str) -> int:
+        """Remove whatever this run wrote under its run-scoped names; the number of paths removed."""
+        if not run_id.isalnum():
+            raise ValueError(f"bad run id {run_id!r}")
+        stale = list(self.video_dir(video_id).glob(f".*.{run_id}.part"))
+        for path in stale:
+            discard(path)
+        return len(stale)
+
     def sweep_partials(self) -> int:
         """Remove what writers that died left half-written (files and directories); only safe while no writer runs."""
         stale = [*self.root.glob("*/.*.part"), *self.temp_dir.glob("*.part")]

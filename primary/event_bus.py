@@ -27,6 +27,11 @@ class EventBus:
         self.subscribers: list[Callable[[Event], None]] = []  # called after each event is sent (webhooks)
 
     @property
+    def socket(self) -> zmq.Socket:
+        """For binding one more endpoint (``--remote-bind``)."""
+        return self._pub
+
+    @property
     def last_seq(self) -> int:
         return self._seq
 

@@ -17,6 +17,7 @@ import zmq.asyncio
 
 from cluster.child import EXIT_BOOT_FAILURE
 from cluster.config import ClusterConfig
+from cluster.curve import CertError
 from cluster.logs import configure_logging, get_logger
 from cluster.passwords import random_password
 from cluster.storage import LocalStorage
@@ -32,8 +33,10 @@ from primary.limits import LoginFailures
 from primary.listener import bind_listener
 from primary.metrics import JobMetrics, LoopLag, MetricsOps
 from primary.rate_limits import RateLimits, WebSocketCounts, limit_keys
+from primary.remote_access import RemoteAccess
 from primary.retention import Retention, keep_rules
 from primary.retry import RetryPolicy, RetryTracker, parse_policies
+from primary.run_files import RunFiles
 from primary.stats import WindowStats
 from primary.store import DELETE_BATCH, JobStore, ReadStore
 from primary.supervisor import Child, ChildSpec, Supervisor
@@ -83,7 +86,9 @@ class Primary:
         executor_socket = _bind(context, zmq.ROUTER, config.endpoint("executors"))
         supervisor = Supervisor(config, lambda child, code: self._child_exited(pool, child, code))
         pool = ExecutorPool(executor_socket, engine, store.get_video, config.executor_timeout_s,
-                            config.threads_per_ffmpeg, supervisor.kill, run_grace_s=config.job_stall_grace_s)
+                            config.threads_per_ffmpeg, supervisor.kill, run_grace_s=config.job_stall_grace_s,
+                            files=RunFiles(LocalStorage(config.storage_dir), store.get_video),
+                            welcome=_executor_settings(config))
         accounts = AccountStore(config.db_path)
         _ensure_an_administrator(accounts)
         processes = lambda: _describe_processes(supervisor, pool)
@@ -102,12 +107,14 @@ class Primary:
         webhook_ops = WebhookOps(webhooks, lambda: bus.last_seq, config.webhook_max_per_user)
         metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts, processes,
                              counts=store.count_by_state, loop_lag=loop_lag)
-        control = ControlServer(_bind(context, zmq.ROUTER, config.endpoint("control")), job_ops.handlers(),
+        control_socket = _bind(context, zmq.ROUTER, config.endpoint("control"))
+        logs = _bind(context, zmq.PULL, config.endpoint("logs"))
+        remote = _listen_remote(context, config, pool, bus.socket, control_socket, logs)
+        control = ControlServer(control_socket, job_ops.handlers(),
                                 auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
                                 rates.handlers(), self._ws_counts.handlers(), _with_webhooks(metrics, webhooks),
                                 webhook_ops.handlers(), batch=engine.batch)
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
-        logs = _bind(context, zmq.PULL, config.endpoint("logs"))
         webhooks.catch_up()  # before any new event: deliveries a kill cut off are written first
         bus.subscribers.append(webhooks.on_event)
         webhooks.start()
@@ -119,6 +126,7 @@ class Primary:
             control.serve(), pool.serve(), pool.watch_heartbeats(), _forward_logs(logs, bus),
             _prune_events(store, config.event_retention, config.event_retention_s), self._watch_workers(),
             loop_lag.run(), Retention(store, keep_rules(config)).run(),
+            *(remote.serve() if remote else ()),
         )]
         self._install_signal_handlers()
         await supervisor.start(ChildSpec("web", "workers.web", (listener.fileno(),)), config.workers)
@@ -136,6 +144,8 @@ class Primary:
         listener.close()
         for sock in (executor_socket, logs):
             sock.close(linger=0)
+        if remote:
+            remote.close()
         control.close()
         bus.close()
         context.term()
@@ -269,9 +279,48 @@ def _webhook_settings(config: ClusterConfig) -> WebhookSettings:
 
 
 def _describe_processes(supervisor: Supervisor, pool: ExecutorPool) -> list[dict[str, object]]:
-    """The live processes; an executor is ``joined`` once it has said hello to the pool."""
-    joined = {state.pid for state in pool.executors.values()}
-    return [{**p, "joined": p["pid"] in joined} if p["role"] == "executor" else p for p in supervisor.processes()]
+    """The live processes; an executor is ``joined`` once it has said hello to the pool. Remote executors
+    follow, with their host (their pid is one of that host)."""
+    joined = {state.pid for state in pool.executors.values() if not state.remote}
+    local = [{**p, "joined": p["pid"] in joined} if p["role"] == "executor" else p for p in supervisor.processes()]
+    return [*local, *pool.remote_processes()]
+
+
+def _executor_settings(config: ClusterConfig) -> dict[str, object]:
+    """What a remote executor takes from us at hello; never a credential. ffmpegThreads 0: the remote host
+    sizes ffmpeg for its own CPUs. Storage is this host's directory:
+    a remote executor needs it mounted (a shared filesystem) until S3 storage comes."""
+    return {"heartbeatIntervalS": config.heartbeat_interval_s, "executorTimeoutS": config.executor_timeout_s,
+            "ffmpegThreads": config.ffmpeg_threads, "logLevel": config.log_level,
+            "storage": {"kind": "local", "root": str(config.storage_dir.resolve())}}
+
+
+class _Remote:
+    """What ``--remote-bind`` adds: the authenticator, the remote executors' TCP socket, the key watcher."""
+
+    def __init__(self, access: RemoteAccess, executors: zmq.asyncio.Socket, pool: ExecutorPool) -> None:
+        self.access, self.executors, self.pool = access, executors, pool
+        access.on_revoked = pool.revoke
+
+    def serve(self) -> tuple[Awaitable[None], ...]:
+        return self.pool.serve_remote(self.executors, self.access.authorised), self.access.watch()
+
+    def close(self) -> None:
+        self.executors.close(linger=0)
+        self.access.close()
+
+
+def _listen_remote(context: zmq.asyncio.Context, config: ClusterConfig, pool: ExecutorPool,
+                   events: zmq.Socket, control: zmq.Socket, logs: zmq.Socket) -> _Remote | None:
+    if not config.remote_bind:
+        return None
+    access = RemoteAccess(context, config)
+    executors = context.socket(zmq.ROUTER)
+    executors.setsockopt(zmq.LINGER, 0)
+    bound = [access.bind(executors, "executors"), access.bind(events, "events"), access.bind(control, "control"),
+             access.bind(logs, "logs")]
+    log.info("listening for remote processes (CurveZMQ)", endpoints=bound, serverKey=access.server_public)
+    return _Remote(access, executors, pool)
 
 
 def _bind(context: zmq.asyncio.Context, kind: int, endpoint: str) -> zmq.asyncio.Socket:
@@ -325,7 +374,7 @@ def run_primary(config: ClusterConfig) -> int:
     configure_logging("primary", config.log_level, config.log_format)
     try:
         return asyncio.run(Primary(config).run())
-    except AlreadyRunning as e:
+    except (AlreadyRunning, CertError) as e:
         log.error(str(e))
         return 1
     except OSError as e:

@@ -238,4 +238,7 @@ class MetricsOps:
 
 
 def _process_labels(process: dict[str, Any]) -> Labels:
-    return {"role": str(process["role"]), "pid": str(process["pid"])}
+    labels = {"role": str(process["role"]), "pid": str(process["pid"])}
+    if process.get("remote"):
+        labels.update(host=str(process.get("hostname", "")), address=str(process.get("address", "")))
+    return labels

@@ -30,6 +30,9 @@ class ProcessMonitor:
         described = []
         alive: set[int] = set()
         for process in processes:
+            if process.get("remote"):  # a pid of another host: its figures are those it reported
+                described.append({"cpuPercent": None, "rssBytes": None, "threads": None, **process})
+                continue
             described.append({**process, **self._usage(process["pid"], alive)})
             if process["role"] == "executor":
                 described.extend(self._ffmpeg_children(process["pid"], alive))

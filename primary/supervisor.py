@@ -29,6 +29,7 @@ class ChildSpec:
     role: str
     module: str
     pass_fds: tuple[int, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # more environment for the child (a remote executor's primary, cert)
 
 
 @dataclass
@@ -151,7 +152,7 @@ class Supervisor:
     # internals
 
     async def _spawn(self, spec: ChildSpec, slot: int, candidate: bool = False) -> Child:
-        env = {**os.environ, CONFIG_ENV: self._config.to_json(), PARENT_ENV: str(os.getpid())}
+        env = {**os.environ, **dict(spec.env), CONFIG_ENV: self._config.to_json(), PARENT_ENV: str(os.getpid())}
         if spec.pass_fds:
             env[LISTEN_FD_ENV] = str(spec.pass_fds[0])
         process = await asyncio.create_subprocess_exec(

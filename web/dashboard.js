@@ -496,6 +496,8 @@ function processRow(p) {
   const notes = [];
   if (isNum(p.slot)) notes.push(`slot ${p.slot}`);
   if (p.joined === false) notes.push('not joined yet');
+  if (p.remote) notes.push(`remote: ${p.hostname || '?'} (${p.address || '?'})`);
+  row.dataset.host = p.remote ? (p.hostname || '') : '';
   if (isNum(p.parent)) notes.push(`child of ${p.parent}`);
   row.append(el('td', '', p.role), el('td', 'num', p.pid),
     el('td', 'num', isNum(p.cpuPercent) ? p.cpuPercent.toFixed(1) : '—'),

@@ -27,13 +27,12 @@ PROGRESS_INTERVAL_S = 0.1
 
 
 class Executor:
-    def __init__(self, config: ClusterConfig, context: zmq.asyncio.Context) -> None:
+    def __init__(self, config: ClusterConfig, context: zmq.asyncio.Context, socket: zmq.asyncio.Socket | None = None,
+                 storage: LocalStorage | None = None) -> None:
+        """``socket`` and ``storage``: a remote executor's (workers/executor/remote.py), else the local ones."""
         self._config = config
-        self._socket = context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.IDENTITY, f"executor-{os.getpid()}".encode())
-        self._socket.connect(config.endpoint("executors"))
-        self._storage = LocalStorage(config.storage_dir)
+        self._socket = socket or _local_socket(context, config)
+        self._storage = storage or LocalStorage(config.storage_dir)
         self._ffmpeg = media.find_ffmpeg(config.ffmpeg)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
@@ -48,11 +47,14 @@ class Executor:
             except ProtocolError as e:
                 log.warning("bad message from the primary", error=str(e))
                 continue
-            if message.kind == ExecutorKind.RUN:
-                task = asyncio.create_task(self._run(message.run_id, message.payload))
-                self._running[message.run_id] = task
-            elif message.kind == ExecutorKind.CANCEL and message.run_id in self._running:
-                self._running[message.run_id].cancel()
+            self.handle(message)
+
+    def handle(self, message: ExecutorMessage) -> None:
+        if message.kind == ExecutorKind.RUN:
+            task = asyncio.create_task(self._run(message.run_id, message.payload))
+            self._running[message.run_id] = task
+        elif message.kind == ExecutorKind.CANCEL and message.run_id in self._running:
+            self._running[message.run_id].cancel()
 
     async def heartbeat(self) -> None:
         while True:
@@ -61,12 +63,15 @@ class Executor:
 
     async def stop(self) -> None:
         """Kill the running ffmpeg (its partial output goes with it); the primary re-queues the job."""
+        await self.kill_jobs()
+        self._socket.close(linger=0)
+
+    async def kill_jobs(self) -> None:
         self._stopping = True
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._socket.close(linger=0)
 
     async def _run(self, run_id: str, payload: dict[str, Any]) -> None:
         """One attempt, whatever happens in it: a report (unless cancelled), then ``ready`` for the next job."""
@@ -89,7 +94,8 @@ class Executor:
                        job_log: Any) -> tuple[ExecutorKind, dict[str, Any]]:
         try:
             await inject(self._faults, str(payload.get("type")))
-            result = await execute(payload, self._storage, self._ffmpeg, self._progress_reporter(run_id))
+            result = await execute({**payload, "runId": run_id}, self._storage, self._ffmpeg,
+                                   self._progress_reporter(run_id))
         except JobFailure as e:
             job_log.warning("job failed", error=str(e), permanent=e.permanent)
             return ExecutorKind.FAILED, self._failure(payload, e)
@@ -101,12 +107,12 @@ class Executor:
             return ExecutorKind.FAILED, self._failure(
                 payload, JobFailure(f"internal error: {type(e).__name__}: {e}", permanent=False))
         job_log.info("job completed")
-        return ExecutorKind.DONE, {"result": result}
+        return ExecutorKind.DONE, {"result": result, "videoId": payload.get("videoId")}
 
     def _failure(self, payload: dict[str, Any], failure: JobFailure) -> dict[str, Any]:
         error = public_error(str(failure), self._storage, payload.get("videoId"))
         return {"error": error, "permanent": failure.permanent, "stderr": failure.stderr_tail,
-                "command": failure.command}
+                "command": failure.command, "videoId": payload.get("videoId")}  # videoId: to discard the run's files
 
     async def _send_report(self, run_id: str, kind: ExecutorKind, payload: dict[str, Any]) -> None:
         try:
@@ -115,7 +121,7 @@ class Executor:
             log.exception("job report not sendable")
             frame = ExecutorMessage(ExecutorKind.FAILED, run_id,
                                     {"error": f"internal error: the report cannot be sent: {e}",
-                                     "permanent": False}).encode()
+                                     "permanent": False, "videoId": payload.get("videoId")}).encode()
         await self._socket.send(frame)
 
     def _progress_reporter(self, run_id: str) -> Any:
@@ -133,6 +139,14 @@ class Executor:
 
     async def _send(self, kind: ExecutorKind, run_id: str = "", payload: dict[str, Any] | None = None) -> None:
         await self._socket.send(ExecutorMessage(kind, run_id, payload or {}).encode())
+
+
+def _local_socket(context: zmq.asyncio.Context, config: ClusterConfig) -> zmq.asyncio.Socket:
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.IDENTITY, f"executor-{os.getpid()}".encode())
+    socket.connect(config.endpoint("executors"))
+    return socket
 
 
 async def serve(config: ClusterConfig, parent: int) -> None:

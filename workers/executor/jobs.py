@@ -50,6 +50,7 @@ class Job:
     threads: int
     timeout_s: float
     on_progress: ProgressCallback
+    run_id: str = ""  # set when the primary dispatched it: outputs stay under run-scoped names for it to accept
 
 
 Runner = Callable[[Job], Awaitable[dict[str, Any]]]
@@ -79,7 +80,7 @@ async def _prepare(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
         raise JobFailure(f"unreadable input: {e}", permanent=True) from e
     output = _checked(storage.job_output, payload["type"], video_id, params, source_fmt)
     return Job(video_id, params, source, source_fmt, info, output, ffmpeg, int(payload["threads"]),
-               float(payload["timeoutS"]), on_progress)
+               float(payload["timeoutS"]), on_progress, str(payload.get("runId") or ""))
 
 
 def public_error(message: str, storage: LocalStorage, video_id: Any) -> str:
@@ -130,10 +131,12 @@ def _impossible_output(result: FfmpegResult) -> str | None:
 class FileJob:
     """A job whose output is one file, written under a partial name and moved in place when complete."""
     command: Callable[[Job, Path], list[str]]
-    describe: Callable[[Job], dict[str, Any]]  # the result, from the finished output; runs in a thread
+    describe: Callable[[Job, Path], dict[str, Any]]  # the result, from the finished output; runs in a thread
 
 
 async def _run_file_job(spec: FileJob, job: Job) -> dict[str, Any]:
+    if job.run_id:
+        return await _run_fenced_file_job(spec, job)
     # Two fits of one size write the same file (the later replaces it), each under its own partial name.
     partial = LocalStorage.partial(job.output, tag=str(job.params.get("fit", "")))
     argv = _checked(spec.command, job, partial)
@@ -142,7 +145,19 @@ async def _run_file_job(spec: FileJob, job: Job) -> dict[str, Any]:
         LocalStorage.commit(partial, job.output)
     finally:
         partial.unlink(missing_ok=True)
-    return await asyncio.to_thread(spec.describe, job)
+    return await asyncio.to_thread(spec.describe, job, job.output)
+
+
+async def _run_fenced_file_job(spec: FileJob, job: Job) -> dict[str, Any]:
+    """The output stays under its run-scoped name: the primary moves it in place if it accepts the run."""
+    partial = LocalStorage.run_partial(job.output, job.run_id)
+    argv = _checked(spec.command, job, partial)
+    try:
+        await _run(argv, job)
+        return await asyncio.to_thread(spec.describe, job, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _asset_url(video_id: str, query: str) -> str:
@@ -168,23 +183,23 @@ def _extract_audio_command(job: Job, dst: Path) -> list[str]:
                                        src_format=job.source_fmt)
 
 
-def _video_result(job: Job, query: str) -> dict[str, Any]:
-    info = media.probe(job.output)
+def _video_result(job: Job, query: str, path: Path) -> dict[str, Any]:
+    info = media.probe(path)
     return {"file": job.output.name, "url": _asset_url(job.video_id, query),
             "width": info.width, "height": info.height, "size": info.size_bytes,
             "duration": info.duration_s, "videoCodec": info.video_codec}
 
 
-def _resize_result(job: Job) -> dict[str, Any]:
-    return _video_result(job, f"type=resize&dimensions={job.params['width']}x{job.params['height']}")
+def _resize_result(job: Job, path: Path) -> dict[str, Any]:
+    return _video_result(job, f"type=resize&dimensions={job.params['width']}x{job.params['height']}", path)
 
 
-def _convert_result(job: Job) -> dict[str, Any]:
-    return _video_result(job, f"type=converted&format={job.params['format']}")
+def _convert_result(job: Job, path: Path) -> dict[str, Any]:
+    return _video_result(job, f"type=converted&format={job.params['format']}", path)
 
 
-def _audio_result(job: Job) -> dict[str, Any]:
-    info = media.probe_audio(job.output)
+def _audio_result(job: Job, path: Path) -> dict[str, Any]:
+    info = media.probe_audio(path)
     return {"file": job.output.name, "url": _asset_url(job.video_id, "type=audio"), "size": info.size_bytes,
             "audioCodec": info.codec, "duration": info.duration_s}
 
@@ -208,25 +223,30 @@ async def _run_hls(job: Job) -> dict[str, Any]:
     final_dir = job.output.parent
     # one partial dir per ladder: two ladders of one video with other renditions may run at once
     ladder_name = "-".join(str(r.height) for r in renditions)
-    partial = final_dir.with_name(f".{final_dir.name}-{ladder_name}.part")
+    fenced = bool(job.run_id)  # the ladder stays under its run-scoped name: the primary moves it in place
+    partial = (LocalStorage.run_partial(final_dir, job.run_id) if fenced
+               else final_dir.with_name(f".{final_dir.name}-{ladder_name}.part"))
     argv = _checked(hls.hls_command, job.ffmpeg, job.source, partial, renditions, has_audio, job.threads,
                     job.source_fmt)
+    made = False
     try:
         discard(partial)  # what an attempt that died left
         partial.mkdir(parents=True)
         await _run(argv, job)
         variants = hls.write_hls_master(partial / job.output.name, renditions, has_audio)
-        replaced = LocalStorage.commit_dir(partial, final_dir)
+        replaced = None if fenced else LocalStorage.commit_dir(partial, final_dir)
+        made = True
     finally:
         # Also on cancellation: run_ffmpeg has killed and reaped ffmpeg by now, nothing writes here any more.
-        discard(partial)
+        if not (made and fenced):
+            discard(partial)
     if replaced is not None:
         await asyncio.to_thread(discard, replaced)
     return {"master": f"{final_dir.name}/{job.output.name}", "url": f"/hls/{job.video_id}/{job.output.name}",
             "renditions": [{"height": v.height, "width": v.width, "bandwidth": v.bandwidth} for v in variants]}
 
 
-def _file_job(command: Callable[[Job, Path], list[str]], describe: Callable[[Job], dict[str, Any]]) -> Runner:
+def _file_job(command: Callable[[Job, Path], list[str]], describe: Callable[[Job, Path], dict[str, Any]]) -> Runner:
     return functools.partial(_run_file_job, FileJob(command, describe))
 
 

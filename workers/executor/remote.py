@@ -1,0 +1,298 @@
+"""A remote executor process: joins a primary over TCP with CurveZMQ, takes its settings from the primary's
+answer to hello, and otherwise works as a local executor (workers/executor/__main__.py).
+
+One join is a session: a fresh DEALER (a fresh identity), hello, welcome, then jobs. A session ends when the
+primary is silent for its executor timeout (a partition, a restart) or tells it to join again; the running
+ffmpeg is killed, what its runs left under run-scoped names is removed, and a new session begins. A refused
+key (unknown, revoked, or a certificate for another primary) ends the process with EXIT_REFUSED and a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import secrets
+import signal
+import socket as sockets
+import sys
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import recv_monitor_message
+
+from cluster.child import EXIT_REFUSED, LogShipper, child_config, die_with_parent, watch_parent
+from cluster.config import REMOTE_ENDPOINTS, ClusterConfig
+from cluster.curve import CertError, ClientCert, make_client, tcp_port
+from cluster.logs import configure_logging, get_logger
+from cluster.protocol import ExecutorMessage, ProtocolError
+from cluster.storage import LocalStorage
+from workers.executor.__main__ import Executor
+
+log = get_logger()
+
+PRIMARY_ENV = "VC_REMOTE_PRIMARY"
+CERT_ENV = "VC_REMOTE_CERT"
+STORAGE_ENV = "VC_REMOTE_STORAGE_DIR"
+WELCOME_TIMEOUT_S = 10.0  # connected, but no welcome this long after: refused (well within 15 s)
+FAILED_HANDSHAKES_TO_REFUSE = 3  # a certificate for another primary fails every CURVE handshake
+BYE_WAIT_S = 1.0
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 3000
+CONNECT_TIMEOUT_MS = 2000  # a connect into a cut link is retried soon, not after the kernel's SYN back-off
+HANDSHAKE_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+class Refused(Exception):
+    """The primary will not have this process: it says why, and it exits without respawning."""
+
+
+class Rejoin(Exception):
+    """This session is over (the primary lost us, or we lost it): kill the jobs and join again."""
+
+
+class Silent(Rejoin):
+    """Nothing from the primary for too long."""
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    primary: str  # tcp://HOST:PORT, the primary's executor endpoint
+    cert: ClientCert
+    storage_dir: Path | None  # where the primary's storage is mounted here (default: its own path)
+
+    @classmethod
+    def from_env(cls) -> RemoteSettings:
+        storage = os.environ.get(STORAGE_ENV)
+        return cls(os.environ[PRIMARY_ENV], ClientCert.load(Path(os.environ[CERT_ENV])),
+                   Path(storage) if storage else None)
+
+    def endpoint(self, name: str) -> str:
+        host, port = tcp_port(self.primary)
+        return f"tcp://{host}:{port + REMOTE_ENDPOINTS.index(name)}"
+
+
+class Session:
+    def __init__(self, context: zmq.asyncio.Context, settings: RemoteSettings, base: ClusterConfig) -> None:
+        self._context = context
+        self._settings = settings
+        self._base = base
+        self.socket = context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.IDENTITY, f"executor-{sockets.gethostname()}-{os.getpid()}-"
+                                             f"{secrets.token_hex(4)}".encode())
+        self.socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        self.socket.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
+        make_client(self.socket, settings.cert)
+        self._monitor = self.socket.get_monitor_socket(HANDSHAKE_EVENTS)
+        self.socket.connect(settings.primary)
+        self._connected = asyncio.Event()
+        self._welcomed = False
+        self._executor: Executor | None = None
+        self._storage: LocalStorage | None = None
+        self._threads = 1
+        self._runs: dict[str, str] = {}  # run id -> video id, of every run this session took
+
+    async def run(self) -> None:
+        """Work until the session ends: raises Rejoin or Refused."""
+        watch = asyncio.create_task(self._watch_handshakes())
+        work = asyncio.create_task(self._work())
+        try:
+            done, _ = await asyncio.wait({watch, work}, return_when=asyncio.FIRST_COMPLETED)
+            next(iter(done)).result()
+        finally:
+            for task in (watch, work):
+                task.cancel()
+            await asyncio.gather(watch, work, return_exceptions=True)
+
+    async def close(self, say_bye: bool = False) -> None:
+        """Kill the jobs, remove what they left, and (when we stop for good) tell the primary, so it re-queues
+        our job now rather than after the executor timeout."""
+        executor = self._executor
+        if executor is not None:
+            await executor.kill_jobs()
+        if self._storage is not None:
+            for run_id, video_id in self._runs.items():
+                with suppress(ValueError, OSError):
+                    self._storage.discard_run(video_id, run_id)
+        if say_bye and self._welcomed:
+            await self.socket.send(ExecutorMessage("bye").encode())
+            with suppress(asyncio.TimeoutError, zmq.ZMQError):
+                await asyncio.wait_for(self.socket.recv(), BYE_WAIT_S)  # its answer: the primary has let us go
+        self._monitor.close(linger=0)
+        self.socket.close(linger=0)
+
+    async def _work(self) -> None:
+        await self._send("hello", {"pid": os.getpid(), "hostname": sockets.gethostname()})
+        welcome = await self._welcome()
+        config = self._config_from(welcome)
+        self._threads = config.threads_per_ffmpeg
+        storage = self._storage = self._storage_from(welcome)
+        self._executor = Executor(config, self._context, socket=self.socket, storage=storage)
+        self._welcomed = True
+        log.info("joined the primary", primary=self._settings.primary, storage=str(storage.root))
+        await self._send("ready")
+        heartbeat = asyncio.create_task(self._heartbeat(config.heartbeat_interval_s))
+        try:
+            while True:
+                self._on_message(await self._receive(config.executor_timeout_s))
+        finally:
+            heartbeat.cancel()
+
+    async def _welcome(self) -> dict[str, Any]:
+        await self._connected.wait()
+        try:
+            while True:
+                message = await self._receive(WELCOME_TIMEOUT_S)
+                if message.kind == "welcome":
+                    return message.payload
+                self._on_message(message)
+        except Silent as e:
+            raise Refused(f"no answer from the primary within {WELCOME_TIMEOUT_S:g} s of connecting "
+                          "(is it a video cluster?)") from e
+
+    async def _receive(self, timeout_s: float) -> ExecutorMessage:
+        while True:
+            try:
+                frame = await asyncio.wait_for(self.socket.recv(), timeout_s)
+            except TimeoutError as e:
+                raise Silent(f"nothing from the primary for {timeout_s:g} s") from e
+            try:
+                return ExecutorMessage.decode(frame)
+            except ProtocolError as e:
+                log.warning("bad message from the primary", error=str(e))
+
+    def _on_message(self, message: ExecutorMessage) -> None:
+        if message.kind == "refused":
+            raise Refused(str(message.payload.get("reason", "refused")))
+        if message.kind == "rejoin":
+            raise Rejoin(str(message.payload.get("reason", "the primary asks us to join again")))
+        if message.kind == "run":
+            self._runs[message.run_id] = str(message.payload.get("videoId", ""))
+            # threads for this host's CPUs and executor count (or the primary's --ffmpeg-threads, if it set one)
+            message = dataclasses.replace(message, payload={**message.payload, "threads": self._threads})
+        if self._executor is not None and message.kind in ("run", "cancel"):
+            self._executor.handle(message)
+
+    async def _heartbeat(self, interval_s: float) -> None:
+        me = psutil.Process()
+        me.cpu_percent()
+        while True:
+            await self._send("heartbeat", _usage(me))
+            await asyncio.sleep(interval_s)
+
+    async def _watch_handshakes(self) -> None:
+        failures = 0
+        while True:
+            event = await recv_monitor_message(self._monitor)
+            kind = event["event"]
+            if kind == zmq.EVENT_CONNECTED:
+                self._connected.set()
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                failures = 0
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                raise Refused(f"the primary refuses the key {self._settings.cert.name!r}: unknown or revoked "
+                              f"(status {event['value']})")
+            else:
+                failures += 1
+                if failures >= FAILED_HANDSHAKES_TO_REFUSE:
+                    raise Refused("the CURVE handshake with the primary fails: the certificate is for another "
+                                  "primary's key, or the address is not a video cluster's executor port")
+
+    def _config_from(self, welcome: dict[str, Any]) -> ClusterConfig:
+        return dataclasses.replace(
+            self._base, heartbeat_interval_s=float(welcome.get("heartbeatIntervalS", self._base.heartbeat_interval_s)),
+            executor_timeout_s=float(welcome.get("executorTimeoutS", self._base.executor_timeout_s)),
+            ffmpeg_threads=int(welcome.get("ffmpegThreads", self._base.ffmpeg_threads)))
+
+    def _storage_from(self, welcome: dict[str, Any]) -> LocalStorage:
+        storage = welcome.get("storage") or {}
+        if storage.get("kind") != "local":
+            raise Refused(f"the primary's storage kind {storage.get('kind')!r} is not supported by this executor")
+        root = self._settings.storage_dir or Path(str(storage.get("root")))
+        if not root.is_dir():
+            raise Refused(f"the primary's storage {root} is not on this host: mount it there (or give "
+                          "--storage-dir); S3 storage will remove the need for a shared filesystem")
+        return LocalStorage(root)
+
+    async def _send(self, kind: str, payload: dict[str, Any] | None = None) -> None:
+        await self.socket.send(ExecutorMessage(kind, "", payload or {}).encode())
+
+
+def _secure_logs(socket: zmq.Socket, cert: ClientCert) -> None:
+    socket.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
+    make_client(socket, cert)
+
+
+def _usage(me: psutil.Process) -> dict[str, Any]:
+    """This process and its ffmpeg, for the primary's process list and /metrics."""
+    try:
+        processes = [me, *me.children(recursive=True)]
+        cpu = sum(p.cpu_percent() for p in processes)
+        rss = sum(p.memory_info().rss for p in processes)
+        return {"cpuPercent": round(cpu, 1), "rssBytes": rss, "threads": me.num_threads()}
+    except psutil.Error:
+        return {}
+
+
+async def serve(config: ClusterConfig, settings: RemoteSettings, parent: int) -> int:
+    context = zmq.asyncio.Context()
+    shipper = LogShipper(context, config, settings.endpoint("logs"), lambda s: _secure_logs(s, settings.cert))
+    configure_logging("executor", config.log_level, config.log_format, sink=shipper)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    orphaned = asyncio.create_task(watch_parent(parent, stop))
+    try:
+        return await _sessions(context, settings, config, stop)
+    finally:
+        orphaned.cancel()
+        shipper.close()
+        context.destroy(linger=0)
+
+
+async def _sessions(context: zmq.asyncio.Context, settings: RemoteSettings, config: ClusterConfig,
+                    stop: asyncio.Event) -> int:
+    while not stop.is_set():
+        session = Session(context, settings, config)
+        task = asyncio.create_task(session.run())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+        try:
+            await task
+        except Rejoin as e:
+            log.warning("joining the primary again", reason=str(e))
+        except Refused as e:
+            await session.close()
+            log.error("refused by the primary", primary=settings.primary, reason=str(e))
+            print(f"executor: refused by the primary at {settings.primary}: {e}", file=sys.stderr, flush=True)
+            return EXIT_REFUSED
+        except asyncio.CancelledError:
+            pass
+        await session.close(say_bye=stop.is_set())
+    log.info("executor stopped")
+    return 0
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the host decides
+    parent = die_with_parent()
+    try:
+        settings = RemoteSettings.from_env()
+    except CertError as e:
+        print(f"executor: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_REFUSED)
+    sys.exit(asyncio.run(serve(child_config(), settings, parent)))
+
+
+if __name__ == "__main__":
+    main()
