@@ -32,6 +32,7 @@ from primary.listener import bind_listener
 from primary.metrics import JobMetrics, MetricsOps
 from primary.rate_limits import RateLimits, WebSocketCounts
 from primary.retry import RetryPolicy, RetryTracker, parse_policies
+from primary.session_events import SessionNotices
 from primary.store import JobStore
 from primary.supervisor import Child, ChildSpec, Supervisor
 from primary.worker_registry import WorkerRegistry
@@ -79,7 +80,7 @@ class Primary:
         job_ops = JobOps(engine, store, processes, config.max_job_timeout_s, config.max_queued_jobs_per_user)
         rates = RateLimits.from_config(config)
         auth_ops = AuthOps(accounts, FailureLimiter(config.login_max_failures, config.login_window_s),
-                           config.session_ttl_s, rates)
+                           config.session_ttl_s, rates, SessionNotices(bus, store))
         registry = WorkerRegistry(config.worker_timeout_s, config.worker_boot_timeout_s)
         registry.on_recycle = self._recycle
         self._ws_counts = WebSocketCounts(config.max_ws_per_user)
