@@ -13,9 +13,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from playwright.sync_api import Page, expect
 
 from cluster.protocol import Event
-from tests.harness import Cluster, EventClient
+from tests.harness import ADMIN, Cluster, EventClient
+from tests.test_pages import UI_S, browser, log_in, page  # noqa: F401 - the page tests' Chromium fixtures
 from workers.web.hub import Hub
 from workers.web.resume import MAX_SINCE
 from workers.web.rooms import JOB, VIDEO
@@ -238,3 +240,41 @@ def test_the_hub_finds_an_events_clients_through_its_index() -> None:
                                                                                            in_job}
     hub.disconnect(in_job)
     assert set(hub.index.audience(event)) == {alice_all, admin_all}
+
+
+# the live-events page: watch one video, one job, or all
+
+
+def test_the_live_events_page_watches_one_video_one_job_or_all(
+        quiet_cluster: Cluster, clip: Path, page: Page) -> None:  # noqa: F811 - the fixture
+    cluster = quiet_cluster
+    first, second = cluster.upload(clip, "a.mp4"), cluster.upload(clip, "b.mp4")
+    page.goto(cluster.url + "/websocket-demo.html")
+    log_in(page, *ADMIN)
+    expect(page.locator("#conn-state")).to_have_text("open", timeout=UI_S)
+    expect(page.locator("#watching")).to_contain_text("all the events you may see")
+    page.fill("#video-id", first)
+    page.click("#subscribe")
+    expect(page.locator("#status-log")).to_contain_text(f"Subscribed to video {first}", timeout=UI_S)
+    expect(page.locator("#watching")).to_contain_text(f"video {first}")
+
+    unheard = cluster.resize(second, 64, 48).json()["jobId"]
+    heard = cluster.resize(first, 64, 48).json()["jobId"]
+    expect(page.locator(f'.event[data-event="job:queued"][data-job-id="{heard}"]')).to_have_count(1, timeout=UI_S)
+    expect(page.locator(f'.event[data-job-id="{unheard}"]')).to_have_count(0)
+
+    page.click("#watch-all")
+    expect(page.locator("#status-log")).to_contain_text("Watching all the events you may see", timeout=UI_S)
+    widened = cluster.resize(second, 80, 48).json()["jobId"]
+    expect(page.locator(f'.event[data-event="job:queued"][data-job-id="{widened}"]')).to_have_count(1, timeout=UI_S)
+
+    page.select_option("#room-kind", "job")
+    page.fill("#video-id", widened)
+    page.click("#subscribe")
+    expect(page.locator("#status-log")).to_contain_text(f"Subscribed to job {widened}", timeout=UI_S)
+    sibling = cluster.resize(second, 96, 48).json()["jobId"]
+    with cluster.client() as http:
+        assert http.delete(f"/api/jobs/{widened}").status_code == 200
+    expect(page.locator(f'.event[data-event="job:cancelled"][data-job-id="{widened}"]')).to_have_count(
+        1, timeout=UI_S)
+    expect(page.locator(f'.event[data-job-id="{sibling}"]')).to_have_count(0)
