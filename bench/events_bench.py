@@ -207,6 +207,9 @@ class Collector:
         if not self.wait_for(predicate, timeout_s):
             raise TimeoutError(f"{what}: not within {timeout_s} s")
 
+    def reached(self, job_id: str, client_id: int) -> bool:
+        return client_id in self.arrivals.get(job_id, ())
+
     def delivered(self, job_ids: list[str], clients: int) -> bool:
         return all(len(self.arrivals.get(job_id, ())) == clients for job_id in job_ids)
 
@@ -447,9 +450,10 @@ def measure_rooms(cluster: Cluster, video_ids: list[str]) -> RoomsResult:
         idle = (web_rss_bytes(cluster) - before) / clients
         with httpx.Client(base_url=cluster.url, headers=cluster.auth_headers, timeout=10.0, trust_env=False) as http:
             warmup = [submit_resize(http, video_ids[0])]
-            collector.require("warm-up event", lambda: collector.delivered(warmup, 1), DELIVERY_TIMEOUT_S)
+            collector.require("warm-up event", lambda: collector.reached(warmup[0], 0), DELIVERY_TIMEOUT_S)
             sent = send_room_jobs(http, video_ids, ROOM_JOBS)
-        collector.wait_for(lambda: collector.delivered(list(sent), 1), DELIVERY_TIMEOUT_S)
+        collector.wait_for(lambda: all(collector.reached(job_id, c) for job_id, (_, c) in sent.items()),
+                           DELIVERY_TIMEOUT_S)
     finally:
         pool.stop()
     return analyse_rooms(collector, sent, clients, idle)
