@@ -235,3 +235,60 @@ def test_an_existing_cluster_db_gets_display_names(tmp_path: Path) -> None:
     finally:
         store.close()
     AccountStore(path).close()  # opening it again is fine
+
+
+# the cache itself, without processes
+
+
+class FakeRpc:
+    """Answers `session` like the primary; `ended` holds the tokens whose session ended."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.ended: set[str] = set()
+        self.during_call: Callable[[], None] = lambda: None
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        assert op == "session"
+        self.calls += 1
+        self.during_call()
+        if args["token"] in self.ended:
+            from workers.web.rpc import RpcError
+
+            raise RpcError(401, "not logged in")
+        return {"userId": "u1", "username": "alice", "name": "alice", "admin": False}
+
+
+def test_the_session_cache_trusts_an_entry_only_while_no_session_event_can_be_waiting() -> None:
+    import asyncio
+
+    from cluster.passwords import token_hash
+    from workers.web.auth import SessionCache
+    from workers.web.rpc import RpcError
+
+    async def scenario() -> None:
+        rpc, fresh = FakeRpc(), [True]
+        cache = SessionCache(rpc, lambda: fresh[0])  # type: ignore[arg-type]
+        await cache.user("t1")
+        await cache.user("t1")
+        assert rpc.calls == 1, "a hit while the feed is up to date"
+        fresh[0] = False
+        await cache.user("t1")
+        assert rpc.calls == 2, "an event may be waiting: the primary is asked"
+        fresh[0] = True
+
+        rpc.ended.add("t1")
+        cache.end([token_hash("t1")])
+        with pytest.raises(RpcError):
+            await cache.user("t1")
+
+        rpc.during_call = lambda: cache.user_changed("u1")  # a profile event while a lookup is in flight
+        await cache.user("t2")
+        rpc.during_call = lambda: None
+        await cache.user("t2")
+        assert rpc.calls == 5, "a lookup that overlapped an invalidation is not cached"
+        cache.user_changed("u1")
+        await cache.user("t2")
+        assert rpc.calls == 6
+
+    asyncio.run(scenario())

@@ -44,6 +44,11 @@ class SessionCache:
             self._remember(key, user)
         return user
 
+    @property
+    def changes(self) -> int:
+        """Grows with every session event applied: a caller can tell whether one came while it waited."""
+        return self._changes
+
     def forget(self, token: str) -> None:
         self.end([token_hash(token)])
 

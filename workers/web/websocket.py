@@ -29,6 +29,7 @@ MAX_ROOM_ID = 200  # characters
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state = websocket.app.state.worker
     hub = state.hub
+    changes = state.sessions.changes
     try:
         user = await current_user(websocket)
     except ApiError as e:
@@ -42,8 +43,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     client = hub.connect(websocket, frame_writer(websocket.scope), str(user["userId"]), bool(user.get("admin")),
                          token_hash(session_token(websocket) or ""))
     try:
+        if state.sessions.changes != changes:  # a session ended while this one was looked up: perhaps this one
+            await current_user(websocket)
         await state.rpc.call("ws_open", user=user, pid=os.getpid())  # the primary counts per user, cluster-wide
-    except RpcError as e:
+    except (ApiError, RpcError) as e:
         hub.disconnect(client)
         await _deny(websocket, e.status, str(e))
         return
