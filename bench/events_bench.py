@@ -450,7 +450,10 @@ def measure_rooms(cluster: Cluster, video_ids: list[str]) -> RoomsResult:
         idle = (web_rss_bytes(cluster) - before) / clients
         with httpx.Client(base_url=cluster.url, headers=cluster.auth_headers, timeout=10.0, trust_env=False) as http:
             warmup = [submit_resize(http, video_ids[0])]
-            collector.require("warm-up event", lambda: collector.reached(warmup[0], 0), DELIVERY_TIMEOUT_S)
+            if not collector.wait_for(lambda: collector.reached(warmup[0], 0), DELIVERY_TIMEOUT_S):
+                receipts = dict(collector.arrivals.get(warmup[0], {}))
+                raise TimeoutError(f"the warm-up job's event did not reach its room's client within "
+                                   f"{DELIVERY_TIMEOUT_S} s; receipts by client: {receipts}")
             sent = send_room_jobs(http, video_ids, ROOM_JOBS)
         collector.wait_for(lambda: all(collector.reached(job_id, c) for job_id, (_, c) in sent.items()),
                            DELIVERY_TIMEOUT_S)
