@@ -73,6 +73,10 @@ class Resume:
         self._cancel_timer()
         self._timer = asyncio.get_running_loop().call_later(HOLD_FOR_RESUME_S, release, hub, client)
 
+    def wait_for_replay(self) -> None:
+        """A resume came: hold until its replay is done, however long the primary takes to answer."""
+        self._cancel_timer()
+
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -88,9 +92,11 @@ def before_message(hub: Hub, client: WsClient, kind: object) -> None:
     """A room message keeps the first hold (a resume may follow); anything but a resume releases it."""
     if not client.resume.holding:
         return
-    if kind in ROOM_MESSAGES:
+    if kind == ClientMessage.RESUME.value:
+        client.resume.wait_for_replay()
+    elif kind in ROOM_MESSAGES:
         client.resume.arm(hub, client)
-    elif kind != ClientMessage.RESUME.value:
+    else:
         release(hub, client)
 
 
