@@ -3,6 +3,12 @@
 The cluster runs with 2 web workers and no executors (jobs stay queued). Client processes (spawned) open
 the /ws connections; the driver sends one resize request every 50 ms and notes each send time on
 CLOCK_MONOTONIC, which is system-wide on Linux, so the clients' receive times compare with it directly.
+
+Two cases. fan-out: every client in the room of the same video, so each event goes to all of them.
+rooms: 10,000 clients, each in the room of a video of its own (the videos are added to the store
+directly: uploading 10,000 clips would take the run's whole time), the jobs spread over the rooms; each
+event must reach its room's one client and nobody else, within 2x of the p99 of 10 such clients, and
+each idle connection may cost the web workers under 20 KB.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import itertools
 import json
 import multiprocessing
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -27,8 +34,11 @@ from typing import Any
 import httpx
 import imageio_ffmpeg
 import lean_ws
+import psutil
 import uvloop
 from harness import Cluster, exit_on_sigterm, raise_fd_limit, running_cluster, verdict, write_summary
+
+from primary.store import JobStore
 
 WORKERS = 2
 CLIENT_PROCESSES = 4
@@ -37,12 +47,20 @@ JOBS = 100
 SEND_INTERVAL_S = 0.05
 TARGET_P99_MS = 25.0
 CONNECT_CONCURRENCY = 50  # per client process: handshakes in flight at once
-CONNECT_TIMEOUT_S = 120.0
+CONNECT_TIMEOUT_S = 300.0
 DELIVERY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 FLUSH_INTERVAL_S = 0.05
 FD_HEADROOM = 256
 CLUSTER_ARGS = ("--max-ws-per-user", "0")  # every client is the one bench administrator: lift the per-user cap
+ROOM_CLIENT_COUNTS = (10, 10_000)  # the baseline, then the case against the targets
+ROOM_JOBS = 200
+ROOM_STRIDE = 7919  # job i goes to the room of client (i * ROOM_STRIDE) % clients: spread over the rooms
+TARGET_ROOMS_RATIO = 2.0
+TARGET_IDLE_KB = 20.0
+IDLE_SETTLE_S = 1.0  # after connecting: the hold for a resume ends, the connections are idle
+ROOM_CLUSTER_ARGS = (*CLUSTER_ARGS, "--max-ws-per-worker", "0", "--job-rate-per-min", "0",
+                     "--max-queued-jobs-per-user", "0")
 
 Record = tuple[int, str, float]  # (client id, jobId, monotonic receive time)
 _widths = itertools.count(2, 2)  # every resize request gets a width of its own, so none is deduplicated
@@ -51,31 +69,32 @@ _widths = itertools.count(2, 2)  # every resize request gets a width of its own,
 # client processes
 
 
-def client_process(url: str, headers: dict[str, str], first_id: int, count: int, video_id: str,
+def client_process(url: str, headers: dict[str, str], first_id: int, video_ids: list[str],
                    reports: Connection, stop: Connection) -> None:
-    """Open `count` connections, say "connected", send job:queued records until `stop` is closed.
+    """Open one connection per video id, each in that video's room, say "connected", send job:queued
+    records until `stop` is closed.
 
     Two one-way pipes: the event loop watches `stop` (which makes it non-blocking), `reports` stays blocking.
     """
-    raise_fd_limit(count + FD_HEADROOM)
+    raise_fd_limit(len(video_ids) + FD_HEADROOM)
     try:
-        closed = uvloop.run(_client_main(url, headers, first_id, count, video_id, reports, stop))
+        closed = uvloop.run(_client_main(url, headers, first_id, video_ids, reports, stop))
     except Exception as e:
         reports.send(("error", f"client process {first_id}: {e!r}"))
         raise
     reports.send(("done", closed))
 
 
-async def _client_main(url: str, headers: dict[str, str], first_id: int, count: int, video_id: str,
+async def _client_main(url: str, headers: dict[str, str], first_id: int, video_ids: list[str],
                        reports: Connection, stop: Connection) -> int:
     """Returns how many connections the server closed before the driver said stop."""
     stopped = _when_closed(stop)
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     records: list[Record] = []
-    connects = (_subscribe(url, headers, video_id, gate, first_id + i, records) for i in range(count))
+    connects = (_subscribe(url, headers, video_id, gate, first_id + i, records) for i, video_id in enumerate(video_ids))
     sockets = await asyncio.wait_for(asyncio.gather(*connects), CONNECT_TIMEOUT_S)
     readers = [ws.closed for ws in sockets]
-    reports.send(("connected", count))
+    reports.send(("connected", len(video_ids)))
     while not stopped.done():
         await asyncio.wait([stopped], timeout=FLUSH_INTERVAL_S)
         _flush(records, reports)
@@ -188,6 +207,9 @@ class Collector:
         if not self.wait_for(predicate, timeout_s):
             raise TimeoutError(f"{what}: not within {timeout_s} s")
 
+    def reached(self, job_id: str, client_id: int) -> bool:
+        return client_id in self.arrivals.get(job_id, ())
+
     def delivered(self, job_ids: list[str], clients: int) -> bool:
         return all(len(self.arrivals.get(job_id, ())) == clients for job_id in job_ids)
 
@@ -220,14 +242,16 @@ class ClientPool:
             pipe.close()
 
 
-def start_clients(ws_url: str, headers: dict[str, str], clients: int, video_id: str) -> ClientPool:
+def start_clients(ws_url: str, headers: dict[str, str], video_ids: list[str]) -> ClientPool:
+    """One client connection per entry of `video_ids`, in that video's room."""
     context = multiprocessing.get_context("spawn")
     processes, reports, stops, first_id = [], [], [], 0
-    for count in shares(clients, min(CLIENT_PROCESSES, clients)):
+    for count in shares(len(video_ids), min(CLIENT_PROCESSES, len(video_ids))):
         report_reader, report_writer = context.Pipe(duplex=False)
         stop_reader, stop_writer = context.Pipe(duplex=False)
         process = context.Process(target=client_process, daemon=True,
-                                  args=(ws_url, headers, first_id, count, video_id, report_writer, stop_reader))
+                                  args=(ws_url, headers, first_id, video_ids[first_id:first_id + count],
+                                        report_writer, stop_reader))
         process.start()
         report_writer.close()
         stop_reader.close()
@@ -295,7 +319,7 @@ def analyse(collector: Collector, sent: dict[str, float], clients: int) -> Resul
 
 def measure(cluster: Cluster, video_id: str, clients: int) -> Result:
     """Connect `clients` WebSockets, warm the path up with one job, then time JOBS jobs."""
-    pool = start_clients(cluster.url.replace("http://", "ws://") + "/ws", cluster.auth_headers, clients, video_id)
+    pool = start_clients(ws_url(cluster), cluster.auth_headers, [video_id] * clients)
     collector = pool.collector
     sent: dict[str, float] = {}
     try:
@@ -360,7 +384,7 @@ def report(results: list[Result]) -> tuple[bool, str]:
 
 def _row(result: Result) -> str:
     figures = "".join(f"{result.percentile(p):9.1f}" for p in (50, 95, 99, 100))
-    return f"{result.clients:8d}{figures}  {_delivery(result):14}"
+    return f"{result.clients:8d}{figures}  {_delivery_rooms(result):14}"
 
 
 def _delivery(result: Result) -> str:
@@ -369,15 +393,149 @@ def _delivery(result: Result) -> str:
     return f"NO: {result.missing} missing, {result.duplicates} duplicates, {result.closed_by_server} dropped"
 
 
+# the rooms case
+
+
+@dataclass(frozen=True)
+class RoomsResult(Result):
+    misrouted: int = 0  # receipts at a client whose room the job was not in
+    idle_bytes_per_connection: float = float("nan")
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.missing == 0 and self.duplicates == 0 and self.misrouted == 0
+
+
+def add_videos(cluster: Cluster, template_id: str, count: int) -> list[str]:
+    """`count` videos like the uploaded one, owned by the same user, straight into the cluster's store."""
+    store = JobStore(cluster.server.log_path.parent / "data" / "cluster.db")  # running_cluster's layout
+    try:
+        template = store.get_video(template_id)
+        if template is None:
+            raise RuntimeError(f"video {template_id} is not in the store")
+        video_ids = [secrets.token_hex(8) for _ in range(count)]
+        for i, video_id in enumerate(video_ids):
+            store.add_video(video_id, template["owner"], f"room-{i}.mp4", template["info"], time.time() * 1000)
+    finally:
+        store.close()
+    return video_ids
+
+
+def web_rss_bytes(cluster: Cluster) -> int:
+    health = httpx.get(cluster.url + "/api/health", headers=cluster.auth_headers, timeout=10.0, trust_env=False).json()
+    return sum(psutil.Process(p["pid"]).memory_info().rss for p in health["processes"] if p["role"] == "web")
+
+
+def send_room_jobs(http: httpx.Client, video_ids: list[str], count: int) -> dict[str, tuple[float, int]]:
+    """One request every SEND_INTERVAL_S, each to another room; jobId -> (monotonic send time, client id)."""
+    sent: dict[str, tuple[float, int]] = {}
+    start = time.monotonic()
+    for i in range(count):
+        time.sleep(max(0.0, start + i * SEND_INTERVAL_S - time.monotonic()))
+        client_id = (i * ROOM_STRIDE) % len(video_ids)
+        send_time = time.monotonic()
+        sent[submit_resize(http, video_ids[client_id])] = (send_time, client_id)
+    return sent
+
+
+def measure_rooms(cluster: Cluster, video_ids: list[str]) -> RoomsResult:
+    clients = len(video_ids)
+    before = web_rss_bytes(cluster)
+    pool = start_clients(ws_url(cluster), cluster.auth_headers, video_ids)
+    collector = pool.collector
+    sent: dict[str, tuple[float, int]] = {}
+    try:
+        collector.require("clients connected", lambda: collector.connected == clients, CONNECT_TIMEOUT_S)
+        time.sleep(IDLE_SETTLE_S)
+        idle = (web_rss_bytes(cluster) - before) / clients
+        with httpx.Client(base_url=cluster.url, headers=cluster.auth_headers, timeout=10.0, trust_env=False) as http:
+            warmup = [submit_resize(http, video_ids[0])]
+            if not collector.wait_for(lambda: collector.reached(warmup[0], 0), DELIVERY_TIMEOUT_S):
+                receipts = dict(collector.arrivals.get(warmup[0], {}))
+                raise TimeoutError(f"the warm-up job's event did not reach its room's client within "
+                                   f"{DELIVERY_TIMEOUT_S} s; receipts by client: {receipts}")
+            sent = send_room_jobs(http, video_ids, ROOM_JOBS)
+        collector.wait_for(lambda: all(collector.reached(job_id, c) for job_id, (_, c) in sent.items()),
+                           DELIVERY_TIMEOUT_S)
+    finally:
+        pool.stop()
+    return analyse_rooms(collector, sent, clients, idle)
+
+
+def analyse_rooms(collector: Collector, sent: dict[str, tuple[float, int]], clients: int, idle: float) -> RoomsResult:
+    first_receipt: dict[str, float] = {}
+    for client_id, job_id, received in collector.times:
+        if job_id in sent and client_id == sent[job_id][1]:
+            first_receipt.setdefault(job_id, received)
+    arrivals = {job_id: collector.arrivals.get(job_id, Counter()) for job_id in sent}
+    misrouted = sum(n for job_id, counts in arrivals.items() for client_id, n in counts.items()
+                    if client_id != sent[job_id][1])
+    duplicates = sum(max(0, counts[sent[job_id][1]] - 1) for job_id, counts in arrivals.items())
+    latencies = [(received - sent[job_id][0]) * 1000 for job_id, received in first_receipt.items()]
+    return RoomsResult(clients, latencies, len(sent) - len(first_receipt), duplicates, collector.closed_by_server,
+                       misrouted, idle)
+
+
+def run_rooms(client_counts: tuple[int, ...]) -> list[RoomsResult]:
+    raise_fd_limit(2 * max(client_counts) + FD_HEADROOM)  # the web workers inherit it (at most the hard limit)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vc-bench-rooms-") as tmp, \
+            running_cluster(WORKERS, executors=0, extra_args=ROOM_CLUSTER_ARGS) as cluster:
+        video_ids = add_videos(cluster, upload(cluster, make_clip(Path(tmp))), max(client_counts))
+        for clients in client_counts:
+            result = measure_rooms(cluster, video_ids[:clients])
+            print(f"  rooms, {clients} clients: p99 {result.percentile(99):.1f} ms", flush=True)
+            results.append(result)
+    return results
+
+
+def report_rooms(results: list[RoomsResult]) -> tuple[bool, str]:
+    print(f"\nrooms: job:queued at the room's one client, {ROOM_JOBS} jobs one every {SEND_INTERVAL_S * 1000:.0f} ms "
+          f"spread over the rooms, {WORKERS} web workers")
+    print(f"{'clients':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}  {'exactly once':14}{'idle KB/conn':>13}")
+    for result in results:
+        kb = result.idle_bytes_per_connection / 1024
+        print(_row(result) + (f"{kb:13.1f}" if result.clients >= 1000 else f"{'':13}"))
+    baseline, top = results[0], results[-1]
+    ratio = top.percentile(99) / baseline.percentile(99)
+    idle_kb = top.idle_bytes_per_connection / 1024
+    fast = ratio <= TARGET_ROOMS_RATIO
+    lean = idle_kb < TARGET_IDLE_KB
+    passed = all(r.exactly_once for r in results) and fast and lean
+    print(f"p99 at {top.clients} / p99 at {baseline.clients}: {ratio:.2f}x (target <= {TARGET_ROOMS_RATIO:g}x) "
+          f"{verdict(fast)}; {idle_kb:.1f} KB per idle connection (target < {TARGET_IDLE_KB:g} KB) {verdict(lean)}")
+    line = (f"rooms: p99 {top.percentile(99):.1f} ms at {top.clients} clients, {ratio:.2f}x the {baseline.clients}-client "
+            f"baseline (target <= {TARGET_ROOMS_RATIO:g}x), {idle_kb:.1f} KB per idle connection (target < "
+            f"{TARGET_IDLE_KB:g}); exactly once: {'yes' if all(r.exactly_once for r in results) else 'NO'}")
+    return passed, line
+
+
+def _delivery_rooms(result: Result) -> str:
+    if isinstance(result, RoomsResult) and result.misrouted:
+        return f"NO: {result.misrouted} misrouted"
+    return _delivery(result)
+
+
+def ws_url(cluster: Cluster) -> str:
+    return cluster.url.replace("http://", "ws://") + "/ws"
+
+
 def main() -> int:
     exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENT_COUNTS),
-                        help="client counts to run, the last one against the target, the others as baselines")
+                        help="fan-out client counts, the last one against the target, the others as baselines")
+    parser.add_argument("--room-clients", type=int, nargs="+", default=list(ROOM_CLIENT_COUNTS),
+                        help="rooms client counts: the first is the baseline, the last is held to the targets")
+    parser.add_argument("--cases", nargs="+", choices=("fanout", "rooms"), default=["fanout", "rooms"])
     parser.add_argument("--summary-json", type=Path, help="write the verdict here (for run_all.py)")
     args = parser.parse_args()
-    passed, line = report(run(tuple(args.clients)))
-    write_summary(args.summary_json, "events", passed, line)
+    verdicts = []
+    if "fanout" in args.cases:
+        verdicts.append(report(run(tuple(args.clients))))
+    if "rooms" in args.cases:
+        verdicts.append(report_rooms(run_rooms(tuple(args.room_clients))))
+    write_summary(args.summary_json, "events", all(ok for ok, _ in verdicts), "; ".join(line for _, line in verdicts))
     return 0
 
 

@@ -62,6 +62,8 @@ class LeanWebSocket(asyncio.Protocol):
             del buffer[:offset + length]
             if opcode == 0x1:
                 self.on_text(payload)
+            elif opcode == 0x9:  # the server's keepalive ping: a connection that never answers is closed
+                self._send(0xA, payload)
             elif opcode == 0x8 and self.transport is not None:
                 self.transport.close()
 
@@ -72,14 +74,17 @@ class LeanWebSocket(asyncio.Protocol):
             self.closed.set_result(None)
 
     def send_text(self, text: str) -> None:
+        self._send(0x1, text.encode())
+
+    def _send(self, opcode: int, payload: bytes) -> None:
         """Clients mask what they send."""
-        payload = text.encode()
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         length = len(payload)
-        header = struct.pack("!BB", 0x81, 0x80 | length) if length < 126 else struct.pack("!BBH", 0x81, 0xFE, length)
-        assert self.transport is not None
-        self.transport.write(header + mask + masked)
+        first = 0x80 | opcode
+        header = struct.pack("!BB", first, 0x80 | length) if length < 126 else struct.pack("!BBH", first, 0xFE, length)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(header + mask + masked)
 
     def close(self) -> None:
         if self.transport is not None:

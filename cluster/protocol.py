@@ -195,3 +195,36 @@ class ExecutorMessage:
             return cls(str(value["kind"]), str(value.get("run_id", "")), dict(value.get("payload") or {}))
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"bad executor message: {frame[:80]!r}") from e
+
+
+# Sessions: published by the primary for the web workers only (never forwarded to a WebSocket client).
+SESSION_TOPIC = "session:"
+CLOSE_SESSION_ENDED = 4401  # the WebSocket close code of a session that ended (logout, password, removal)
+
+
+class SessionEventName(str, Enum):
+    ENDED = "session:ended"  # data: userId, tokenHashes (the sessions that ended)
+    USER_CHANGED = "session:user-changed"  # data: userId (its profile changed: forget what is cached)
+
+
+def reaches_clients(event_name: str) -> bool:
+    """Whether WebSocket clients may ever hear an event of this name."""
+    return not event_name.startswith(SESSION_TOPIC)
+
+
+class AccountOp(str, Enum):
+    """Control ops of ``run_cluster.py user`` when a primary runs: it changes the store and tells the workers."""
+
+    SET_PASSWORD = "account_set_password"  # args: name, passwordHash
+    REMOVE = "account_remove"  # args: name
+
+
+class ClientMessage(str, Enum):
+    """What a WebSocket client sends."""
+
+    SUBSCRIBE_VIDEO = "subscribe-video"
+    UNSUBSCRIBE_VIDEO = "unsubscribe-video"
+    SUBSCRIBE_JOB = "subscribe-job"
+    UNSUBSCRIBE_JOB = "unsubscribe-job"
+    SUBSCRIBE_ALL = "subscribe-all"
+    RESUME = "resume"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL DEFAULT '',
     password_hash TEXT NOT NULL,
     is_admin INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
@@ -28,6 +31,9 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 
+MAX_DISPLAY_NAME = 100
+
+
 class AccountError(ValueError):
     pass
 
@@ -35,12 +41,14 @@ class AccountError(ValueError):
 @dataclass(frozen=True)
 class User:
     id: str
-    name: str
+    name: str  # the login name: it never changes
     is_admin: bool
     password_hash: str = ""
+    display_name: str = ""  # shown by the pages; the login name until the user picks one
 
     def public(self) -> dict[str, Any]:
-        return {"userId": self.id, "name": self.name, "admin": self.is_admin}
+        return {"userId": self.id, "username": self.name, "name": self.display_name or self.name,
+                "admin": self.is_admin}
 
 
 class AccountStore:
@@ -50,6 +58,7 @@ class AccountStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        _migrate(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -80,25 +89,26 @@ class AccountStore:
     def count_users(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM users").fetchone()[0]
 
-    def set_password_hash(self, user_id: str, password_hash: str) -> None:
-        """A new password ends every session of the user."""
-        self._db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
-        self._db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+    def set_password_hash(self, user_id: str, password_hash: str, keep_token_hash: str = "") -> list[str]:
+        """A new password ends every session of the user but ``keep_token_hash`` (the one that changed it);
+        returns the token hashes of the sessions it ended."""
+        with _transaction(self._db):
+            self._db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
+            return self._end_sessions(user_id, keep_token_hash)
 
-    def rename(self, user_id: str, name: str) -> None:
-        _check_name(name)
-        try:
-            self._db.execute("UPDATE users SET name = ? WHERE id = ?", (name, user_id))
-        except sqlite3.IntegrityError as e:
-            raise AccountError(f"user {name!r} exists already") from e
+    def set_display_name(self, user_id: str, display_name: str) -> None:
+        """Only the name the pages show: the login name never changes."""
+        self._db.execute("UPDATE users SET display_name = ? WHERE id = ?", (check_display_name(display_name), user_id))
 
-    def remove_user(self, name: str) -> bool:
+    def remove_user(self, name: str) -> tuple[User, list[str]] | None:
+        """The user and the token hashes of the sessions that ended with it; None: no such user."""
         user = self.user_by_name(name)
         if user is None:
-            return False
-        self._db.execute("DELETE FROM sessions WHERE user_id = ?", (user.id,))
-        self._db.execute("DELETE FROM users WHERE id = ?", (user.id,))
-        return True
+            return None
+        with _transaction(self._db):
+            ended = self._end_sessions(user.id)
+            self._db.execute("DELETE FROM users WHERE id = ?", (user.id,))
+        return user, ended
 
     # sessions
 
@@ -116,15 +126,48 @@ class AccountStore:
         ).fetchone()
         return _user(row) if row else None
 
-    def end_session(self, token: str) -> None:
-        self._db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
+    def end_session(self, token: str) -> str | None:
+        """The user id of the session that ended; None: there was none."""
+        row = self._db.execute("DELETE FROM sessions WHERE token_hash = ? RETURNING user_id",
+                               (token_hash(token),)).fetchone()
+        return row[0] if row else None
+
+    def _end_sessions(self, user_id: str, keep_token_hash: str = "") -> list[str]:
+        rows = self._db.execute("DELETE FROM sessions WHERE user_id = ? AND token_hash != ? RETURNING token_hash",
+                                (user_id, keep_token_hash)).fetchall()
+        return [row[0] for row in rows]
 
     def prune_sessions(self) -> int:
         return self._db.execute("DELETE FROM sessions WHERE expires_at <= ?", (time.time() * 1000,)).rowcount
 
 
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """A cluster.db made before display names: add the column (each user shows its login name until then)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(users)")}
+    if "display_name" not in columns:
+        db.execute("ALTER TABLE users ADD COLUMN display_name TEXT NOT NULL DEFAULT ''")
+
+
 def _user(row: sqlite3.Row) -> User:
-    return User(row["id"], row["name"], bool(row["is_admin"]), row["password_hash"])
+    return User(row["id"], row["name"], bool(row["is_admin"]), row["password_hash"], row["display_name"])
+
+
+def check_display_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_DISPLAY_NAME or not name.isprintable():
+        raise AccountError(f"a name is 1-{MAX_DISPLAY_NAME} printable characters")
+    return name
 
 
 def _check_name(name: str) -> None:

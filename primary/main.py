@@ -37,6 +37,7 @@ from primary.remote_access import RemoteAccess
 from primary.retention import Retention, keep_rules
 from primary.retry import RetryPolicy, RetryTracker, parse_policies
 from primary.run_files import RunFiles
+from primary.session_events import SessionNotices
 from primary.stats import WindowStats
 from primary.store import DELETE_BATCH, JobStore, ReadStore
 from primary.supervisor import Child, ChildSpec, Supervisor
@@ -97,7 +98,7 @@ class Primary:
                          reads=reads, window=window, max_job_work=config.max_job_work,
                          job_tokens=lambda user, ip: rates.take("job", *limit_keys(user, ip)))
         auth_ops = AuthOps(accounts, LoginFailures.from_config(config),
-                           config.session_ttl_s, rates)
+                           config.session_ttl_s, rates, SessionNotices(bus, store))
         registry = WorkerRegistry(config.worker_timeout_s, config.worker_boot_timeout_s)
         registry.on_recycle = self._recycle
         self._ws_counts = WebSocketCounts(config.max_ws_per_user)

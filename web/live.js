@@ -1,14 +1,18 @@
 // The live event stream of /ws, shared by every page.
 //
 // - reconnects by itself after a drop, with exponential back-off from 0.5 s to 10 s;
-// - on every reconnect after an event was seen, its FIRST message is {"type":"resume","since":lastSeq}
-//   (the server holds live events for a moment waiting for it), so nothing is missed or repeated;
-// - re-joins the video rooms it was asked for;
+// - rooms narrow: with none it hears every event the user may see; once it joins video or job rooms it
+//   hears only theirs (and queue notices) until watchAll();
+// - on every reconnect it re-joins its rooms and then, after an event was seen, sends
+//   {"type":"resume","since":lastSeq}: the server holds live events while room messages come first and
+//   replays what the rooms allow, so nothing is missed or repeated;
+// - a close with 4401 (the session ended: logout elsewhere, password change) stops it for good;
 // - tells the page its state: connecting, open, closed (with the reconnect countdown) or offline.
 
 const MIN_DELAY_MS = 500;
 const MAX_DELAY_MS = 10000;
 const STABLE_MS = 5000; // a connection that lived this long starts the back-off afresh
+const SESSION_ENDED = 4401; // the server's close code when the session ended
 
 export class LiveSocket {
   /**
@@ -22,7 +26,8 @@ export class LiveSocket {
   constructor(handlers = {}) {
     this.handlers = handlers;
     this.lastSeq = null;
-    this.rooms = new Set();
+    this.rooms = new Set(); // video ids
+    this.jobRooms = new Set();
     this.ws = null;
     this.delay = MIN_DELAY_MS;
     this.stopped = true;
@@ -73,9 +78,27 @@ export class LiveSocket {
     return this.send({ type: 'subscribe-video', videoId });
   }
 
+  /** Leave it; with no room left the socket hears queue notices only, until watchAll(). */
   unsubscribe(videoId) {
     this.rooms.delete(videoId);
     return this.send({ type: 'unsubscribe-video', videoId });
+  }
+
+  subscribeJob(jobId) {
+    this.jobRooms.add(jobId);
+    return this.send({ type: 'subscribe-job', jobId });
+  }
+
+  unsubscribeJob(jobId) {
+    this.jobRooms.delete(jobId);
+    return this.send({ type: 'unsubscribe-job', jobId });
+  }
+
+  /** Leave every room: hear every event the user may see again. */
+  watchAll() {
+    this.rooms.clear();
+    this.jobRooms.clear();
+    return this.send({ type: 'subscribe-all' });
   }
 
   _connect() {
@@ -92,8 +115,9 @@ export class LiveSocket {
     let openedAt = 0;
     ws.onopen = () => {
       openedAt = Date.now();
-      if (this.lastSeq !== null) ws.send(JSON.stringify({ type: 'resume', since: this.lastSeq }));
       for (const videoId of this.rooms) ws.send(JSON.stringify({ type: 'subscribe-video', videoId }));
+      for (const jobId of this.jobRooms) ws.send(JSON.stringify({ type: 'subscribe-job', jobId }));
+      if (this.lastSeq !== null) ws.send(JSON.stringify({ type: 'resume', since: this.lastSeq }));
       this._setState('open');
       const reconnect = this.opens > 0;
       this.opens += 1;
@@ -104,6 +128,11 @@ export class LiveSocket {
       if (this.ws !== ws) return; // stopped, or replaced
       this.ws = null;
       if (this.stopped) return;
+      if (event.code === SESSION_ENDED) {
+        this.stop();
+        if (this.handlers.onUnauthorized) this.handlers.onUnauthorized();
+        return;
+      }
       if (!openedAt) this._checkSession();
       const lived = openedAt ? Date.now() - openedAt : 0;
       if (lived >= STABLE_MS) this.delay = MIN_DELAY_MS;

@@ -1,4 +1,5 @@
-// The live-events page: every event the server sends this user, colour-coded, with progress bars,
+// The live-events page: every event the server sends this user (all it may see, or only the rooms it
+// joined: one video, one job), colour-coded, with progress bars,
 // filters by event, counters, and a pause that BUFFERS: while paused nothing new is drawn, but every
 // event is kept (up to MAX_BUFFERED) and drawn, in order, on resume. Counters count what arrived.
 import {
@@ -31,6 +32,7 @@ function start(user) {
   showUser(user, onLogout);
   $('demo').hidden = false;
   const rooms = demo.live ? demo.live.rooms : new Set(); // kept across a log-out and in
+  const jobRooms = demo.live ? demo.live.jobRooms : new Set();
   demo.live = new LiveSocket({
     onEvent: receive,
     onControl: control,
@@ -48,6 +50,7 @@ function start(user) {
     },
   });
   demo.live.rooms = rooms;
+  demo.live.jobRooms = jobRooms;
   demo.live.start();
 }
 
@@ -74,16 +77,18 @@ function control(msg) {
       break;
     case 'error':
       status(`Server error: ${short(msg.error, 200)}`, true);
-      if (msg.videoId) {
-        demo.live.rooms.delete(msg.videoId);
+      if (msg.videoId || msg.jobId) {
+        if (msg.videoId) demo.live.rooms.delete(msg.videoId);
+        if (msg.jobId) demo.live.jobRooms.delete(msg.jobId);
+        if (!demo.live.rooms.size && !demo.live.jobRooms.size) demo.live.watchAll();
         renderSubscriptions();
       }
       break;
     case 'subscribed':
-      status(`Subscribed to video ${short(msg.videoId, 100)}`);
+      status(msg.all ? 'Watching all the events you may see' : `Subscribed to ${roomName(msg)}`);
       break;
     case 'unsubscribed':
-      status(`Unsubscribed from video ${short(msg.videoId, 100)}`);
+      status(`Unsubscribed from ${roomName(msg)}`);
       break;
     case 'resumed':
       status(`Resumed after seq ${msg.since}: ${msg.replayed} missed event${msg.replayed === 1 ? '' : 's'} replayed`);
@@ -224,22 +229,29 @@ function clear() {
   $('events-empty').hidden = false;
 }
 
-// ---------- subscriptions ----------
+// ---------- rooms ----------
 
-const subscriptions = () => (demo.live ? [...demo.live.rooms] : []);
+const roomName = (msg) => (msg.jobId !== undefined ? `job ${short(msg.jobId, 100)}` : `video ${short(msg.videoId, 100)}`);
+
+function rooms() {
+  if (!demo.live) return [];
+  return [...[...demo.live.rooms].map((id) => ({ kind: 'video', id })),
+    ...[...demo.live.jobRooms].map((id) => ({ kind: 'job', id }))];
+}
 
 function renderSubscriptions() {
   const list = $('subscriptions');
   list.textContent = '';
-  const rooms = subscriptions();
-  if (!rooms.length) {
-    list.append(el('li', 'empty', 'No subscriptions (showing all events the server sends you).'));
-    return;
-  }
-  for (const id of rooms) {
-    const item = el('li', '', id);
-    const remove = button('×', '', () => unsubscribe(id));
-    remove.setAttribute('aria-label', `Unsubscribe from ${id}`);
+  const joined = rooms();
+  $('watching').textContent = joined.length
+    ? `Watching: ${joined.map((r) => `${r.kind} ${r.id}`).join(', ')} (and queue notices).`
+    : 'Watching: all the events you may see.';
+  $('watching').dataset.rooms = String(joined.length);
+  for (const { kind, id } of joined) {
+    const item = el('li', '', `${kind} ${id}`);
+    item.dataset.kind = kind;
+    const remove = button('×', '', () => leave(kind, id));
+    remove.setAttribute('aria-label', `Unsubscribe from ${kind} ${id}`);
     item.append(remove);
     list.append(item);
   }
@@ -249,14 +261,17 @@ function readId() {
   const input = $('video-id');
   const id = input.value.trim();
   if (!id) {
-    status('Enter a video id first.', true);
+    status('Enter a video or job id first.', true);
     input.focus();
   }
   return id;
 }
 
-function unsubscribe(id) {
-  if (!demo.live.unsubscribe(id)) status(`Not connected; removed ${id} locally.`);
+/** Leave a room; leaving the last one goes back to all the events you may see. */
+function leave(kind, id) {
+  const sent = kind === 'job' ? demo.live.unsubscribeJob(id) : demo.live.unsubscribe(id);
+  if (!sent) status(`Not connected; removed ${kind} ${id} locally.`);
+  if (!demo.live.rooms.size && !demo.live.jobRooms.size) demo.live.watchAll();
   renderSubscriptions();
 }
 
@@ -264,12 +279,19 @@ $('sub-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const id = readId();
   if (!id || !demo.live) return;
-  if (!demo.live.subscribe(id)) status(`Not connected; will subscribe to ${id} on reconnect.`);
+  const kind = $('room-kind').value;
+  const sent = kind === 'job' ? demo.live.subscribeJob(id) : demo.live.subscribe(id);
+  if (!sent) status(`Not connected; will subscribe to ${kind} ${id} on reconnect.`);
   renderSubscriptions();
 });
 $('unsubscribe').addEventListener('click', () => {
   const id = readId();
-  if (id && demo.live) unsubscribe(id);
+  if (id && demo.live) leave($('room-kind').value, id);
+});
+$('watch-all').addEventListener('click', () => {
+  if (!demo.live) return;
+  if (!demo.live.watchAll()) status('Not connected; will watch all on reconnect.');
+  renderSubscriptions();
 });
 $('pause').addEventListener('click', () => setPaused(!demo.paused));
 $('clear').addEventListener('click', clear);

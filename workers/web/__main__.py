@@ -21,17 +21,19 @@ from cluster import media
 from cluster.child import EXIT_BOOT_FAILURE, LISTEN_FD_ENV, LogShipper, child_config, die_with_parent, watch_parent
 from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
+from cluster.protocol import SESSION_TOPIC
 from cluster.storage import LocalStorage
 from workers.web.app import WorkerState, build_app
 from workers.web.auth import SessionCache
 from workers.web.draining import drain
-from workers.web.event_feed import pump_events
+from workers.web.event_feed import EventFeed
 from workers.web.hub import Hub
 from workers.web.rpc import ControlClient, RpcError
+from workers.web.session_events import event_sink
 from workers.web.slow_clients import http_protocol
 from workers.web.ws_frames import FrameWriterProtocol
 
-EVENT_TOPICS = (b"job:", b"queue:")
+EVENT_TOPICS = (b"job:", b"queue:", SESSION_TOPIC.encode())
 
 log = get_logger()
 
@@ -101,10 +103,12 @@ async def serve(config: ClusterConfig, parent: int) -> None:
     sub.connect(config.endpoint("events"))
     rpc = ControlClient(context, config.endpoint("control"))
     hub = Hub(config.ws_queue_size)
+    feed = EventFeed(sub, rpc)
+    sessions = SessionCache(rpc, feed.up_to_date)
     try:
         storage = LocalStorage(config.storage_dir)
         storage.prepare()
-        state = WorkerState(config, rpc, hub, storage, media.find_ffmpeg(config.ffmpeg), SessionCache(rpc))
+        state = WorkerState(config, rpc, hub, storage, media.find_ffmpeg(config.ffmpeg), sessions)
         listener = socket.socket(fileno=int(os.environ[LISTEN_FD_ENV]))
         server = WorkerServer(uvicorn.Config(
             build_app(state), http=http_protocol(config.header_timeout_s), ws=FrameWriterProtocol, lifespan="off", access_log=False,
@@ -123,7 +127,7 @@ async def serve(config: ClusterConfig, parent: int) -> None:
     draining: list[asyncio.Task[None]] = []
     loop.add_signal_handler(signal.SIGTERM, lambda: draining or draining.append(
         asyncio.create_task(drain(server, state, hub))))
-    tasks = [asyncio.create_task(c) for c in (rpc.receive_replies(), pump_events(sub, hub, rpc),
+    tasks = [asyncio.create_task(c) for c in (rpc.receive_replies(), feed.pump(event_sink(hub, sessions)),
                                                watch_parent(parent, orphaned), _exit_when(orphaned, server),
                                                report_to_primary(server, state, config))]
     log.info("web worker serving")

@@ -1,43 +1,77 @@
 """Sessions on the web side: the token from the cookie or ``Authorization: Bearer``, resolved by the
-primary and cached briefly; login checks the password here, in a thread, off the primary's loop."""
+primary and cached until a session event ends it; login checks the password here, in a thread, off the
+primary's loop."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
-from cluster.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_password
+from cluster.passwords import MIN_PASSWORD_LENGTH, hash_password, token_hash, verify_password
 from workers.web.client_ip import client_ip, is_https
 from workers.web.errors import ApiError
 from workers.web.rpc import ControlClient, RpcError
 
 COOKIE = "token"
-SESSION_CACHE_S = 5.0  # a logout elsewhere takes effect here within this long
+SESSION_CACHE_S = 5.0  # a safety net only: session events from the primary end a cached session at once
 MAX_CACHED = 10_000
 MAX_NAME_LENGTH = 64
 
 
 class SessionCache:
-    def __init__(self, rpc: ControlClient) -> None:
+    """Sessions resolved by the primary, kept by token hash until a session event says they ended or their
+    user changed. A cached session is trusted only while the event feed is up to date (no event is waiting
+    that could be its end), else the primary is asked again."""
+
+    def __init__(self, rpc: ControlClient, up_to_date: Callable[[], bool]) -> None:
         self._rpc = rpc
-        self._users: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._up_to_date = up_to_date
+        self._users: dict[str, tuple[float, dict[str, Any]]] = {}  # token hash -> (fetched at, user)
+        self._by_user: dict[str, set[str]] = {}  # user id -> its cached token hashes
+        self._changes = 0  # counts invalidations: a lookup that overlapped one is not cached
 
     async def user(self, token: str) -> dict[str, Any]:
-        cached = self._users.get(token)
-        if cached and time.monotonic() - cached[0] < SESSION_CACHE_S:
+        key = token_hash(token)
+        cached = self._users.get(key)
+        if cached and time.monotonic() - cached[0] < SESSION_CACHE_S and self._up_to_date():
             return cached[1]
+        changes = self._changes
         user = await self._rpc.call("session", token=token)
-        if len(self._users) >= MAX_CACHED:
-            self._users.clear()
-        self._users[token] = (time.monotonic(), user)
+        if changes == self._changes:
+            self._remember(key, user)
         return user
 
+    @property
+    def changes(self) -> int:
+        """Grows with every session event applied: a caller can tell whether one came while it waited."""
+        return self._changes
+
     def forget(self, token: str) -> None:
-        self._users.pop(token, None)
+        self.end([token_hash(token)])
+
+    def end(self, token_hashes: Iterable[str]) -> None:
+        self._changes += 1
+        for key in token_hashes:
+            cached = self._users.pop(key, None)
+            if cached:
+                self._by_user.get(str(cached[1]["userId"]), set()).discard(key)
+
+    def user_changed(self, user_id: str) -> None:
+        self._changes += 1
+        for key in self._by_user.pop(user_id, set()):
+            self._users.pop(key, None)
+
+    def _remember(self, key: str, user: dict[str, Any]) -> None:
+        if len(self._users) >= MAX_CACHED:
+            self._users.clear()
+            self._by_user.clear()
+        self._users[key] = (time.monotonic(), user)
+        self._by_user.setdefault(str(user["userId"]), set()).add(key)
 
 
 def session_token(connection: HTTPConnection) -> str | None:
@@ -48,7 +82,7 @@ def session_token(connection: HTTPConnection) -> str | None:
 
 
 async def current_user(connection: HTTPConnection) -> dict[str, Any]:
-    """The logged-in user (``{"userId", "name", "admin"}``), or 401."""
+    """The logged-in user (``{"userId", "username", "name", "admin"}``), or 401."""
     token = session_token(connection)
     if not token:
         raise ApiError(401, "not logged in")
@@ -91,8 +125,11 @@ async def logout(request: Request) -> Response:
 
 
 async def update_user(request: Request, body: dict[str, Any]) -> Response:
+    """``name`` is the display name (the login name never changes); a new ``password`` ends the user's
+    other sessions, this one stays."""
     user = request.state.user
-    changes: dict[str, Any] = {}
+    token = session_token(request) or ""
+    changes: dict[str, Any] = {"tokenHash": token_hash(token)}
     if "name" in body:
         if not isinstance(body["name"], str):
             raise ApiError(400, "name must be a string")
@@ -102,10 +139,10 @@ async def update_user(request: Request, body: dict[str, Any]) -> Response:
         if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
             raise ApiError(400, f"a password has at least {MIN_PASSWORD_LENGTH} characters")
         changes["passwordHash"] = await asyncio.to_thread(hash_password, password)
-    if not changes:
+    if len(changes) == 1:
         raise ApiError(400, "nothing to change: give name and/or password")
     updated = await request.app.state.worker.rpc.call("update_user", user=user, **changes)
-    request.app.state.worker.sessions.forget(session_token(request) or "")
+    request.app.state.worker.sessions.forget(token)
     return JSONResponse(updated)
 
 

@@ -1,22 +1,25 @@
-"""Events from the primary to the hub, with no gap: the PUB socket may drop messages to a slow
-subscriber, so a jump in ``seq`` is filled from the primary's store before going on."""
+"""Events from the primary to this worker, with no gap: the PUB socket may drop messages to a slow
+subscriber, so a jump in ``seq`` is filled from the primary's store before going on. Each event, in seq
+order, goes to the sink (job and queue events to the clients, session events to the session cache)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import zmq
 import zmq.asyncio
 
 from cluster.logs import get_logger
 from cluster.protocol import Event, ProtocolError
-from workers.web.hub import Hub, WsClient
 from workers.web.rpc import ControlClient, RpcError
 
 log = get_logger()
 
 PAGE = 500
 QUIET_CHECK_MS = 1000
+
+EventSink = Callable[[Event, str], None]
 
 
 async def stored_events(rpc: ControlClient, since: int, until: int | None = None,
@@ -37,54 +40,51 @@ async def stored_events(rpc: ControlClient, since: int, until: int | None = None
             return
 
 
-async def pump_events(sub: zmq.asyncio.Socket, hub: Hub, rpc: ControlClient) -> None:
-    """Deliver each event once, in seq order. A jump in seq, or a quiet spell (the drop may have hit
-    the end of a burst), sends the pump to the store for what the PUB socket dropped."""
-    last_seq = int(await rpc.call("last_seq"))
-    while True:
-        if not await sub.poll(QUIET_CHECK_MS):
-            last_seq = await _catch_up(hub, rpc, last_seq, None)
-            continue
-        frames = await sub.recv_multipart()
-        try:
-            event = Event.decode(frames)
-        except ProtocolError as e:
-            log.warning("bad event", error=str(e))
-            continue
-        if event.seq <= last_seq:
-            continue
-        if event.seq > last_seq + 1:
-            last_seq = await _catch_up(hub, rpc, last_seq, event.seq - 1)
-        hub.deliver(event, frames[1].decode())
-        last_seq = event.seq
+class EventFeed:
+    def __init__(self, sub: zmq.asyncio.Socket, rpc: ControlClient) -> None:
+        self._sub = sub
+        self._rpc = rpc
+        self._sink: EventSink = lambda _event, _text: None
+        self._filling = False  # fetching from the store: events are in hand that the sink has not had
 
+    def up_to_date(self) -> bool:
+        """Every event that reached this worker has gone to the sink (none unread, no gap being filled).
+        A cached session is trusted only then: a session event may be the one still waiting."""
+        return not self._filling and not self._sub.get(zmq.EVENTS) & zmq.POLLIN
 
-async def _catch_up(hub: Hub, rpc: ControlClient, last_seq: int, until: int | None) -> int:
-    start = last_seq
-    try:
-        async for event, body in stored_events(rpc, last_seq, until):
-            hub.deliver(event, body)
+    async def pump(self, sink: EventSink) -> None:
+        """Hand each event to ``sink`` once, in seq order. A jump in seq, or a quiet spell (the drop may have
+        hit the end of a burst), sends the pump to the store for what the PUB socket dropped."""
+        self._sink = sink
+        last_seq = int(await self._rpc.call("last_seq"))
+        while True:
+            if not await self._sub.poll(QUIET_CHECK_MS):
+                last_seq = await self._catch_up(last_seq, None)
+                self._filling = False
+                continue
+            frames = await self._sub.recv_multipart()
+            try:
+                event = Event.decode(frames)
+            except ProtocolError as e:
+                log.warning("bad event", error=str(e))
+                continue
+            if event.seq <= last_seq:
+                continue
+            if event.seq > last_seq + 1:
+                last_seq = await self._catch_up(last_seq, event.seq - 1)
+            self._sink(event, frames[1].decode())
+            self._filling = False
             last_seq = event.seq
-    except RpcError as e:
-        log.warning("cannot fetch missed events", error=str(e))
-    if last_seq > start:
-        log.warning("events dropped by the PUB socket were fetched from the store", count=last_seq - start)
-    return last_seq
 
-
-async def replay(client: WsClient, rpc: ControlClient, since: int) -> tuple[int, int] | None:
-    """Send a resuming client what it missed, then the live events held meanwhile; no gap, no duplicate.
-    Returns (events replayed, seq of the last one), or None when the client could not keep up."""
-    client.hold_live_events(since)
-    replayed = 0
-    try:
-        async for event, body in stored_events(rpc, since, user={"userId": client.user_id, "admin": client.admin}):
-            if client.may_see(event) and event.seq > client.last_seq:
-                if not client.offer(body):
-                    return None
-                client.last_seq = event.seq
-                replayed += 1
-        last_replayed = client.last_seq
-    finally:
-        released = client.release_live_events()
-    return (replayed, last_replayed) if released else None
+    async def _catch_up(self, last_seq: int, until: int | None) -> int:
+        self._filling = True
+        start = last_seq
+        try:
+            async for event, body in stored_events(self._rpc, last_seq, until):
+                self._sink(event, body)
+                last_seq = event.seq
+        except RpcError as e:
+            log.warning("cannot fetch missed events", error=str(e))
+        if last_seq > start:
+            log.warning("events dropped by the PUB socket were fetched from the store", count=last_seq - start)
+        return last_seq

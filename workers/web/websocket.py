@@ -1,26 +1,30 @@
-"""The /ws endpoint: room subscriptions from the client, events from the hub."""
+"""The /ws endpoint: room subscriptions from the client, events from the hub (rooms.py says who hears
+what; resume.py holds, replays and releases)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from workers.web import request_body
-from workers.web.auth import current_user
+from cluster.passwords import token_hash
+from cluster.protocol import ClientMessage
+from workers.web import request_body, resume
+from workers.web.auth import current_user, session_token
 from workers.web.csrf import websocket_problem
 from workers.web.errors import ApiError
-from workers.web.event_feed import replay
-from workers.web.hub import Hub, WsClient
+from workers.web.hub import WsClient
+from workers.web.rooms import JOB, VIDEO, RoomKind
 from workers.web.rpc import RpcError
+from workers.web.ws_frames import frame_writer
 
-HOLD_FOR_RESUME_S = 0.5
-MAX_SEQ = 2**63 - 1  # SQLite's largest integer: a larger since would fail in the store
+MAX_ROOMS = 100  # per connection
+MAX_ROOM_ID = 200  # characters
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -29,6 +33,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if problem := websocket_problem(websocket):  # before anything else: a page elsewhere has the cookie too
         await _deny(websocket, 403, problem)
         return
+    changes = state.sessions.changes
     try:
         user = await current_user(websocket)
     except ApiError as e:
@@ -38,24 +43,26 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if limit and len(hub.clients) >= limit:
         await _deny(websocket, 503, f"this worker has its {limit} WebSocket connections: try again")
         return
-    client = hub.connect(websocket, user)  # before accept: an event published once the client is connected reaches it
+    # before accept: an event published once the client is connected reaches it
+    client = hub.connect(websocket, frame_writer(websocket.scope), str(user["userId"]), bool(user.get("admin")),
+                         token_hash(session_token(websocket) or ""))
     try:
+        if state.sessions.changes != changes:  # a session ended while this one was looked up: perhaps this one
+            await current_user(websocket)
         await state.rpc.call("ws_open", user=user, pid=os.getpid())  # the primary counts per user, cluster-wide
-    except RpcError as e:
+    except (ApiError, RpcError) as e:
         hub.disconnect(client)
         await _deny(websocket, e.status, str(e))
         return
     try:
         await websocket.accept()
         # lastSeq lets a client that has seen no event yet resume from here after a drop
-        client.offer(json.dumps({"type": "welcome", "worker": os.getpid(), "lastSeq": hub.last_seq}))
-        release = asyncio.get_running_loop().call_later(HOLD_FOR_RESUME_S, _release, hub, client)
+        client.write(json.dumps({"type": "welcome", "worker": os.getpid(), "lastSeq": hub.last_seq}))
+        resume.start(hub, client)
         while True:
-            text = await websocket.receive_text()
-            release.cancel()
-            await _handle(client, text, state)
+            await _handle(client, await websocket.receive_text(), state)
     except (WebSocketDisconnect, RuntimeError):
-        pass  # closed by the client, or by the hub for being too slow
+        pass  # closed by the client, or by the hub (too slow, session ended)
     finally:
         hub.disconnect(client)
         with contextlib.suppress(RpcError):  # however it ended; if this worker dies, the primary forgets its count
@@ -66,64 +73,80 @@ async def _deny(websocket: WebSocket, status: int, message: str) -> None:
     await websocket.send_denial_response(JSONResponse({"error": message}, status_code=status))
 
 
-def _release(hub: Hub, client: WsClient) -> None:
-    """The first message decides: a resume replays, then goes live; anything else (or silence) goes live now."""
-    if client.holding and not client.release_live_events():
-        hub.drop(client)
-
-
 async def _handle(client: WsClient, text: str, state: Any) -> None:
+    message = _parse(text)
+    kind = message.get("type") if message is not None else None
+    resume.before_message(state.hub, client, kind)
+    if message is None:
+        _reply(client, {"type": "error", "error": "messages must be JSON objects"})
+        return
+    handler = HANDLERS.get(kind) if isinstance(kind, str) else None
+    if handler is None:
+        _reply(client, {"type": "error", "error": f"unknown message type {_short(kind)}"})
+        return
+    await handler(client, message, state)
+
+
+def _parse(text: str) -> dict[str, Any] | None:
     try:
         message = request_body.loads(text)  # bounded: depth, numbers, surrogates (a malformed one is an error reply)
     except request_body.BadJson:
-        message = None
-    kind = message.get("type") if isinstance(message, dict) else None
-    if kind != "resume" and client.holding:
-        _release(state.hub, client)
-    if message is None:
-        await _reply(client, {"type": "error", "error": "messages must be JSON"})
-        return
-    video_id = message.get("videoId") if isinstance(message, dict) else None
-    if kind in ("subscribe-video", "unsubscribe-video"):
-        if not isinstance(video_id, str) or not video_id:
-            await _reply(client, {"type": "error", "error": "videoId is required"})
-            return
-        if kind == "subscribe-video":
-            if not await _may_see_video(state, client, video_id):
-                await _reply(client, {"type": "error", "error": f"video {video_id} not found", "videoId": video_id})
-                return
-            client.rooms.add(video_id)
-            await _reply(client, {"type": "subscribed", "videoId": video_id})
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _room_handler(kind: RoomKind, join: bool) -> Callable[[WsClient, dict[str, Any], Any], Awaitable[None]]:
+    async def handle(client: WsClient, message: dict[str, Any], state: Any) -> None:
+        room_id = message.get(kind.key)
+        if not isinstance(room_id, str) or not room_id or len(room_id) > MAX_ROOM_ID:
+            _reply(client, {"type": "error", "error": f"{kind.key} is required (a string of 1-{MAX_ROOM_ID})"})
+        elif not join:
+            state.hub.leave(client, kind, room_id)
+            _reply(client, {"type": "unsubscribed", kind.key: room_id})
+        elif state.hub.index.room_count(client) >= MAX_ROOMS:
+            _reply(client, {"type": "error", "error": f"at most {MAX_ROOMS} rooms per connection", kind.key: room_id})
         else:
-            client.rooms.discard(video_id)
-            await _reply(client, {"type": "unsubscribed", "videoId": video_id})
-        return
-    if kind == "resume":
-        await _resume(client, message.get("since"), state)
-        return
-    await _reply(client, {"type": "error", "error": f"unknown message type {kind!r}"})
+            await _join(client, kind, room_id, state)
+
+    return handle
 
 
-async def _may_see_video(state: Any, client: WsClient, video_id: str) -> bool:
+async def _join(client: WsClient, kind: RoomKind, room_id: str, state: Any) -> None:
+    """Only a room of a video or job the client may see; one it may not is answered as one that does not exist."""
     try:
-        await state.rpc.call("get_video", videoId=video_id, user={"userId": client.user_id, "admin": client.admin})
-    except RpcError:
-        return False
-    return True
-
-
-async def _resume(client: WsClient, since: Any, state: Any) -> None:
-    if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_SEQ:
-        _release(state.hub, client)
-        await _reply(client, {"type": "error", "error": "since must be a seq number (0 or more)"})
+        await state.rpc.call(kind.lookup_op, **{kind.key: room_id}, user={"userId": client.user_id,
+                                                                          "admin": client.admin})
+    except RpcError as e:
+        error = f"{kind.noun} {room_id} not found" if e.status in (403, 404) else str(e)
+        _reply(client, {"type": "error", "error": error, kind.key: room_id})
         return
-    outcome = await replay(client, state.rpc, since)
-    if outcome is None:
-        state.hub.drop(client)
-        return
-    replayed, last_replayed = outcome
-    await _reply(client, {"type": "resumed", "since": since, "replayed": replayed, "lastSeq": last_replayed})
+    if client in state.hub.clients:  # not closed meanwhile
+        state.hub.join(client, kind, room_id)
+        _reply(client, {"type": "subscribed", kind.key: room_id})
 
 
-async def _reply(client: WsClient, message: dict[str, Any]) -> None:
-    client.offer(json.dumps(message))
+async def _subscribe_all(client: WsClient, _message: dict[str, Any], state: Any) -> None:
+    state.hub.listen_to_all(client)
+    _reply(client, {"type": "subscribed", "all": True})
+
+
+async def _resume(client: WsClient, message: dict[str, Any], state: Any) -> None:
+    await resume.resume(state.hub, client, state.rpc, message.get("since"))
+
+
+HANDLERS: dict[str, Callable[[WsClient, dict[str, Any], Any], Awaitable[None]]] = {
+    ClientMessage.SUBSCRIBE_VIDEO.value: _room_handler(VIDEO, join=True),
+    ClientMessage.UNSUBSCRIBE_VIDEO.value: _room_handler(VIDEO, join=False),
+    ClientMessage.SUBSCRIBE_JOB.value: _room_handler(JOB, join=True),
+    ClientMessage.UNSUBSCRIBE_JOB.value: _room_handler(JOB, join=False),
+    ClientMessage.SUBSCRIBE_ALL.value: _subscribe_all,
+    ClientMessage.RESUME.value: _resume,
+}
+
+
+def _short(value: object) -> str:
+    return repr(value)[:80]
+
+
+def _reply(client: WsClient, message: dict[str, Any]) -> None:
+    client.write(json.dumps(message))
