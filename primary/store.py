@@ -203,6 +203,7 @@ class JobStore(StoreReads):
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute("PRAGMA synchronous=NORMAL")
         self.schema_version = migrate(self._writer)
+        self._checkpointer: sqlite3.Connection | None = None
         self._videos: dict[str, dict[str, Any]] = {}  # video id -> row, oldest first
 
     @property
@@ -210,7 +211,20 @@ class JobStore(StoreReads):
         return self._writer
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._writer.close()
+
+    def checkpoint_elsewhere(self) -> None:
+        """From now on the writer never checkpoints the WAL itself (a checkpoint syncs the file, which can
+        take long on a busy disk, and would hold the loop): call ``checkpoint`` from a thread instead."""
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database without blocking the writer or the readers (for a thread)."""
+        if self._checkpointer is not None:
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def get_video(self, video_id: str) -> dict[str, Any] | None:
         """From a small cache (read-only: the same dict each time): every job request looks its video up,
