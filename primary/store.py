@@ -101,6 +101,12 @@ class StoreReads:
         shared: dict[str, Any] = {}
         return [_job_from_row(r, shared) for r in rows]
 
+    def unfinished_of_video(self, video_id: str) -> list[str]:
+        """The ids of a video's queued, running and delayed jobs (read through the video's own index)."""
+        rows = self._db.execute(f"SELECT id FROM jobs WHERE video_id = ? AND state IN "
+                                f"({','.join('?' for _ in _UNFINISHED)})", (video_id, *_UNFINISHED))
+        return [r[0] for r in rows]
+
     def max_queue_order(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(queue_order), 0) FROM jobs").fetchone()[0]
 
@@ -144,6 +150,14 @@ class StoreReads:
     def events_since(self, seq: int, limit: int = 1000, owner: str | None = None) -> list[Event]:
         """The events after ``seq``, in order; with ``owner``, only that user's and the cluster's notices
         (each read through the (owner, seq) index, so a page costs the page)."""
+        return [Event(r["event"], r["seq"], r["ts"], json.loads(r["data"])) for r in self._event_rows(seq, limit, owner)]
+
+    def event_bodies_since(self, seq: int, limit: int = 1000, owner: str | None = None) -> list[str]:
+        """As ``events_since``, as the JSON bodies the PUB socket carries, made without parsing the data."""
+        return [f'{{"event":{json.dumps(r["event"])},"seq":{r["seq"]},"ts":{json.dumps(r["ts"])},"data":{r["data"]}}}'
+                for r in self._event_rows(seq, limit, owner)]
+
+    def _event_rows(self, seq: int, limit: int, owner: str | None) -> list[sqlite3.Row]:
         if owner is None:
             rows = list(self._db.execute("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)))
         else:
@@ -152,7 +166,7 @@ class StoreReads:
                 rows += self._db.execute("SELECT * FROM events WHERE owner = ? AND seq > ? ORDER BY seq LIMIT ?",
                                          (who, seq, limit)).fetchall()
             rows = sorted(rows, key=lambda r: r["seq"])[:limit]
-        return [Event(r["event"], r["seq"], r["ts"], json.loads(r["data"])) for r in rows]
+        return rows
 
     # videos
 
@@ -366,7 +380,7 @@ class JobStore(StoreReads):
     def _insert_events(self, events: Iterable[Event]) -> None:
         self._db.executemany(
             "INSERT INTO events (seq, event, ts, data, owner) VALUES (?, ?, ?, ?, ?)",
-            [(e.seq, e.event, e.ts, json.dumps(e.data), _event_owner(e)) for e in events],
+            [(e.seq, e.event, e.ts, json.dumps(e.data, separators=(",", ":")), _event_owner(e)) for e in events],
         )
 
     def _transaction(self) -> _Transaction:
