@@ -41,7 +41,7 @@ _SAVE_TRANSITION = _upsert(c for c in _JOB_COLUMNS if c not in _IMMUTABLE)
 _SAVE_ATTEMPT = (f"INSERT OR REPLACE INTO attempts ({','.join(_ATTEMPT_COLUMNS)}) "
                  f"VALUES ({','.join('?' for _ in _ATTEMPT_COLUMNS)})")
 VIDEO_CACHE_SIZE = 1024
-DELETE_BATCH = 500  # rows per transaction when removing many, so the writer is never held long
+DELETE_BATCH = 200  # rows per transaction when removing many: ~10 ms, so neither writer nor loop is held long
 
 
 class CursorError(ValueError):
