@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import harness
 import httpx
 from harness import PYTHON, add_administrator, exit_on_sigterm, free_port, login, running_server, write_summary
 from websockets.sync.client import connect
@@ -310,6 +311,7 @@ def verdicts(all_figures: list[Figures]) -> tuple[bool, list[str]]:
 
 def main() -> int:
     exit_on_sigterm()
+    harness.START_TIMEOUT_S = 900.0  # a primary recovering a million queued jobs takes a while to serve
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,100000,1000000", help="store sizes, comma-separated")
     parser.add_argument("--duration-s", type=float, default=8.0, help="each wrk run")
