@@ -125,7 +125,9 @@ class JobOps:
 
     def delete_video(self, args: dict[str, Any]) -> dict[str, Any]:
         video = self._video(Caller(args), str(args["videoId"]))
-        cancelled = [job.id for job in list(self._engine.active.values()) if job.video_id == video["videoId"]]
+        self._engine.flush()  # so that the store knows every job of the video the engine has made
+        active = [job_id for job_id in self._store.unfinished_of_video(video["videoId"]) if job_id in self._engine.active]
+        cancelled = sorted(active, key=lambda job_id: self._engine.active[job_id].queue_order)
         for job_id in cancelled:
             self._engine.cancel(job_id)
         self._engine.flush()  # the cancellations are stored before the rows go
@@ -233,8 +235,8 @@ class JobOps:
         since = int(args.get("since", 0))
         limit = min(int(args.get("limit") or 1000), 1000)
         owner = Caller(args).owner_filter if args.get("user") else None
-        events = await self._read(lambda: self._reads.events_since(since, limit, owner))
-        return {"events": [e.body().decode() for e in events], "lastSeq": self._engine.bus.last_seq}
+        bodies = await self._read(lambda: self._reads.event_bodies_since(since, limit, owner))
+        return {"events": bodies, "lastSeq": self._engine.bus.last_seq}
 
     # helpers
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import os
 import signal
 import sys
@@ -49,6 +50,7 @@ from primary.worker_registry import WorkerRegistry
 log = get_logger()
 
 PRUNE_INTERVAL_S = 60.0
+CHECKPOINT_INTERVAL_S = 1.0
 CHILD_STOP_TIMEOUT_S = 5.0
 WATCH_INTERVAL_S = 0.5
 ADMIN_NAME = "admin"
@@ -120,13 +122,15 @@ class Primary:
         bus.subscribers.append(webhooks.on_event)
         webhooks.start()
         engine.recover()
+        gc.freeze()  # what recovery loaded lives on: the collector need not walk a million queued jobs again
+        store.checkpoint_elsewhere()
         swept = LocalStorage(config.storage_dir).sweep_partials()  # no child runs yet
         if swept:
             log.info("removed partial files", count=swept)
         self._tasks = [asyncio.create_task(coro) for coro in (
             control.serve(), pool.serve(), pool.watch_heartbeats(), _forward_logs(logs, bus),
             _prune_events(store, config.event_retention, config.event_retention_s), self._watch_workers(),
-            loop_lag.run(), Retention(store, keep_rules(config)).run(),
+            loop_lag.run(), Retention(store, keep_rules(config)).run(), _checkpoint(store),
             *(remote.serve() if remote else ()),
         )]
         self._install_signal_handlers()
@@ -336,6 +340,12 @@ def _bind(context: zmq.asyncio.Context, kind: int, endpoint: str) -> zmq.asyncio
 async def _forward_logs(pull: zmq.asyncio.Socket, bus: EventBus) -> None:
     while True:
         bus.publish_log(await pull.recv())
+
+
+async def _checkpoint(store: JobStore) -> None:
+    while True:
+        await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+        await asyncio.to_thread(store.checkpoint)
 
 
 async def _prune_events(store: JobStore, keep: int, max_age_s: float) -> None:

@@ -41,7 +41,7 @@ _SAVE_TRANSITION = _upsert(c for c in _JOB_COLUMNS if c not in _IMMUTABLE)
 _SAVE_ATTEMPT = (f"INSERT OR REPLACE INTO attempts ({','.join(_ATTEMPT_COLUMNS)}) "
                  f"VALUES ({','.join('?' for _ in _ATTEMPT_COLUMNS)})")
 VIDEO_CACHE_SIZE = 1024
-DELETE_BATCH = 500  # rows per transaction when removing many, so the writer is never held long
+DELETE_BATCH = 200  # rows per transaction when removing many: ~10 ms, so neither writer nor loop is held long
 
 
 class CursorError(ValueError):
@@ -101,6 +101,12 @@ class StoreReads:
         shared: dict[str, Any] = {}
         return [_job_from_row(r, shared) for r in rows]
 
+    def unfinished_of_video(self, video_id: str) -> list[str]:
+        """The ids of a video's queued, running and delayed jobs (read through the video's own index)."""
+        rows = self._db.execute(f"SELECT id FROM jobs WHERE video_id = ? AND state IN "
+                                f"({','.join('?' for _ in _UNFINISHED)})", (video_id, *_UNFINISHED))
+        return [r[0] for r in rows]
+
     def max_queue_order(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(queue_order), 0) FROM jobs").fetchone()[0]
 
@@ -144,6 +150,14 @@ class StoreReads:
     def events_since(self, seq: int, limit: int = 1000, owner: str | None = None) -> list[Event]:
         """The events after ``seq``, in order; with ``owner``, only that user's and the cluster's notices
         (each read through the (owner, seq) index, so a page costs the page)."""
+        return [Event(r["event"], r["seq"], r["ts"], json.loads(r["data"])) for r in self._event_rows(seq, limit, owner)]
+
+    def event_bodies_since(self, seq: int, limit: int = 1000, owner: str | None = None) -> list[str]:
+        """As ``events_since``, as the JSON bodies the PUB socket carries, made without parsing the data."""
+        return [f'{{"event":{json.dumps(r["event"])},"seq":{r["seq"]},"ts":{json.dumps(r["ts"])},"data":{r["data"]}}}'
+                for r in self._event_rows(seq, limit, owner)]
+
+    def _event_rows(self, seq: int, limit: int, owner: str | None) -> list[sqlite3.Row]:
         if owner is None:
             rows = list(self._db.execute("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)))
         else:
@@ -152,7 +166,7 @@ class StoreReads:
                 rows += self._db.execute("SELECT * FROM events WHERE owner = ? AND seq > ? ORDER BY seq LIMIT ?",
                                          (who, seq, limit)).fetchall()
             rows = sorted(rows, key=lambda r: r["seq"])[:limit]
-        return [Event(r["event"], r["seq"], r["ts"], json.loads(r["data"])) for r in rows]
+        return rows
 
     # videos
 
@@ -203,6 +217,7 @@ class JobStore(StoreReads):
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute("PRAGMA synchronous=NORMAL")
         self.schema_version = migrate(self._writer)
+        self._checkpointer: sqlite3.Connection | None = None
         self._videos: dict[str, dict[str, Any]] = {}  # video id -> row, oldest first
 
     @property
@@ -210,7 +225,20 @@ class JobStore(StoreReads):
         return self._writer
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._writer.close()
+
+    def checkpoint_elsewhere(self) -> None:
+        """From now on the writer never checkpoints the WAL itself (a checkpoint syncs the file, which can
+        take long on a busy disk, and would hold the loop): call ``checkpoint`` from a thread instead."""
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database without blocking the writer or the readers (for a thread)."""
+        if self._checkpointer is not None:
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def get_video(self, video_id: str) -> dict[str, Any] | None:
         """From a small cache (read-only: the same dict each time): every job request looks its video up,
@@ -352,7 +380,7 @@ class JobStore(StoreReads):
     def _insert_events(self, events: Iterable[Event]) -> None:
         self._db.executemany(
             "INSERT INTO events (seq, event, ts, data, owner) VALUES (?, ?, ?, ?, ?)",
-            [(e.seq, e.event, e.ts, json.dumps(e.data), _event_owner(e)) for e in events],
+            [(e.seq, e.event, e.ts, json.dumps(e.data, separators=(",", ":")), _event_owner(e)) for e in events],
         )
 
     def _transaction(self) -> _Transaction:

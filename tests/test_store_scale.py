@@ -300,3 +300,12 @@ def test_the_loop_lag_probe_sees_a_blocked_loop() -> None:
 
     asyncio.run(main())
     assert probe.recent_max() >= 0.1 and probe.histogram.count >= 1
+
+
+def test_stored_event_bodies_are_the_bytes_the_pub_socket_sent(store: JobStore) -> None:
+    events = [Event("job:queued", 1, 1796121580990.356, {"jobId": "a", "userId": "ann", "x": [1, {"y": None}],
+                                                         "name": "café"}),
+              Event("queue:paused", 2, 5.0, {"paused": True})]
+    store.append_events(events)
+    assert [body.encode() for body in store.event_bodies_since(0)] == [e.body() for e in events]
+    assert store.event_bodies_since(0, owner="bob") == [events[1].body().decode()]
