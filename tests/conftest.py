@@ -44,11 +44,12 @@ def cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
 
 @pytest.fixture
 def ws_factory() -> Iterator[Callable[..., EventClient]]:
-    """``ws_factory(cluster)``: a WebSocket client logged in as the administrator (or with ``token``)."""
+    """``ws_factory(cluster)``: a WebSocket client logged in as the administrator (or with ``token``);
+    ``since``: it resumes from there, in its URL."""
     clients: list[EventClient] = []
 
-    def make(cluster: Cluster, token: str | None = None) -> EventClient:
-        client = EventClient(cluster.ws_url, cluster.token if token is None else token)
+    def make(cluster: Cluster, token: str | None = None, since: int | None = None) -> EventClient:
+        client = EventClient(cluster.ws_url, cluster.token if token is None else token, since)
         clients.append(client)
         return client
 

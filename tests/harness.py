@@ -226,9 +226,12 @@ class Cluster:
 class EventClient:
     """A real WebSocket client; a reader thread collects every message it receives."""
 
-    def __init__(self, url: str, token: str = "") -> None:
+    def __init__(self, url: str, token: str = "", since: int | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        self._connector = connect(url, open_timeout=10, additional_headers=headers)
+        if since is not None:  # a resume in the URL: no timer on the server can race it
+            url = f"{url}?since={since}"
+        # no keepalive pings of its own: a test may stop the worker (SIGSTOP) for longer than a ping's timeout
+        self._connector = connect(url, open_timeout=10, additional_headers=headers, ping_interval=None)
         self.connection: ClientConnection = self._connector.__enter__()
         self.messages: list[dict[str, Any]] = []
         self.closed: threading.Event = threading.Event()

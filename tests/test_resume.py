@@ -94,7 +94,7 @@ def test_events_dropped_by_pub_to_a_stalled_worker_are_fetched(
     (slow_pid, slow), (_, fast) = workers.items()
     os.kill(slow_pid, signal.SIGSTOP)
     try:
-        job_ids = run_jobs(cluster, video_id, 4000, first_width=2)  # answered by the other worker
+        job_ids = run_jobs(cluster, video_id, 4000, first_width=16)  # answered by the other worker
         fast.wait_event("job:queued", job_ids[-1])
     finally:
         os.kill(slow_pid, signal.SIGCONT)
@@ -112,3 +112,21 @@ def test_welcome_tells_a_quiet_client_where_to_resume_from(cluster: Cluster, cli
     late = ws_factory(cluster)
     welcome = late.wait_for(lambda ms: any(m.get("type") == "welcome" for m in ms), what="welcome")[0]
     assert welcome["lastSeq"] == seqs(watcher)[-1] or welcome["lastSeq"] == 0  # 0: that worker saw no event yet
+
+
+def test_a_resume_in_the_url_replays_what_was_missed_and_a_bad_one_is_an_error(
+        cluster: Cluster, clip: Path, ws_factory: Callable[..., EventClient]) -> None:
+    video_id = cluster.upload(clip)
+    watcher = ws_factory(cluster)
+    job_id = run_jobs(cluster, video_id, 1)[0]
+    watcher.wait_event("job:completed", job_id)
+    late = ws_factory(cluster, since=0)  # no first message to race a timer: the URL says it
+    assert resumed(late)["since"] == 0
+    assert seqs(late) == seqs(watcher)
+    bad = EventClient(cluster.ws_url + "?since=-1", cluster.token)
+    try:
+        error = bad.wait_for(lambda ms: any(m.get("type") == "error" for m in ms), what="an error")
+        assert any("since must be a seq number" in m.get("error", "") for m in error)
+        assert not bad.closed.is_set(), "a bad since is an error message, not a dropped connection"
+    finally:
+        bad.close()

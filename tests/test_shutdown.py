@@ -63,8 +63,7 @@ def test_a_job_still_running_after_the_grace_period_runs_again_at_the_next_start
     last_seq = max(m["seq"] for m in ws.events())
 
     cluster.start()  # same data dir and port
-    again = ws_factory(cluster)
-    again.send({"type": "resume", "since": last_seq})  # what happened since, even before we connected
+    again = ws_factory(cluster, since=last_seq)  # what happened since, even before we connected
     completed = wait_job_event(again, "job:completed", job_id, timeout_s=60)
     # The replay may begin with progress of the interrupted attempt, stored after the old client's last
     # message and before the primary stopped: it belongs there. What matters comes after it.

@@ -318,7 +318,8 @@ def test_bad_input_is_an_exact_400(cluster_factory: Callable[..., Cluster]) -> N
             response = client.post("/api/webhooks", json=body)
             assert response.status_code == 400, (body, response.text)
             assert response.json()["error"]
-        assert client.post("/api/webhooks", content=b"{not json").status_code == 400
+        not_json = client.post("/api/webhooks", content=b"{not json", headers={"content-type": "application/json"})
+        assert not_json.status_code == 400
         hook = client.post("/api/webhooks", json={"url": url, "events": ["job:"]}).json()
         assert client.post("/api/webhooks", json={"url": url, "events": ["pipeline:"]}).status_code == 201
         too_many = client.post("/api/webhooks", json={"url": url, "events": ["job:"]})

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from workers.web.hub import Hub, WsClient
 
 HOLD_FOR_RESUME_S = 0.5
+LATE_TIMER_S = 0.05  # a timer this late means the loop has had no time to read the socket
 MAX_SINCE = 2**53 - 1  # the largest seq a page's numbers hold exactly
 ROOM_MESSAGES = frozenset(m.value for m in ClientMessage if m not in (ClientMessage.RESUME,))
 
@@ -71,7 +72,19 @@ class Resume:
 
     def arm(self, hub: Hub, client: WsClient) -> None:
         self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(HOLD_FOR_RESUME_S, release, hub, client)
+        loop = asyncio.get_running_loop()
+        due = loop.time() + HOLD_FOR_RESUME_S
+        self._timer = loop.call_at(due, self._quiet, hub, client, due)
+
+    def _quiet(self, hub: Hub, client: WsClient, due: float | None) -> None:
+        """The hold's time is up, unless the timer fired late: then the loop was busy and may not yet have read
+        what the client sent meanwhile, so it looks once more, a moment later."""
+        loop = asyncio.get_running_loop()
+        if due is not None and loop.time() - due > LATE_TIMER_S:
+            self._timer = loop.call_later(LATE_TIMER_S, self._quiet, hub, client, None)
+            return
+        self._timer = None
+        release(hub, client)
 
     def wait_for_replay(self) -> None:
         """A resume came: hold until its replay is done, however long the primary takes to answer."""
@@ -86,6 +99,16 @@ class Resume:
 def start(hub: Hub, client: WsClient) -> None:
     """A new connection holds until its first message decides (or HOLD_FOR_RESUME_S of quiet)."""
     client.resume.arm(hub, client)
+
+
+def since_in_url(query: str | None) -> int | None | str:
+    """``/ws?since=N``: a resume that no timer can race (the first message is the other way). Returns the
+    seq, None without one, or the error text of a bad one."""
+    if query is None:
+        return None
+    if not (query.isascii() and query.isdigit()) or len(query) > 16:
+        return f"since must be a seq number from 0 to {MAX_SINCE}"
+    return int(query)
 
 
 def before_message(hub: Hub, client: WsClient, kind: object) -> None:

@@ -58,7 +58,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
         # lastSeq lets a client that has seen no event yet resume from here after a drop
         client.write(json.dumps({"type": "welcome", "worker": os.getpid(), "lastSeq": hub.last_seq}))
-        resume.start(hub, client)
+        since = resume.since_in_url(websocket.query_params.get("since"))
+        if since is None:
+            resume.start(hub, client)
+        else:
+            await resume.resume(hub, client, state.rpc, since)
         while True:
             await _handle(client, await websocket.receive_text(), state)
     except (WebSocketDisconnect, RuntimeError):
