@@ -163,7 +163,14 @@ class JobOps:
         return {"jobId": job.id, "created": created}
 
     def get_job(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._job(Caller(args), str(args["jobId"])).public()
+        return self._view(self._job(Caller(args), str(args["jobId"])))
+
+    def _view(self, job: Job) -> dict[str, Any]:
+        """The job as the API shows it; a queued one with its place in the queue now."""
+        view = job.public()
+        if job.state is JobState.QUEUED and job.id in self._engine.queue:
+            view["queuePosition"] = self._engine.queue.position(job.id)
+        return view
 
     async def list_jobs(self, args: dict[str, Any]) -> dict[str, Any]:
         """A page of jobs, newest first; ``videoId`` also answers a video's whole history, page by page."""
@@ -174,7 +181,7 @@ class JobOps:
         jobs = await self._read(lambda: self._reads.list_jobs(
             state=args.get("state"), video_id=args.get("videoId"), job_type=args.get("type"), owner=owner,
             limit=limit + 1, before=before))
-        return _page([self._engine.active.get(job.id, job).public() for job in jobs[:limit]], jobs, limit)
+        return _page([self._view(self._engine.active.get(job.id, job)) for job in jobs[:limit]], jobs, limit)
 
     def cancel_job(self, args: dict[str, Any]) -> dict[str, Any]:
         job = self._job(Caller(args), str(args["jobId"]))

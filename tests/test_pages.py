@@ -354,3 +354,25 @@ def test_the_pages_ask_for_a_login_and_refuse_anonymous_sockets(cluster: Cluster
         connect(cluster.ws_url, open_timeout=5)
     assert refused.value.response.status_code == 401
     assert httpx.get(cluster.url + "/vendor/hls.min.js", timeout=5).status_code == 200
+
+
+def test_a_card_s_queue_position_moves_as_the_jobs_ahead_start(cluster_factory: Callable[..., Cluster],
+                                                               long_clip: Path, clip: Path, page: Page) -> None:
+    cluster = cluster_factory(executors=1)
+    long_id, video_id = cluster.upload(long_clip), cluster.upload(clip)
+    with cluster.client() as client:
+        assert client.post("/api/queue/pause").status_code == 200
+    ahead = cluster.convert(long_id, "webm").json()["jobId"]
+    cluster.resize(video_id, 160, 120)
+    last = cluster.resize(video_id, 320, 240).json()["jobId"]
+    page.goto(cluster.url)
+    log_in(page, *ADMIN)
+    detail = page.locator(f'li.job[data-job-id="{last}"] .job-detail')
+    expect(detail).to_contain_text("position 3 in the queue", timeout=UI_S)
+    with cluster.client() as client:
+        assert client.post("/api/queue/resume").status_code == 200
+    expect(page.locator(f'li.job[data-job-id="{ahead}"]')).to_have_attribute("data-state", re.compile("running|completed"),
+                                                                               timeout=JOB_S)
+    # only a fresh look moves it: the page hears no event of a job that is still waiting
+    expect(detail).to_contain_text(re.compile(r"position [12] in the queue"), timeout=UI_S)
+    screenshot(page, "app-queue-position")

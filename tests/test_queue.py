@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from cluster.protocol import Priority
@@ -126,3 +128,28 @@ def test_len_and_contains(pushes: list[tuple[str, Priority]], popped: int, lengt
     assert len(queue) == length
     assert all(job_id in queue for job_id in inside)
     assert not any(job_id in queue for job_id in outside)
+
+
+def test_every_position_stays_exact_through_pushes_pops_and_cancellations() -> None:
+    """Against a plain list as the model, over a seeded mix of operations (positions without a walk)."""
+    rng = random.Random(20261201)
+    queue, model, serial = JobQueue(), [], 0
+    for _ in range(3000):
+        roll = rng.random()
+        if roll < 0.5 or not model:
+            serial += 1
+            priority = rng.choice(list(Priority))
+            job_id = f"j{serial}"
+            position = queue.push(job_id, priority)
+            model.append((priority.rank, serial, job_id))
+            model.sort()
+            assert position == [m[2] for m in model].index(job_id) + 1
+        elif roll < 0.75:
+            assert queue.pop() == model.pop(0)[2]
+        else:
+            victim = rng.choice(model)
+            model.remove(victim)
+            assert queue.remove(victim[2])
+        for index, (_rank, _serial, job_id) in enumerate(model):
+            assert queue.position(job_id) == index + 1
+    assert len(queue) == len(model)

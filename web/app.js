@@ -136,6 +136,7 @@ configureJobs({
 });
 configureCards({
   failed,
+  isAdmin: () => Boolean(app.user && app.user.admin),
   onDeleted: (video) => {
     const card = app.cards.get(video.videoId);
     if (card) removeCard(video.videoId, card);

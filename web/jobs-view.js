@@ -161,7 +161,8 @@ async function fetchDetails(job) {
 export function jobLabel(job) {
   const p = job.params || {};
   switch (job.type) {
-    case 'resize': return isNum(p.width) ? `Resize to ${p.width}×${p.height}` : 'Resize';
+    case 'resize': return isNum(p.width)
+      ? `Resize to ${p.width}×${p.height}${p.fit && p.fit !== 'contain' ? ` (${p.fit})` : ''}` : 'Resize';
     case 'convert': return p.format ? `Convert to ${p.format}` : 'Convert';
     case 'extract-audio': return 'Extract audio';
     case 'hls': return Array.isArray(p.renditions) ? `HLS ladder ${p.renditions.map((h) => `${h}p`).join(', ')}`
@@ -248,6 +249,34 @@ export function renderJob(job, reorder = false) {
     ? `${job.failures ? `Failed ${job.failures}× — ` : ''}last error: ${job.error}` : '';
   renderJobActions(item.querySelector('.job-actions'), job, label);
   foldFinished(card);
+  watchPositions();
+}
+
+// A queued job's place moves as the jobs ahead of it start, other users' included, which this page
+// never hears of: while any of its jobs waits, it asks for their places now and then.
+const POSITIONS_EVERY_MS = 2000;
+let positionsTimer = null;
+
+function watchPositions() {
+  const waiting = [...jobs.values()].some((job) => job.state === 'queued');
+  if (waiting && positionsTimer === null) positionsTimer = setTimeout(refreshPositions, POSITIONS_EVERY_MS);
+}
+
+async function refreshPositions() {
+  try {
+    for (const fresh of await api('GET', '/api/jobs?state=queued&limit=100')) {
+      const job = jobs.get(fresh.jobId);
+      if (job && job.state === 'queued' && isNum(fresh.queuePosition) && fresh.queuePosition !== job.queuePosition) {
+        job.queuePosition = fresh.queuePosition;
+        renderJob(job);
+      }
+    }
+  } catch (e) {
+    // the next look tries again
+  } finally {
+    positionsTimer = null;
+    watchPositions();
+  }
 }
 
 const FINISHED_SHOWN = 3; // a card shows its unfinished jobs and its newest finished ones; the rest fold

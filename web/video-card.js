@@ -7,11 +7,13 @@ import { buildPlayer } from './player.js';
 
 const RESIZE_PRESETS = [[1280, 720], [854, 480], [640, 360], [320, 240]];
 const HLS_HEIGHTS = [240, 360, 720, 1080];
+const MIN_SIZE = 16; // as cluster/jobspec.py
 const MAX_WIDTH = 7680;
 const MAX_HEIGHT = 4320;
 
 let env = {
   failed: () => {}, // (error, where, prefix): report an API error
+  isAdmin: () => false, // the logged-in user is an administrator (who may ask for high priority)
   onDeleted: () => {}, // (video): the video is gone
 };
 
@@ -88,7 +90,8 @@ function prioritySelect(videoId) {
   const select = el('select', 'priority');
   select.id = `priority-${videoId}`;
   label.htmlFor = select.id;
-  select.append(option('high', 'high'), option('normal', 'normal', true), option('low', 'low'));
+  if (env.isAdmin()) select.append(option('high', 'high')); // high priority is for administrators
+  select.append(option('normal', 'normal', true), option('low', 'low'));
   wrap.append(label, select);
   return { wrap, select };
 }
@@ -111,8 +114,13 @@ function resizeForm(video, priority, message) {
   const height = numberField(`resize-h-${id}`, 'Height', 'resize-height', video.dimensions.height, MAX_HEIGHT);
   custom.append(width.field, height.field);
   preset.addEventListener('change', () => { custom.hidden = preset.value !== 'custom'; });
+  const fit = el('select', 'resize-fit');
+  fit.id = `resize-fit-${id}`;
+  fit.setAttribute('aria-label', 'How the picture fits the size');
+  fit.append(option('contain', 'fit inside (bars)', true), option('cover', 'fill (crop)'),
+    option('stretch', 'stretch'));
   const submit = button('Resize', 'primary resize-submit', null, 'submit');
-  form.append(presetLabel, presetField, custom, submit);
+  form.append(presetLabel, presetField, custom, fit, submit);
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     let w;
@@ -130,8 +138,8 @@ function resizeForm(video, priority, message) {
       [w, h] = preset.value.split('x').map(Number);
     }
     submitJob(video, submit, message, {
-      type: 'resize', params: { width: w, height: h }, method: 'PUT', path: '/api/video/resize',
-      body: { videoId: id, width: w, height: h, priority: priority.select.value },
+      type: 'resize', params: { width: w, height: h, fit: fit.value }, method: 'PUT', path: '/api/video/resize',
+      body: { videoId: id, width: w, height: h, fit: fit.value, priority: priority.select.value },
     });
   });
   return form;
@@ -155,6 +163,7 @@ function numberField(id, text, className, value, max) {
 
 function sizeProblem(value, name, max) {
   if (!Number.isInteger(value) || value <= 0) return `${name} must be a whole number of pixels.`;
+  if (value < MIN_SIZE) return `${name} must be at least ${MIN_SIZE}.`;
   if (value % 2) return `${name} must be even (H.264 and VP9 need even dimensions).`;
   if (value > max) return `${name} must be at most ${max}.`;
   return null;
