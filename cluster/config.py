@@ -56,6 +56,11 @@ class ClusterConfig:
     max_source_fps: float = 240.0
     max_source_duration_s: float = 6 * 3600.0
     max_job_work: int = 40_000_000_000
+    storage: str = ""
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_url_expiry_s: float = 300.0
+    scratch_dir: str = ""
 
     @property
     def run_dir(self) -> Path:
@@ -137,6 +142,13 @@ _HELP = {
     "max_job_work": "largest job, in output pixels per frame x seconds (summed over an HLS ladder), before 400; "
                     "the default 4e10 allows 8K (7680x4320) for 20 minutes or 1080p for 5 hours, and refuses "
                     "a ten-hour source resized to 8K (1.2e12)",
+    "storage": "where media lives: empty for local disk under the data dir, or s3://BUCKET/PREFIX "
+               "(credentials from boto3's usual chain on each host)",
+    "s3_endpoint": "S3 endpoint URL, for an S3-compatible server (empty: AWS)",
+    "s3_region": "S3 region (empty: boto3's usual chain, e.g. AWS_DEFAULT_REGION)",
+    "s3_url_expiry_s": "lifetime of the presigned URLs downloads and HLS segments redirect to",
+    "scratch_dir": "local directory for upload temp files and executors' job files with S3 storage "
+                   "(empty: a directory under the system temp dir)",
 }
 
 
@@ -185,6 +197,10 @@ def validate(config: ClusterConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
     if config.max_json_body_kb < 1:
         raise ValueError("--max-json-body-kb must be at least 1")
+    if config.storage and not (config.storage.startswith("s3://") and config.storage[5:].split("/")[0]):
+        raise ValueError("--storage must be empty (local disk) or s3://BUCKET/PREFIX")
+    if config.s3_url_expiry_s <= 0:
+        raise ValueError("--s3-url-expiry-s must be positive")
     if config.log_format not in ("json", "console"):
         raise ValueError("--log-format must be json or console")
 

@@ -19,7 +19,7 @@ from cluster.child import EXIT_BOOT_FAILURE
 from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
 from cluster.passwords import random_password
-from cluster.storage import LocalStorage
+from cluster.storage import check_storage, open_storage
 from primary.accounts import AccountStore
 from primary.auth_ops import AuthOps
 from primary.control import ControlServer
@@ -90,7 +90,7 @@ class Primary:
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
         logs = _bind(context, zmq.PULL, config.endpoint("logs"))
         engine.recover()
-        swept = LocalStorage(config.storage_dir).sweep_partials()  # no child runs yet
+        swept = open_storage(config).sweep_partials()  # no child runs yet
         if swept:
             log.info("removed partial files", count=swept)
         self._tasks = [asyncio.create_task(coro) for coro in (
@@ -284,6 +284,11 @@ def _release_run_dir(run_dir: Path, fd: int) -> None:
 
 def run_primary(config: ClusterConfig) -> int:
     configure_logging("primary", config.log_level, config.log_format)
+    try:
+        check_storage(config)  # a bucket that cannot be used is said now, not by a failing job later
+    except RuntimeError as e:  # cluster.s3_storage.StorageUnavailable
+        log.error("cannot start: the storage is unavailable", error=str(e))
+        return 1
     try:
         return asyncio.run(Primary(config).run())
     except AlreadyRunning as e:

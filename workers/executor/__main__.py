@@ -17,7 +17,7 @@ from cluster.child import LogShipper, child_config, die_with_parent, watch_paren
 from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
 from cluster.protocol import ExecutorKind, ExecutorMessage, ProtocolError
-from cluster.storage import LocalStorage
+from cluster.storage import open_storage
 from workers.executor.faults import faults_from_env, inject
 from workers.executor.jobs import JobFailure, execute, public_error
 
@@ -33,7 +33,8 @@ class Executor:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.IDENTITY, f"executor-{os.getpid()}".encode())
         self._socket.connect(config.endpoint("executors"))
-        self._storage = LocalStorage(config.storage_dir)
+        self._storage = open_storage(config)
+        self._storage.prepare()
         self._ffmpeg = media.find_ffmpeg(config.ffmpeg)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
@@ -89,7 +90,7 @@ class Executor:
                        job_log: Any) -> tuple[ExecutorKind, dict[str, Any]]:
         try:
             await inject(self._faults, str(payload.get("type")))
-            result = await execute(payload, self._storage, self._ffmpeg, self._progress_reporter(run_id))
+            result = await execute(payload, self._storage, self._ffmpeg, self._progress_reporter(run_id), run_id)
         except JobFailure as e:
             job_log.warning("job failed", error=str(e), permanent=e.permanent)
             return ExecutorKind.FAILED, self._failure(payload, e)

@@ -21,7 +21,7 @@ from cluster import media
 from cluster.child import EXIT_BOOT_FAILURE, LISTEN_FD_ENV, LogShipper, child_config, die_with_parent, watch_parent
 from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
-from cluster.storage import LocalStorage
+from cluster.storage import open_storage
 from workers.web.app import WorkerState, build_app
 from workers.web.auth import SessionCache
 from workers.web.draining import drain
@@ -101,7 +101,7 @@ async def serve(config: ClusterConfig, parent: int) -> None:
     rpc = ControlClient(context, config.endpoint("control"))
     hub = Hub(config.ws_queue_size)
     try:
-        storage = LocalStorage(config.storage_dir)
+        storage = open_storage(config)
         storage.prepare()
         state = WorkerState(config, rpc, hub, storage, media.find_ffmpeg(config.ffmpeg), SessionCache(rpc))
         listener = socket.socket(fileno=int(os.environ[LISTEN_FD_ENV]))

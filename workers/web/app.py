@@ -8,8 +8,8 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from cluster import jobspec
 from cluster.config import ClusterConfig
 from cluster.logs import get_logger
-from cluster.storage import LocalStorage, content_type
+from workers.web.assets import asset_response, hls_file_response
 from workers.web.auth import RequireSession, SessionCache, login, logout, update_user
 from workers.web.draining import CloseWhenDraining
 from workers.web.errors import EXCEPTION_HANDLERS, ApiError
@@ -30,6 +30,9 @@ from workers.web.hub import Hub
 from workers.web.rpc import ControlClient
 from workers.web.uploads import ingest, receive_body, source_limits, upload_extension
 from workers.web.websocket import websocket_endpoint
+
+if TYPE_CHECKING:
+    from cluster.storage import Storage
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 HEALTH_TTL_S = 0.2
@@ -42,7 +45,7 @@ class WorkerState:
     config: ClusterConfig
     rpc: ControlClient
     hub: Hub
-    storage: LocalStorage
+    storage: Storage
     ffmpeg: str
     sessions: SessionCache
     health: tuple[float, bytes] = (0.0, b"")
@@ -147,12 +150,12 @@ async def upload_video(request: Request) -> JSONResponse:
     # ?filename= also works: a header cannot carry a name outside Latin-1 from a browser
     filename = request.query_params.get("filename") or request.headers.get("filename")
     ext = upload_extension(filename)
-    temp = await receive_body(request, state.storage, state.config.max_upload_mb * 1024 * 1024)
+    temp = await receive_body(request, state.storage, state.config.max_upload_mb * 1024 * 1024, ext)
     video_id, info = await ingest(temp, ext, state.storage, state.ffmpeg, source_limits(state.config))
     try:
         await _call(request, "add_video", videoId=video_id, name=filename, info=info)
     except Exception:
-        state.storage.remove_video(video_id)
+        await asyncio.to_thread(state.storage.remove_video, video_id)
         raise
     log.info("video uploaded", videoId=video_id, size=info["sizeBytes"], format=info["format"])
     return JSONResponse({"videoId": video_id}, status_code=201)
@@ -191,18 +194,14 @@ async def delete_video(request: Request) -> JSONResponse:
     if not video_id.isalnum():
         raise ApiError(404, f"video {video_id} not found")
     answer = await _call(request, "delete_video", videoId=video_id)
-    _state(request).storage.remove_video(video_id)
+    await asyncio.to_thread(_state(request).storage.remove_video, video_id)
     log.info("video deleted", videoId=video_id, cancelledJobs=len(answer["cancelled"]))
     return JSONResponse({"videoId": video_id, "deleted": True, "cancelledJobs": answer["cancelled"]})
 
 
-async def get_hls_file(request: Request) -> FileResponse:
-    video = await _video(request, request.path_params["video_id"])
-    hls_dir = _state(request).storage.hls_dir(video["videoId"]).resolve()
-    path = (hls_dir / request.path_params["path"]).resolve()
-    if not path.is_relative_to(hls_dir) or not path.is_file():
-        raise ApiError(404, "no such HLS file (is the ladder made yet?)")
-    return FileResponse(path, media_type=content_type(path))
+async def get_hls_file(request: Request) -> Response:
+    video = await _video(request, request.path_params["video_id"])  # the ownership check, before any redirect
+    return await hls_file_response(_state(request).storage, video["videoId"], request.path_params["path"])
 
 
 async def list_videos(request: Request) -> JSONResponse:
@@ -282,13 +281,11 @@ def page(name: str) -> Any:
     return serve
 
 
-async def get_video_asset(request: Request) -> FileResponse:
+async def get_video_asset(request: Request) -> Response:
     q = request.query_params
-    video = await _video(request, q.get("videoId"))
+    video = await _video(request, q.get("videoId"))  # the ownership check, before any redirect
     path = _asset_path(_state(request).storage, video, q.get("type"), q)
-    if not path.is_file():
-        raise ApiError(404, "that asset does not exist (yet)")
-    return FileResponse(path, media_type=content_type(path), filename=f"{video['videoId']}-{path.name}")
+    return await asset_response(_state(request).storage, path, f"{video['videoId']}-{path.name}")
 
 
 # helpers
@@ -301,7 +298,7 @@ def _limit(request: Request) -> int:
     return int(limit)
 
 
-def _asset_path(storage: LocalStorage, video: dict[str, Any], kind: str | None, q: Any) -> Path:
+def _asset_path(storage: Storage, video: dict[str, Any], kind: str | None, q: Any) -> PurePath:
     video_id, fmt = video["videoId"], video["info"]["format"]
     if kind == "original":
         return storage.original(video_id, fmt)
