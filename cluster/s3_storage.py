@@ -113,6 +113,10 @@ class S3Storage(Layout):
         self.client = make_client(settings)
         self._pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="s3")
 
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.client.close()
+
     def prepare(self) -> None:
         for directory in (self.root, self.temp_dir, self.root / "runs"):
             directory.mkdir(parents=True, exist_ok=True)

@@ -5,11 +5,14 @@ boto3 is never mocked: the cluster's processes and these tests talk HTTP to the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,6 +221,27 @@ def test_hls_plays_through_the_cluster_playlists_served_segments_redirected(
     assert played.returncode == 0, played.stderr
 
 
+def test_an_upload_whose_extension_lies_is_stored_under_the_probed_format(
+        s3_cluster: Cluster, s3: Any, bucket: str, clip: Path) -> None:
+    video_id = s3_cluster.upload(clip, name="clip.mkv")  # an mp4 inside
+    assert keys(s3, bucket, f"{PREFIX}/{video_id}") == [f"{PREFIX}/{video_id}/original.mp4",
+                                                        f"{PREFIX}/{video_id}/thumbnail.jpg"]
+    assert multipart_uploads(s3, bucket) == []
+
+
+def test_a_cancelled_job_leaves_no_run_keys_and_no_scratch(
+        s3_cluster: Cluster, s3: Any, bucket: str, long_clip: Path, ws: EventClient) -> None:
+    video_id = s3_cluster.upload(long_clip)
+    with s3_cluster.client() as client:
+        job_id = client.post("/api/video/hls", params={"videoId": video_id}).json()["jobId"]
+        ws.wait_event("job:progress", job_id, timeout_s=60)
+        assert client.delete(f"/api/jobs/{job_id}").status_code == 200
+    ws.wait_event("job:cancelled", job_id)
+    runs = s3_cluster.data_dir.parent / "scratch" / "runs"
+    wait_until(lambda: list(runs.iterdir()) == [], 20, "the job's scratch dir to go")
+    assert [k for k in keys(s3, bucket, f"{PREFIX}/{video_id}") if "/.runs/" in k or "/hls/" in k] == []
+
+
 def test_another_users_asset_is_404_before_any_redirect(s3_cluster: Cluster, clip: Path) -> None:
     video_id = s3_cluster.upload(clip)
     s3_cluster.add_user("mallory", "mallory-password")
@@ -283,6 +307,124 @@ def test_an_unusable_bucket_stops_the_primary_at_start(tmp_path: Path, s3_server
     assert started.returncode != 0
     assert expected in started.stderr, started.stderr
     assert "cluster started" not in started.stderr
+
+
+class PartDroppingProxy:
+    """A TCP proxy in front of moto that drops the first `drops` part uploads (closes the connection
+    before any answer), as a network fault would. One request per connection (``Connection: close``),
+    so that every request is seen."""
+
+    def __init__(self, target: str, drops: int) -> None:
+        self._target = urlparse(target)
+        self.drops = drops
+        self.dropped = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(client,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with client:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = client.recv(65536)
+                if not data:
+                    return
+                head += data
+            if b"partNumber=" in head.split(b"\r\n", 1)[0] and self.dropped < self.drops:
+                self.dropped += 1
+                return
+            head = head.replace(b"\r\n", b"\r\nConnection: close\r\n", 1)
+            with socket.create_connection((self._target.hostname, self._target.port)) as upstream:
+                upstream.sendall(head)
+                pump = threading.Thread(target=_pipe, args=(client, upstream), daemon=True)
+                pump.start()
+                _pipe(upstream, client)
+                pump.join(10)
+
+    def close(self) -> None:
+        self._server.close()
+        self._acceptor.join(5)
+        for thread in self._threads:
+            thread.join(10)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def dropping_storage(s3_server: str, bucket: str, tmp_path: Path, request: pytest.FixtureRequest,
+                     monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, PartDroppingProxy]]:
+    from cluster.s3_storage import S3Storage, make_client
+    from cluster.storage import StorageSettings
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+
+    proxy = PartDroppingProxy(s3_server, drops=request.param)
+    settings = StorageSettings("s3", bucket, f"faults-{uuid.uuid4().hex[:8]}", proxy.url)
+    storage = S3Storage(settings, tmp_path / "scratch")
+    storage.client.close()
+    storage.client = make_client(settings, max_attempts=1)  # no botocore retry: the part retry is ours alone
+    storage.prepare()
+    yield storage, proxy
+    storage.close()
+    proxy.close()
+
+
+async def _upload_through(storage: Any, size: int) -> str:
+    sink = storage.upload_sink("mp4")
+    try:
+        chunk = os.urandom(1024 * 1024)
+        for _ in range(size // len(chunk)):
+            await sink.write(chunk)
+        await sink.finish()
+        thumbnail = storage.new_temp(".jpg")
+        thumbnail.write_bytes(b"jpeg")
+        await sink.commit("mp4", thumbnail)
+    except BaseException:
+        await sink.abort()
+        raise
+    return str(storage.original(sink.video_id, "mp4"))
+
+
+@pytest.mark.parametrize("dropping_storage", [2], indirect=True)
+def test_a_failed_part_is_retried_with_back_off(dropping_storage: tuple[Any, PartDroppingProxy], s3: Any,
+                                                bucket: str) -> None:
+    storage, proxy = dropping_storage
+    key = asyncio.run(_upload_through(storage, 20 * 1024 * 1024))
+    assert proxy.dropped == 2
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == 20 * 1024 * 1024
+    assert multipart_uploads(s3, bucket) == []
+
+
+@pytest.mark.parametrize("dropping_storage", [1000], indirect=True)
+def test_a_part_that_keeps_failing_aborts_the_upload(dropping_storage: tuple[Any, PartDroppingProxy], s3: Any,
+                                                     bucket: str) -> None:
+    from cluster.storage import StorageError
+
+    storage, proxy = dropping_storage
+    with pytest.raises(StorageError, match="part upload failed after 4 attempts"):
+        asyncio.run(_upload_through(storage, 20 * 1024 * 1024))
+    assert proxy.dropped >= 4
+    assert multipart_uploads(s3, bucket) == []
+    assert keys(s3, bucket, storage.settings.prefix) == []
+    assert list((storage.root / ".tmp").iterdir()) == []
 
 
 def test_backoff_of_a_failed_part_grows_and_is_capped() -> None:
