@@ -40,6 +40,10 @@ PART_ATTEMPTS = 4  # our own retries of a part, beyond botocore's retries of eac
 S3_MAX_ATTEMPTS = 5  # botocore's "standard" retry mode: back-off with jitter on throttling and 5xx
 POOL_THREADS = 16
 CHECK_CONNECT_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 60.0
+# S3 answers a CompleteMultipartUpload or a copy only when the object is assembled: minutes for a big one
+# on a slow server. A shorter timeout would retry a call that has in fact succeeded.
+ASSEMBLY_READ_TIMEOUT_S = 900.0
 COPY_OBJECT_LIMIT = 5 * 1024**3  # copy_object's limit; larger objects go by boto3's managed (multipart) copy
 DOWNLOAD_CHUNK = 1024 * 1024
 STALE_UPLOAD_S = 24 * 3600.0  # a multipart upload older than this at start belongs to no live writer
@@ -59,10 +63,10 @@ class Stopped(Exception):
 
 
 def make_client(settings: StorageSettings, *, connect_timeout_s: float = 5.0, max_attempts: int = S3_MAX_ATTEMPTS,
-                ) -> Any:
+                read_timeout_s: float = READ_TIMEOUT_S) -> Any:
     config = Config(
         retries={"max_attempts": max_attempts, "mode": "standard"},
-        connect_timeout=connect_timeout_s, read_timeout=60, max_pool_connections=POOL_THREADS,
+        connect_timeout=connect_timeout_s, read_timeout=read_timeout_s, max_pool_connections=POOL_THREADS,
         signature_version="s3v4",
         # checksums only where S3 demands them: S3-compatible servers differ on the newer ones
         request_checksum_calculation="when_required", response_checksum_validation="when_required",
@@ -111,11 +115,13 @@ class S3Storage(Layout):
         self.root = scratch  # local: upload temp files and job workspaces, never media of record
         self.temp_dir = scratch / ".tmp"
         self.client = make_client(settings)
+        self.assembling_client = make_client(settings, read_timeout_s=ASSEMBLY_READ_TIMEOUT_S)  # completes, copies
         self._pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="s3")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self.client.close()
+        self.assembling_client.close()
 
     def prepare(self) -> None:
         for directory in (self.root, self.temp_dir, self.root / "runs"):
@@ -309,9 +315,9 @@ class S3Storage(Layout):
             raise Stopped
         source = {"Bucket": self.bucket, "Key": listed["Key"]}
         if listed["Size"] < COPY_OBJECT_LIMIT:
-            self.client.copy_object(CopySource=source, Bucket=self.bucket, Key=key)
+            self.assembling_client.copy_object(CopySource=source, Bucket=self.bucket, Key=key)
         else:
-            self.client.copy(source, self.bucket, key)
+            self.assembling_client.copy(source, self.bucket, key)
 
     def _get_file(self, key: PurePosixPath, path: Path, stop: threading.Event) -> bool:
         """Download `key` to `path`, retrying a broken stream; False if there is no such object."""
@@ -356,7 +362,7 @@ class S3Storage(Layout):
                     if stop.is_set():
                         raise Stopped
                     parts.append(self.upload_part(str(key), upload_id, len(parts) + 1, data))
-            self.client.complete_multipart_upload(Bucket=self.bucket, Key=str(key), UploadId=upload_id,
+            self.assembling_client.complete_multipart_upload(Bucket=self.bucket, Key=str(key), UploadId=upload_id,
                                                   MultipartUpload={"Parts": parts})
         except BaseException:
             self.abort_upload(str(key), upload_id)
@@ -428,9 +434,16 @@ class MultipartWriter:
                                **extra)
         else:
             await self.flush()
-            await storage.call(storage.client.complete_multipart_upload, Bucket=storage.bucket, Key=key,
-                               UploadId=self._upload_id, MultipartUpload={"Parts": sorted(
-                                   self._parts, key=lambda p: p["PartNumber"])})
+            parts = sorted(self._parts, key=lambda p: p["PartNumber"])
+            try:
+                await storage.call(storage.assembling_client.complete_multipart_upload, Bucket=storage.bucket,
+                                   Key=key, UploadId=self._upload_id, MultipartUpload={"Parts": parts})
+            except StorageError:
+                # A retried complete fails (NoSuchUpload) when the first attempt succeeded unseen: the key
+                # is new (a fresh video id), so an object under it is this upload's.
+                if not await storage.exists(PurePosixPath(key)):
+                    raise
+            self._upload_id = None
         self._buffer = bytearray()
 
     async def abort(self) -> None:
