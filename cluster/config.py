@@ -79,6 +79,11 @@ class ClusterConfig:
     max_uploads_per_worker: int = 8
     max_uploads_per_user: int = 2
     remote_bind: str = ""
+    storage: str = ""
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_url_expiry_s: float = 300.0
+    scratch_dir: str = ""
 
     @property
     def run_dir(self) -> Path:
@@ -188,6 +193,13 @@ _HELP = {
     "max_uploads_per_user": "uploads in flight per user on one web worker before 429 (0: no limit)",
     "remote_bind": "also listen for remote executors and web tiers on tcp://ADDR:PORT (CurveZMQ, keys from "
                    "'run_cluster.py keys'): executors on PORT, events PORT+1, control PORT+2, logs PORT+3",
+    "storage": "where media lives: empty for local disk under the data dir, or s3://BUCKET/PREFIX "
+               "(credentials from boto3's usual chain on each host)",
+    "s3_endpoint": "S3 endpoint URL, for an S3-compatible server (empty: AWS)",
+    "s3_region": "S3 region (empty: boto3's usual chain, e.g. AWS_DEFAULT_REGION)",
+    "s3_url_expiry_s": "lifetime of the presigned URLs downloads and HLS segments redirect to",
+    "scratch_dir": "local directory for upload temp files and executors' job files with S3 storage "
+                   "(empty: a directory under the system temp dir)",
 }
 
 
@@ -252,6 +264,10 @@ def validate(config: ClusterConfig) -> None:
             ipaddress.ip_network(proxy.strip(), strict=False)  # ValueError names the bad one
     if config.header_timeout_s <= 0 or config.upload_idle_s <= 0:
         raise ValueError("--header-timeout-s and --upload-idle-s must be positive")
+    if config.storage and not (config.storage.startswith("s3://") and config.storage[5:].split("/")[0]):
+        raise ValueError("--storage must be empty (local disk) or s3://BUCKET/PREFIX")
+    if config.s3_url_expiry_s <= 0:
+        raise ValueError("--s3-url-expiry-s must be positive")
     if config.log_format not in ("json", "console"):
         raise ValueError("--log-format must be json or console")
     if config.remote_bind:

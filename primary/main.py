@@ -21,7 +21,7 @@ from cluster.config import ClusterConfig
 from cluster.curve import CertError
 from cluster.logs import configure_logging, get_logger
 from cluster.passwords import random_password
-from cluster.storage import LocalStorage
+from cluster.storage import LocalStorage, StorageSettings, check_storage, open_storage
 from primary import permissions
 from primary.accounts import AccountStore
 from primary.auth_ops import AuthOps
@@ -90,7 +90,7 @@ class Primary:
         supervisor = Supervisor(config, lambda child, code: self._child_exited(pool, child, code))
         pool = ExecutorPool(executor_socket, engine, store.get_video, config.executor_timeout_s,
                             config.threads_per_ffmpeg, supervisor.kill, run_grace_s=config.job_stall_grace_s,
-                            files=RunFiles(LocalStorage(config.storage_dir), store.get_video),
+                            files=_run_files(config, store),
                             welcome=_executor_settings(config))
         accounts = AccountStore(config.db_path)
         _ensure_an_administrator(accounts)
@@ -124,7 +124,7 @@ class Primary:
         engine.recover()
         gc.freeze()  # what recovery loaded lives on: the collector need not walk a million queued jobs again
         store.checkpoint_elsewhere()
-        swept = LocalStorage(config.storage_dir).sweep_partials()  # no child runs yet
+        swept = open_storage(config).sweep_partials()  # no child runs yet
         if swept:
             log.info("removed partial files", count=swept)
         self._tasks = [asyncio.create_task(coro) for coro in (
@@ -278,6 +278,12 @@ def _with_webhooks(metrics: MetricsOps, webhooks: WebhookDispatcher) -> dict[str
     return {**handlers, "metrics": lambda args: render(args) + webhooks.metrics_text()}
 
 
+def _run_files(config: ClusterConfig, store: JobStore) -> RunFiles | None:
+    """Local disk: the primary moves an accepted run's files in place. S3: the executor publishes its run's
+    keys once ffmpeg is done (the primary does not copy objects on its loop)."""
+    return None if config.storage else RunFiles(LocalStorage(config.storage_dir), store.get_video)
+
+
 def _webhook_settings(config: ClusterConfig) -> WebhookSettings:
     return WebhookSettings(config.webhook_max_attempts, config.webhook_retry_initial_ms, config.webhook_timeout_s,
                            config.webhook_allow_private)
@@ -293,11 +299,13 @@ def _describe_processes(supervisor: Supervisor, pool: ExecutorPool) -> list[dict
 
 def _executor_settings(config: ClusterConfig) -> dict[str, object]:
     """What a remote executor takes from us at hello; never a credential. ffmpegThreads 0: the remote host
-    sizes ffmpeg for its own CPUs. Storage is this host's directory:
-    a remote executor needs it mounted (a shared filesystem) until S3 storage comes."""
+    sizes ffmpeg for its own CPUs. Storage: S3's bucket and prefix (each host has its own credentials), or
+    this host's directory, which a remote executor then needs mounted."""
+    settings = StorageSettings.from_config(config)
+    storage = settings.to_dict() if settings.kind == "s3" else {"kind": "local",
+                                                                "root": str(config.storage_dir.resolve())}
     return {"heartbeatIntervalS": config.heartbeat_interval_s, "executorTimeoutS": config.executor_timeout_s,
-            "ffmpegThreads": config.ffmpeg_threads, "logLevel": config.log_level,
-            "storage": {"kind": "local", "root": str(config.storage_dir.resolve())}}
+            "ffmpegThreads": config.ffmpeg_threads, "logLevel": config.log_level, "storage": storage}
 
 
 class _Remote:
@@ -383,6 +391,11 @@ def _release_run_dir(run_dir: Path, fd: int) -> None:
 
 def run_primary(config: ClusterConfig) -> int:
     configure_logging("primary", config.log_level, config.log_format)
+    try:
+        check_storage(config)  # a bucket that cannot be used is said now, not by a failing job later
+    except RuntimeError as e:  # cluster.s3_storage.StorageUnavailable
+        log.error("cannot start: the storage is unavailable", error=str(e))
+        return 1
     try:
         return asyncio.run(Primary(config).run())
     except (AlreadyRunning, CertError) as e:

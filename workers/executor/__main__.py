@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -17,9 +17,12 @@ from cluster.child import LogShipper, child_config, die_with_parent, watch_paren
 from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
 from cluster.protocol import ExecutorKind, ExecutorMessage, ProtocolError
-from cluster.storage import LocalStorage
+from cluster.storage import open_storage
 from workers.executor.faults import faults_from_env, inject
 from workers.executor.jobs import JobFailure, execute, public_error
+
+if TYPE_CHECKING:
+    from cluster.storage import Storage
 
 log = get_logger()
 
@@ -28,11 +31,12 @@ PROGRESS_INTERVAL_S = 0.1
 
 class Executor:
     def __init__(self, config: ClusterConfig, context: zmq.asyncio.Context, socket: zmq.asyncio.Socket | None = None,
-                 storage: LocalStorage | None = None) -> None:
+                 storage: Storage | None = None) -> None:
         """``socket`` and ``storage``: a remote executor's (workers/executor/remote.py), else the local ones."""
         self._config = config
         self._socket = socket or _local_socket(context, config)
-        self._storage = storage or LocalStorage(config.storage_dir)
+        self._storage = storage or open_storage(config)
+        self._storage.prepare()
         self._ffmpeg = media.find_ffmpeg(config.ffmpeg)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
@@ -95,7 +99,7 @@ class Executor:
         try:
             await inject(self._faults, str(payload.get("type")))
             result = await execute({**payload, "runId": run_id}, self._storage, self._ffmpeg,
-                                   self._progress_reporter(run_id))
+                                   self._progress_reporter(run_id), run_id)
         except JobFailure as e:
             job_log.warning("job failed", error=str(e), permanent=e.permanent)
             return ExecutorKind.FAILED, self._failure(payload, e)

@@ -9,10 +9,10 @@ import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cluster import hls, jobspec, media
-from cluster.storage import LocalStorage, discard
+from cluster.storage import Layout, LocalStorage, StorageError, discard
 from workers.executor.ffmpeg_process import FfmpegResult, ProgressCallback, run_ffmpeg
 
 # ffmpeg says why an output cannot be made only in its log. Matching that text is acceptable here
@@ -26,6 +26,9 @@ IMPOSSIBLE_OUTPUT_MARKERS = (
     "supports only codec",
 )
 NO_AUDIO = "invalid parameters: the video has no audio"
+
+if TYPE_CHECKING:
+    from cluster.storage import Storage
 
 T = TypeVar("T")
 
@@ -56,21 +59,36 @@ class Job:
 Runner = Callable[[Job], Awaitable[dict[str, Any]]]
 
 
-async def execute(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
-                  on_progress: ProgressCallback) -> dict[str, Any]:
+async def execute(payload: dict[str, Any], storage: Storage, ffmpeg: str,
+                  on_progress: ProgressCallback, run_id: str = "") -> dict[str, Any]:
+    """Run one job in the storage's workspace (the storage itself on local disk; with S3, local copies
+    in the scratch dir), then have the storage make its outputs visible."""
     runner = RUNNERS.get(payload["type"])
     if runner is None:
         raise JobFailure(f"invalid parameters: unknown job type {payload['type']!r}", permanent=True)
-    job = await _prepare(payload, storage, ffmpeg, on_progress)
-    return await runner(job)
-
-
-async def _prepare(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
-                   on_progress: ProgressCallback) -> Job:
     video = payload.get("video")
     if not video:
         raise JobFailure("source missing: the video is not in the store", permanent=True)
-    video_id, source_fmt, params = payload["videoId"], video["info"]["format"], payload["params"]
+    video_id = _checked(Layout.check_video_id, payload["videoId"])
+    try:
+        async with storage.workspace(video_id, run_id, video["info"]["format"]) as work:
+            try:
+                # fenced by run-scoped names here only on the storage itself; an S3 run is fenced by its keys
+                job = await _prepare(payload, work, ffmpeg, on_progress, fenced=work is storage)
+                result = await runner(job)
+            except (JobFailure, OSError, media.MediaError) as e:
+                if work is storage:
+                    raise
+                raise _scratch_free(e, work, video_id) from e
+            await storage.save_outputs(work, video_id, run_id, job.output)
+    except StorageError as e:
+        raise JobFailure(f"storage unavailable: {e}", permanent=False) from e
+    return result
+
+
+async def _prepare(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
+                   on_progress: ProgressCallback, fenced: bool = True) -> Job:
+    video_id, source_fmt, params = payload["videoId"], payload["video"]["info"]["format"], payload["params"]
     source = storage.original(video_id, source_fmt)
     if not source.is_file():
         raise JobFailure(f"source missing: {source.name}", permanent=True)
@@ -80,11 +98,21 @@ async def _prepare(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
         raise JobFailure(f"unreadable input: {e}", permanent=True) from e
     output = _checked(storage.job_output, payload["type"], video_id, params, source_fmt)
     return Job(video_id, params, source, source_fmt, info, output, ffmpeg, int(payload["threads"]),
-               float(payload["timeoutS"]), on_progress, str(payload.get("runId") or ""))
+               float(payload["timeoutS"]), on_progress, str(payload.get("runId") or "") if fenced else "")
 
 
-def public_error(message: str, storage: LocalStorage, video_id: Any) -> str:
+def _scratch_free(error: Exception, work: LocalStorage, video_id: str) -> JobFailure:
+    """A failure in a scratch workspace, its message without the workspace's paths."""
+    message = public_error(str(error), work, video_id)
+    if isinstance(error, JobFailure):
+        return JobFailure(message, error.permanent, error.stderr_tail, error.command)
+    return JobFailure(message, permanent=False)
+
+
+def public_error(message: str, storage: Storage, video_id: Any) -> str:
     """The message with the data dir taken out: a video's files by their names (``original.mp4``)."""
+    if storage.is_remote:  # its paths are keys; its local files are in the scratch dir
+        return message.replace(str(storage.root), "<scratch>")
     roots = {str(storage.root), str(storage.root.resolve())}
     if isinstance(video_id, str) and video_id.isalnum():
         video_dirs = {str(storage.video_dir(video_id)), str(storage.video_dir(video_id).resolve())}

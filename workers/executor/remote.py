@@ -19,7 +19,7 @@ import sys
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import zmq
@@ -31,8 +31,11 @@ from cluster.config import REMOTE_ENDPOINTS, ClusterConfig
 from cluster.curve import CertError, ClientCert, make_client, tcp_port
 from cluster.logs import configure_logging, get_logger
 from cluster.protocol import ExecutorMessage, ProtocolError
-from cluster.storage import LocalStorage
+from cluster.storage import LocalStorage, StorageSettings, open_storage
 from workers.executor.__main__ import Executor
+
+if TYPE_CHECKING:
+    from cluster.storage import Storage
 
 log = get_logger()
 
@@ -96,7 +99,7 @@ class Session:
         self._connected = asyncio.Event()
         self._welcomed = False
         self._executor: Executor | None = None
-        self._storage: LocalStorage | None = None
+        self._storage: Storage | None = None
         self._threads = 1
         self._runs: dict[str, str] = {}  # run id -> video id, of every run this session took
 
@@ -212,8 +215,10 @@ class Session:
             executor_timeout_s=float(welcome.get("executorTimeoutS", self._base.executor_timeout_s)),
             ffmpeg_threads=int(welcome.get("ffmpegThreads", self._base.ffmpeg_threads)))
 
-    def _storage_from(self, welcome: dict[str, Any]) -> LocalStorage:
+    def _storage_from(self, welcome: dict[str, Any]) -> Storage:
         storage = welcome.get("storage") or {}
+        if storage.get("kind") == "s3":  # no shared filesystem: inputs and outputs go through the bucket
+            return open_storage(self._base, StorageSettings.from_dict(storage))
         if storage.get("kind") != "local":
             raise Refused(f"the primary's storage kind {storage.get('kind')!r} is not supported by this executor")
         root = self._settings.storage_dir or Path(str(storage.get("root")))

@@ -22,7 +22,7 @@ from cluster.child import EXIT_BOOT_FAILURE, LISTEN_FD_ENV, LogShipper, child_co
 from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
 from cluster.protocol import SESSION_TOPIC
-from cluster.storage import LocalStorage
+from cluster.storage import open_storage
 from workers.web.app import WorkerState, build_app
 from workers.web.auth import SessionCache
 from workers.web.draining import drain
@@ -106,7 +106,7 @@ async def serve(config: ClusterConfig, parent: int) -> None:
     feed = EventFeed(sub, rpc)
     sessions = SessionCache(rpc, feed.up_to_date)
     try:
-        storage = LocalStorage(config.storage_dir)
+        storage = open_storage(config)
         storage.prepare()
         state = WorkerState(config, rpc, hub, storage, media.find_ffmpeg(config.ffmpeg), sessions)
         listener = socket.socket(fileno=int(os.environ[LISTEN_FD_ENV]))

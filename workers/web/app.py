@@ -7,8 +7,8 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path, PurePath, PurePosixPath
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
@@ -21,8 +21,8 @@ from starlette.staticfiles import StaticFiles
 from cluster import jobspec
 from cluster.config import ClusterConfig
 from cluster.logs import get_logger
-from cluster.storage import LocalStorage, content_type
 from workers.web import request_body, webhook_routes
+from workers.web.assets import asset_response, hls_file_response
 from workers.web.auth import RequireSession, SessionCache, login, logout, update_user
 from workers.web.client_ip import ForwardedHeaders, TrustedProxies, client_ip
 from workers.web.csrf import CsrfGuard
@@ -37,6 +37,9 @@ from workers.web.upload_slots import UploadSlots
 from workers.web.uploads import ingest, receive_body, source_limits, upload_extension
 from workers.web.websocket import websocket_endpoint
 
+if TYPE_CHECKING:
+    from cluster.storage import Storage
+
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 HEALTH_TTL_S = 0.2
 MAX_CURSOR_CHARS = 300
@@ -49,7 +52,7 @@ class WorkerState:
     config: ClusterConfig
     rpc: ControlClient
     hub: Hub
-    storage: LocalStorage
+    storage: Storage
     ffmpeg: str
     sessions: SessionCache
     health: tuple[float, dict[str, Any]] = (0.0, {})
@@ -182,12 +185,12 @@ async def _receive_upload(request: Request) -> JSONResponse:
     filename = request.query_params.get("filename") or request.headers.get("filename")
     ext = upload_extension(filename)
     temp = await receive_body(request, state.storage, state.config.max_upload_mb * 1024 * 1024,
-                              state.config.upload_idle_s)
+                              state.config.upload_idle_s, ext)
     video_id, info = await ingest(temp, ext, state.storage, state.ffmpeg, source_limits(state.config))
     try:
         await _call(request, "add_video", videoId=video_id, name=filename, info=info)
     except Exception:
-        state.storage.remove_video(video_id)
+        await asyncio.to_thread(state.storage.remove_video, video_id)
         raise
     log.info("video uploaded", videoId=video_id, size=info["sizeBytes"], format=info["format"])
     return JSONResponse({"videoId": video_id}, status_code=201)
@@ -219,18 +222,14 @@ async def delete_video(request: Request) -> JSONResponse:
     if not video_id.isalnum():
         raise ApiError(404, f"video {video_id} not found")
     answer = await _call(request, "delete_video", videoId=video_id)
-    _state(request).storage.remove_video(video_id)
+    await asyncio.to_thread(_state(request).storage.remove_video, video_id)
     log.info("video deleted", videoId=video_id, cancelledJobs=len(answer["cancelled"]))
     return JSONResponse({"videoId": video_id, "deleted": True, "cancelledJobs": answer["cancelled"]})
 
 
-async def get_hls_file(request: Request) -> FileResponse:
-    video = await _video(request, request.path_params["video_id"])
-    hls_dir = _state(request).storage.hls_dir(video["videoId"]).resolve()
-    path = (hls_dir / request.path_params["path"]).resolve()
-    if not path.is_relative_to(hls_dir) or not path.is_file():
-        raise ApiError(404, "no such HLS file (is the ladder made yet?)")
-    return FileResponse(path, media_type=content_type(path))
+async def get_hls_file(request: Request) -> Response:
+    video = await _video(request, request.path_params["video_id"])  # the ownership check, before any redirect
+    return await hls_file_response(_state(request).storage, video["videoId"], request.path_params["path"])
 
 
 async def list_videos(request: Request) -> JSONResponse:
@@ -321,13 +320,11 @@ def page(name: str) -> Any:
     return serve
 
 
-async def get_video_asset(request: Request) -> FileResponse:
+async def get_video_asset(request: Request) -> Response:
     q = request.query_params
-    video = await _video(request, q.get("videoId"))
+    video = await _video(request, q.get("videoId"))  # the ownership check, before any redirect
     path = _asset_path(_state(request).storage, video, q.get("type"), q)
-    if not path.is_file():
-        raise ApiError(404, "that asset does not exist (yet)")
-    return FileResponse(path, media_type=content_type(path), filename=download_name(video, path))
+    return await asset_response(_state(request).storage, path, download_name(video, path))
 
 
 # helpers
@@ -336,7 +333,7 @@ async def get_video_asset(request: Request) -> FileResponse:
 SAME_NAME_ASSETS = ("original", "converted", "audio")  # one file of its kind per video: the upload's name will do
 
 
-def download_name(video: dict[str, Any], path: Path) -> str:
+def download_name(video: dict[str, Any], path: PurePath) -> str:
     """Named after the upload: ``clip.mp4`` -> ``clip-320x240.mp4``, ``clip.webm``, ``clip-thumbnail.jpg``."""
     stem = "".join(c for c in PurePosixPath(str(video["name"]).replace("\\", "/")).stem if c.isprintable())
     stem = stem.strip(" .")[:100] or video["videoId"]
@@ -370,7 +367,7 @@ def _page(request: Request, items: list[Any], next_cursor: str | None) -> JSONRe
     return JSONResponse(items, headers=headers)
 
 
-def _asset_path(storage: LocalStorage, video: dict[str, Any], kind: str | None, q: Any) -> Path:
+def _asset_path(storage: Storage, video: dict[str, Any], kind: str | None, q: Any) -> PurePath:
     video_id, fmt = video["videoId"], video["info"]["format"]
     if kind == "original":
         return storage.original(video_id, fmt)

@@ -1,19 +1,22 @@
-"""Uploads: streamed to a temp file, probed, given a thumbnail, then moved in place."""
+"""Uploads: streamed to the storage's sink (a temp file, and with S3 a multipart upload), probed,
+given a thumbnail, then moved in place."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from cluster import media
 from cluster.config import ClusterConfig
 from cluster.logs import get_logger
-from cluster.storage import LocalStorage
+from cluster.storage import StorageError
+
+if TYPE_CHECKING:
+    from cluster.storage import Storage, UploadSink
 from workers.web.errors import ApiError
 from workers.web.request_body import declared_length, idle_limited
 
@@ -38,56 +41,78 @@ def upload_extension(filename: str | None) -> str:
     return ext
 
 
-async def receive_body(request: Request, storage: LocalStorage, max_bytes: int, idle_s: float) -> Path:
-    """Write the raw body to a temp file chunk by chunk; memory does not grow with the file. An upload that
-    sends nothing for ``idle_s`` is a 408, and its temp file is removed."""
+async def receive_body(request: Request, storage: Storage, max_bytes: int, idle_s: float,
+                       ext: str = "mp4") -> UploadSink:
+    """Write the raw body chunk by chunk to the storage's sink (a temp file; with S3 also a multipart
+    upload); memory does not grow with the file. Refused or broken off (or silent for ``idle_s``: 408),
+    the upload leaves nothing."""
     declared = declared_length(request)
     if declared is not None and declared > max_bytes:
-        raise ApiError(413, f"upload larger than {max_bytes} bytes")
-    temp = storage.new_temp()
+        raise ApiError(413, f"upload larger than {max_bytes / 2**20:g} MiB")
+    sink = storage.upload_sink(ext)
     size = 0
     try:
-        # chunk writes land in the page cache in microseconds: not worth a thread hop each
-        with open(temp, "wb") as out:  # noqa: ASYNC230
-            async for chunk in idle_limited(request, idle_s):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ApiError(413, f"upload larger than {max_bytes} bytes")
-                out.write(chunk)
+        async for chunk in idle_limited(request, idle_s):
+            size += len(chunk)
+            if size > max_bytes:
+                raise ApiError(413, f"upload larger than {max_bytes / 2**20:g} MiB")
+            await sink.write(chunk)
         if size == 0:
             raise ApiError(400, "the upload is empty")
-    except (ApiError, ClientDisconnect, OSError):
-        temp.unlink(missing_ok=True)
+        await sink.finish()
+    except StorageError as e:
+        await _abort(sink)
+        log.warning("upload failed: storage unavailable", error=str(e))
+        raise ApiError(503, "the storage is unavailable: try again later") from e
+    except BaseException:  # refused, the client gone, or the request cancelled
+        await _abort(sink)
         raise
-    return temp
+    return sink
 
 
-async def ingest(temp: Path, ext: str, storage: LocalStorage, ffmpeg: str,
+async def ingest(sink: UploadSink, ext: str, storage: Storage, ffmpeg: str,
                  limits: media.SourceLimits | None = None) -> tuple[str, dict[str, Any]]:
     """Probe the upload (refusing what passes ``limits``), make its thumbnail and move both in place;
     415 if it is not a video we take. The temp file is gone afterwards, whatever happens."""
+    temp = sink.path
     try:
         info, fmt = await _accepted(temp, ext, limits)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        await _abort(sink)
         raise
-    video_id = secrets.token_hex(8)
+    video_id = sink.video_id
     thumbnail_temp = storage.new_temp(".jpg")
     try:
         at_s = min(1.0, info.duration_s / 2)
         command = media.thumbnail_command(ffmpeg, str(temp), str(thumbnail_temp), at_s, src_format=fmt)
         await media.run_quick(command, THUMBNAIL_TIMEOUT_S)
-        storage.commit(thumbnail_temp, storage.thumbnail(video_id))
-        storage.commit(temp, storage.original(video_id, fmt))
+        await sink.commit(fmt, thumbnail_temp)
+    except StorageError as e:
+        await _abort(sink, storage)
+        log.warning("upload failed: storage unavailable", error=str(e))
+        raise ApiError(503, "the storage is unavailable: try again later") from e
     except (media.MediaError, OSError) as e:
-        storage.remove_video(video_id)
+        await _abort(sink, storage)
         log.warning("upload refused: unreadable video", reason=str(e))
         raise ApiError(415, "cannot read the video: no frame could be decoded from it") from e
+    except BaseException:
+        await _abort(sink, storage)
+        raise
     finally:
         temp.unlink(missing_ok=True)
         with suppress(FileNotFoundError):
             thumbnail_temp.unlink()
     return video_id, {**info.to_dict(), "format": fmt}
+
+
+async def _abort(sink: UploadSink, storage: Storage | None = None) -> None:
+    """Leave nothing of the upload; shielded, so a cancelled request still cleans up."""
+    async def abort() -> None:
+        await sink.abort()
+        if storage is not None:  # the thumbnail may be in place already
+            await asyncio.to_thread(storage.remove_video, sink.video_id)
+
+    await asyncio.shield(abort())
 
 
 async def _accepted(temp: Path, ext: str, limits: media.SourceLimits | None) -> tuple[media.MediaInfo, str]:

@@ -1,0 +1,533 @@
+"""Media in S3 through boto3: the layout of `cluster.storage` under ``<prefix>/``.
+
+Uploads stream in by multipart (`MultipartWriter`: memory bounded by the part size and the parts in
+flight); an executor works on local copies in its scratch dir (`S3Storage.workspace`) and puts its
+outputs under run-scoped keys ``<prefix>/<videoId>/.runs/<run_id>/...``, which `publish_run` copies
+to their final keys (an HLS master playlist last) before deleting them. Downloads are presigned URLs.
+
+boto3 is blocking: every call runs in this storage's thread pool. A transfer that is cancelled is told
+to stop (a `threading.Event` it checks between chunks) and awaited, so no thread writes into a
+directory after its owner removed it. Credentials come from boto3's usual chain on each host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from cluster.logs import get_logger
+from cluster.storage import HLS_MASTER, Layout, LocalStorage, StorageError, StorageSettings, content_type, discard
+
+PART_SIZE = 8 * 1024 * 1024
+PARTS_IN_FLIGHT = 3  # per upload: with the part being filled, ~32 MiB of body in memory at most
+PART_ATTEMPTS = 4  # our own retries of a part, beyond botocore's retries of each request
+S3_MAX_ATTEMPTS = 5  # botocore's "standard" retry mode: back-off with jitter on throttling and 5xx
+POOL_THREADS = 16
+CHECK_CONNECT_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 60.0
+# S3 answers a CompleteMultipartUpload or a copy only when the object is assembled: minutes for a big one
+# on a slow server. A shorter timeout would retry a call that has in fact succeeded.
+ASSEMBLY_READ_TIMEOUT_S = 900.0
+COPY_OBJECT_LIMIT = 5 * 1024**3  # copy_object's limit; larger objects go by boto3's managed (multipart) copy
+DOWNLOAD_CHUNK = 1024 * 1024
+STALE_UPLOAD_S = 24 * 3600.0  # a multipart upload older than this at start belongs to no live writer
+RUNS_DIR = ".runs"
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+T = TypeVar("T")
+log = get_logger()
+
+
+class StorageUnavailable(RuntimeError):
+    """The bucket cannot be used: said once, at start."""
+
+
+class Stopped(Exception):
+    """A transfer told to stop (its job was cancelled)."""
+
+
+def make_client(settings: StorageSettings, *, connect_timeout_s: float = 5.0, max_attempts: int = S3_MAX_ATTEMPTS,
+                read_timeout_s: float = READ_TIMEOUT_S) -> Any:
+    config = Config(
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=connect_timeout_s, read_timeout=read_timeout_s, max_pool_connections=POOL_THREADS,
+        signature_version="s3v4",
+        # checksums only where S3 demands them: S3-compatible servers differ on the newer ones
+        request_checksum_calculation="when_required", response_checksum_validation="when_required",
+        # an endpoint of our own (an IP, a host without wildcard DNS) takes the bucket in the path
+        s3={"addressing_style": "path"} if settings.endpoint else None,
+    )
+    return boto3.session.Session().client("s3", endpoint_url=settings.endpoint or None,
+                                          region_name=settings.region or None, config=config)
+
+
+def check_bucket(settings: StorageSettings) -> None:
+    """One head_bucket with a short connect timeout; `StorageUnavailable` saying what is wrong."""
+    client = make_client(settings, connect_timeout_s=CHECK_CONNECT_TIMEOUT_S, max_attempts=2)
+    where = f"s3://{settings.bucket}" + (f" at {settings.endpoint}" if settings.endpoint else "")
+    try:
+        client.head_bucket(Bucket=settings.bucket)
+    except NoCredentialsError as e:
+        raise StorageUnavailable(f"no S3 credentials found for {where}: set AWS_ACCESS_KEY_ID and "
+                                 "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (boto3's usual chain)") from e
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket"):
+            raise StorageUnavailable(f"the bucket {where} does not exist") from e
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise StorageUnavailable(f"access to {where} denied: check the S3 credentials") from e
+        raise StorageUnavailable(f"{where} refused: {code or e}") from e
+    except BotoCoreError as e:  # EndpointConnectionError, ConnectTimeoutError...
+        raise StorageUnavailable(f"cannot reach {where}: {e}") from e
+
+
+def backoff_s(attempt: int) -> float:
+    """The wait before retry number `attempt` (0-based) of a failed part: 0.2 s doubling, capped at 3.2 s."""
+    return min(0.2 * 2**attempt, 3.2)
+
+
+def _is_missing(error: ClientError) -> bool:
+    return str(error.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound")
+
+
+class S3Storage(Layout):
+    is_remote = True
+
+    def __init__(self, settings: StorageSettings, scratch: Path) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.root = scratch  # local: upload temp files and job workspaces, never media of record
+        self.temp_dir = scratch / ".tmp"
+        self.client = make_client(settings)
+        self.assembling_client = make_client(settings, read_timeout_s=ASSEMBLY_READ_TIMEOUT_S)  # completes, copies
+        self._pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="s3")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.client.close()
+        self.assembling_client.close()
+
+    def prepare(self) -> None:
+        for directory in (self.root, self.temp_dir, self.root / "runs"):
+            directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        self._sweep_scratch()
+
+    def video_dir(self, video_id: str) -> PurePosixPath:  # type: ignore[override]
+        return PurePosixPath(self.settings.prefix or ".", self.check_video_id(video_id))
+
+    def run_dir(self, video_id: str, run_id: str) -> PurePosixPath:
+        if not _RUN_ID.fullmatch(run_id):
+            raise ValueError(f"bad run id {run_id!r}")
+        return self.video_dir(video_id) / RUNS_DIR / run_id
+
+    def new_temp(self, suffix: str = "") -> Path:
+        return self.temp_dir / f"{os.getpid()}-{secrets.token_hex(8)}{suffix}.part"
+
+    def upload_sink(self, ext: str) -> S3UploadSink:
+        return S3UploadSink(self, ext)
+
+    # --- downloads ---------------------------------------------------------------
+
+    async def exists(self, key: PurePosixPath) -> bool:
+        def head() -> bool:
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=str(key))
+            except ClientError as e:
+                if _is_missing(e):
+                    return False
+                raise
+            return True
+
+        return await self.call(head)
+
+    async def read_bytes(self, key: PurePosixPath) -> bytes | None:
+        """A small object (a playlist) whole; None if there is none."""
+        def read() -> bytes | None:
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=str(key))["Body"].read()
+            except ClientError as e:
+                if _is_missing(e):
+                    return None
+                raise
+
+        return await self.call(read)
+
+    def presigned_url(self, key: PurePosixPath, download_name: str | None = None) -> str:
+        params = {"Bucket": self.bucket, "Key": str(key), "ResponseContentType": content_type(key)}
+        if download_name:
+            params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
+        return self.client.generate_presigned_url("get_object", Params=params,
+                                                  ExpiresIn=max(1, round(self.settings.url_expiry_s)))
+
+    # --- removal -----------------------------------------------------------------
+
+    def remove_video(self, video_id: str) -> None:
+        """Every object under the video's prefix (its run-scoped keys too). Blocking: call it in a thread.
+        The video is gone from the store by then: objects S3 would not delete are logged, not raised."""
+        try:
+            self._delete_keys([o["Key"] for o in self._list(self.video_dir(video_id))])
+        except (BotoCoreError, ClientError) as e:
+            log.error("S3 objects of a deleted video not removed", prefix=str(self.video_dir(video_id)), error=str(e))
+
+    def sweep_partials(self, older_than_s: float = STALE_UPLOAD_S) -> int:
+        """Abort the multipart uploads under the prefix older than `older_than_s`: left by web workers
+        that died mid-upload (a live one aborts its own). Local scratch is swept by `prepare`."""
+        cutoff = time.time() - older_than_s
+        prefix = f"{self.settings.prefix}/" if self.settings.prefix else ""
+        stale = [u for page in self.client.get_paginator("list_multipart_uploads").paginate(
+                     Bucket=self.bucket, Prefix=prefix)
+                 for u in page.get("Uploads", []) if u["Initiated"].timestamp() < cutoff]
+        for upload in stale:
+            with contextlib.suppress(ClientError):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        return len(stale)
+
+    # --- executors -----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def workspace(self, video_id: str, run_id: str, source_fmt: str) -> AsyncIterator[LocalStorage]:
+        """A local storage holding the job's input, removed afterwards; on failure or cancellation
+        the run's keys go too."""
+        run_id = run_id or secrets.token_hex(16)
+        work = LocalStorage(self.root / "runs" / f"{os.getpid()}-{run_id}")
+        work.prepare()
+        source = work.original(video_id, source_fmt)
+        try:
+            source.parent.mkdir(parents=True, exist_ok=True)
+            # a missing original leaves no file: the job says "source missing"
+            await self.transfer(functools.partial(self._get_file, self.original(video_id, source_fmt), source))
+            yield work
+        except BaseException:
+            with contextlib.suppress(StorageError, ValueError):
+                await self.transfer(functools.partial(self.discard_run, video_id, run_id))
+            raise
+        finally:
+            await asyncio.get_running_loop().run_in_executor(self._pool, shutil.rmtree, work.root, True)
+
+    async def save_outputs(self, work: LocalStorage, video_id: str, run_id: str, output: Path) -> None:
+        """Put the job's output (an HLS ladder: every file, the master last) under the run's keys,
+        then make them visible (`publish_run`)."""
+        files = _hls_files(output.parent) if output.name == HLS_MASTER else [output]
+        local_dir, run_dir = work.video_dir(video_id), self.run_dir(video_id, run_id)
+
+        def put(path: Path) -> Callable[[threading.Event], None]:
+            return functools.partial(self._put_file, path, run_dir / path.relative_to(local_dir).as_posix())
+
+        await self.transfers([put(p) for p in files if p != output])
+        await self.transfer(put(output))
+        await self.transfer(functools.partial(self.publish_run, video_id, run_id))
+
+    def publish_run(self, video_id: str, run_id: str, stop: threading.Event | None = None) -> None:
+        """Copy a run's objects to their final keys (an HLS master last; the files of an older ladder
+        not in this one are removed after it), then delete the run's keys. Blocking."""
+        run_dir, video_dir = self.run_dir(video_id, run_id), self.video_dir(video_id)
+        objects = list(self._list(run_dir))
+        if not objects:
+            raise StorageError(f"run {run_id} has no outputs to publish")
+        final = {o["Key"]: f"{video_dir}/{o['Key'][len(str(run_dir)) + 1:]}" for o in objects}
+        master = f"{video_dir}/hls/{HLS_MASTER}"
+        first = [o for o in objects if final[o["Key"]] != master]
+        last = [o for o in objects if final[o["Key"]] == master]
+        with ThreadPoolExecutor(8, thread_name_prefix="s3-publish") as pool:
+            for batch in (first, last):
+                list(pool.map(lambda o: self._copy(o, final[o["Key"]], stop), batch))
+        if last:
+            kept = set(final.values())
+            self._delete_keys([o["Key"] for o in self._list(video_dir / "hls") if o["Key"] not in kept])
+        self._delete_keys(list(final))
+
+    def discard_run(self, video_id: str, run_id: str, stop: threading.Event | None = None) -> None:
+        """Delete whatever a run put under its keys. Blocking."""
+        self._delete_keys([o["Key"] for o in self._list(self.run_dir(video_id, run_id))])
+
+    # --- calls in the pool ------------------------------------------------------------
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A short blocking call in the pool; boto3's errors become `StorageError`."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except (BotoCoreError, ClientError) as e:
+            raise StorageError(f"S3 call failed: {e}") from e
+
+    async def transfer(self, call: Callable[[threading.Event], T]) -> T:
+        return (await self.transfers([call]))[0]
+
+    async def transfers(self, calls: list[Callable[[threading.Event], T]]) -> list[T]:
+        """Blocking calls in the pool, each given one stop event: set when one fails or the caller is
+        cancelled, and every call is awaited before this returns or raises."""
+        if not calls:
+            return []
+        loop, stop = asyncio.get_running_loop(), threading.Event()
+        futures = [loop.run_in_executor(self._pool, call, stop) for call in calls]
+        try:
+            _, pending = await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            stop.set()
+            await asyncio.wait(futures)
+            _exceptions(futures)
+            raise
+        if pending:
+            stop.set()
+            await asyncio.wait(pending)
+        errors = _exceptions(futures)
+        if errors:
+            error = next((e for e in errors if not isinstance(e, Stopped)), errors[0])
+            if isinstance(error, (BotoCoreError, ClientError)):
+                raise StorageError(f"S3 transfer failed: {error}") from error
+            raise error
+        return [f.result() for f in futures]
+
+    def run_in_pool(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # --- blocking helpers (in the pool) -----------------------------------------------------
+
+    def _list(self, directory: PurePosixPath) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{directory}/"):
+            yield from page.get("Contents", [])
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start:start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def _copy(self, listed: dict[str, Any], key: str, stop: threading.Event | None) -> None:
+        if stop is not None and stop.is_set():
+            raise Stopped
+        source = {"Bucket": self.bucket, "Key": listed["Key"]}
+        if listed["Size"] < COPY_OBJECT_LIMIT:
+            self.assembling_client.copy_object(CopySource=source, Bucket=self.bucket, Key=key)
+        else:
+            self.assembling_client.copy(source, self.bucket, key)
+
+    def _get_file(self, key: PurePosixPath, path: Path, stop: threading.Event) -> bool:
+        """Download `key` to `path`, retrying a broken stream; False if there is no such object."""
+        for attempt in range(PART_ATTEMPTS):
+            try:
+                return self._get_file_once(key, path, stop)
+            except (BotoCoreError, OSError) as e:
+                if attempt == PART_ATTEMPTS - 1 or stop.is_set():
+                    raise
+                log.warning("S3 download failed: retrying", key=str(key), error=str(e), attempt=attempt + 1)
+                stop.wait(backoff_s(attempt))
+        return False  # not reached
+
+    def _get_file_once(self, key: PurePosixPath, path: Path, stop: threading.Event) -> bool:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=str(key))["Body"]
+        except ClientError as e:
+            if _is_missing(e):
+                return False
+            raise
+        with contextlib.closing(body), open(path, "wb") as out:
+            for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
+                if stop.is_set():
+                    raise Stopped
+                out.write(chunk)
+        return True
+
+    def _put_file(self, path: Path, key: PurePosixPath, stop: threading.Event) -> None:
+        """Upload a local file: in one request, or by parts if it is larger than one part."""
+        if stop.is_set():
+            raise Stopped
+        extra = {"ContentType": content_type(key)}
+        if path.stat().st_size <= PART_SIZE:
+            with open(path, "rb") as source:
+                self.client.put_object(Bucket=self.bucket, Key=str(key), Body=source, **extra)
+            return
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=str(key), **extra)["UploadId"]
+        try:
+            parts = []
+            with open(path, "rb") as source:
+                while data := source.read(PART_SIZE):
+                    if stop.is_set():
+                        raise Stopped
+                    parts.append(self.upload_part(str(key), upload_id, len(parts) + 1, data))
+            self.assembling_client.complete_multipart_upload(Bucket=self.bucket, Key=str(key), UploadId=upload_id,
+                                                  MultipartUpload={"Parts": parts})
+        except BaseException:
+            self.abort_upload(str(key), upload_id)
+            raise
+
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray) -> dict[str, Any]:
+        """One part, retried with back-off: botocore retries each request, we retry the part."""
+        for attempt in range(PART_ATTEMPTS):
+            try:
+                answer = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                 PartNumber=number, Body=data)
+                return {"PartNumber": number, "ETag": answer["ETag"]}
+            except (BotoCoreError, ClientError) as e:
+                if attempt == PART_ATTEMPTS - 1:
+                    raise
+                log.warning("S3 part upload failed: retrying", key=key, part=number, error=str(e),
+                            attempt=attempt + 1)
+                time.sleep(backoff_s(attempt))
+        raise AssertionError("not reached")
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (BotoCoreError, ClientError) as e:  # the sweep at the primary's start aborts it later
+            log.warning("S3 multipart upload not aborted", key=key, error=str(e))
+
+    def _sweep_scratch(self) -> None:
+        """Remove what processes of this host that died left in the scratch dir (named by their pid)."""
+        for path in [*self.temp_dir.glob("*.part"), *(self.root / "runs").iterdir()]:
+            pid = path.name.split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                discard(path)
+
+
+class MultipartWriter:
+    """An object written part by part as its bytes arrive, made only by `complete`.
+
+    At most one part is being filled and `PARTS_IN_FLIGHT` are uploading, whatever the size. A body
+    smaller than one part is kept and put in one request at `complete`, so nothing exists in S3
+    before then. `abort` leaves neither an object nor a multipart upload.
+    """
+
+    def __init__(self, storage: S3Storage, key: str) -> None:
+        self._storage = storage
+        self._key = key
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._in_flight: deque[asyncio.Future[dict[str, Any]]] = deque()
+        self._parts: list[dict[str, Any]] = []
+        self._started: list[asyncio.Future[dict[str, Any]]] = []
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= PART_SIZE:
+            await self._send_part()
+
+    async def flush(self) -> None:
+        """The whole body is in: every part uploaded (the last one too), the object not yet made."""
+        if self._upload_id is not None and self._buffer:
+            await self._send_part()
+        while self._in_flight:
+            await self._collect()
+
+    async def complete(self) -> None:
+        storage, key = self._storage, self._key
+        extra = {"ContentType": content_type(PurePosixPath(key))}
+        if self._upload_id is None:
+            await storage.call(storage.client.put_object, Bucket=storage.bucket, Key=key, Body=bytes(self._buffer),
+                               **extra)
+        else:
+            await self.flush()
+            parts = sorted(self._parts, key=lambda p: p["PartNumber"])
+            try:
+                await storage.call(storage.assembling_client.complete_multipart_upload, Bucket=storage.bucket,
+                                   Key=key, UploadId=self._upload_id, MultipartUpload={"Parts": parts})
+            except StorageError:
+                # A retried complete fails (NoSuchUpload) when the first attempt succeeded unseen: the key
+                # is new (a fresh video id), so an object under it is this upload's.
+                if not await storage.exists(PurePosixPath(key)):
+                    raise
+            self._upload_id = None
+        self._buffer = bytearray()
+
+    async def abort(self) -> None:
+        self._buffer = bytearray()
+        if self._upload_id is None:
+            return
+        if self._started:  # a part still uploading could otherwise land after the abort
+            await asyncio.wait(self._started)
+            _exceptions(self._started)
+        await self._storage.run_in_pool(self._storage.abort_upload, self._key, self._upload_id)
+        self._upload_id = None
+
+    async def _send_part(self) -> None:
+        storage = self._storage
+        if self._upload_id is None:
+            answer = await storage.call(storage.client.create_multipart_upload, Bucket=storage.bucket,
+                                        Key=self._key, ContentType=content_type(PurePosixPath(self._key)))
+            self._upload_id = answer["UploadId"]
+        while len(self._in_flight) >= PARTS_IN_FLIGHT:
+            await self._collect()
+        number = len(self._started) + 1
+        data, self._buffer = self._buffer, bytearray()  # handed over, not copied
+        future = storage.run_in_pool(storage.upload_part, self._key, self._upload_id, number, data)
+        self._in_flight.append(future)
+        self._started.append(future)
+
+    async def _collect(self) -> None:
+        try:
+            self._parts.append(await self._in_flight.popleft())
+        except (BotoCoreError, ClientError) as e:
+            raise StorageError(f"S3 part upload failed after {PART_ATTEMPTS} attempts: {e}") from e
+
+
+class S3UploadSink:
+    """An upload's body, written at once to a local temp file (for the probe and the thumbnail) and to
+    S3 by multipart; `commit` makes the object (and puts the thumbnail), `abort` leaves nothing."""
+
+    def __init__(self, storage: S3Storage, ext: str) -> None:
+        self.video_id = secrets.token_hex(8)
+        self.path = storage.new_temp()
+        self._storage = storage
+        self._ext = ext
+        self._writer = MultipartWriter(storage, str(storage.original(self.video_id, ext)))
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by finish or abort
+
+    async def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        await self._writer.write(chunk)
+
+    async def finish(self) -> None:
+        self._file.close()
+        await self._writer.flush()
+
+    async def commit(self, fmt: str, thumbnail: Path) -> None:
+        storage = self._storage
+        await storage.transfer(functools.partial(storage._put_file, thumbnail, storage.thumbnail(self.video_id)))
+        await self._writer.complete()
+        if fmt != self._ext:  # the extension said mp4, the probe says otherwise: the key follows the probe
+            listed = {"Key": str(storage.original(self.video_id, self._ext)), "Size": self.path.stat().st_size}
+            await storage.call(storage._copy, listed, str(storage.original(self.video_id, fmt)), None)
+            await storage.call(storage._delete_keys, [listed["Key"]])
+        thumbnail.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+
+    async def abort(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+        await self._writer.abort()
+
+
+def _hls_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _exceptions(futures: list[asyncio.Future[Any]]) -> list[BaseException]:
+    """The exceptions of finished futures, retrieved (so none is reported as never retrieved)."""
+    return [e for f in futures if f.done() and not f.cancelled() and (e := f.exception()) is not None]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
