@@ -20,6 +20,7 @@ from typing import Any
 from cluster.protocol import Event, JobState, Priority
 from primary.jobs import Attempt, Job
 from primary.migrations import migrate
+from primary.transaction import Transaction
 
 _JOB_COLUMNS = [f.name for f in fields(Job)]
 _IMMUTABLE = {"id", "type", "video_id", "params", "owner", "created_at"}  # never change once a job exists
@@ -383,8 +384,8 @@ class JobStore(StoreReads):
             [(e.seq, e.event, e.ts, json.dumps(e.data, separators=(",", ":")), _event_owner(e)) for e in events],
         )
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _transaction(self) -> Transaction:
+        return Transaction(self._db)
 
 
 class ReadStore(StoreReads):
@@ -413,17 +414,6 @@ class ReadStore(StoreReads):
             for db in self._opened:
                 db.close()
             self._opened.clear()
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _filters(**values: str | None) -> tuple[list[str], list[Any]]:

@@ -15,6 +15,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from primary.transaction import Transaction
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhooks (
     id TEXT PRIMARY KEY,
@@ -128,7 +130,7 @@ class WebhookStore:
         return [_webhook(r) for r in self._db.execute("SELECT * FROM webhooks ORDER BY created_at")]
 
     def remove(self, webhook_id: str) -> None:
-        with _Transaction(self._db):
+        with Transaction(self._db):
             for table in ("webhook_attempts", "webhook_deliveries"):
                 self._db.execute(f"DELETE FROM {table} WHERE webhook_id = ?", (webhook_id,))
             self._db.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
@@ -138,7 +140,7 @@ class WebhookStore:
     def add_deliveries(self, rows: Iterable[tuple[str, int, str, bytes]], seen_seq: int) -> None:
         """(webhook id, seq, event, body) rows, due now, and the new cursor, in one transaction."""
         now = time.time() * 1000
-        with _Transaction(self._db):
+        with Transaction(self._db):
             self._db.executemany(
                 "INSERT OR IGNORE INTO webhook_deliveries (webhook_id, seq, event, body, state, created_at, "
                 "next_attempt_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
@@ -154,7 +156,7 @@ class WebhookStore:
     def record_attempt(self, delivery: Delivery, attempt: AttemptRecord, state: DeliveryState,
                        next_attempt_at: float) -> None:
         finished = attempt.at + attempt.duration_ms if state is not DeliveryState.PENDING else None
-        with _Transaction(self._db):
+        with Transaction(self._db):
             self._db.execute(
                 "INSERT OR REPLACE INTO webhook_attempts (webhook_id, seq, number, at, duration_ms, status_code, "
                 "error) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -177,7 +179,7 @@ class WebhookStore:
     def prune(self, keep_per_webhook: int) -> int:
         """Finished deliveries beyond the newest ``keep_per_webhook`` of each webhook go, with their attempts."""
         removed = 0
-        with _Transaction(self._db):
+        with Transaction(self._db):
             for (hook_id,) in self._db.execute("SELECT id FROM webhooks").fetchall():
                 row = self._db.execute("SELECT seq FROM webhook_deliveries WHERE webhook_id = ? ORDER BY seq DESC "
                                        "LIMIT 1 OFFSET ?", (hook_id, keep_per_webhook)).fetchone()
@@ -217,15 +219,6 @@ class WebhookStore:
         return found
 
 
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _webhook(row: sqlite3.Row) -> Webhook:

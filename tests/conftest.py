@@ -5,7 +5,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser
 
+from tests.browser import chromium
 from tests.harness import Cluster, EventClient, generate_clip
 
 
@@ -56,3 +58,10 @@ def ws_factory() -> Iterator[Callable[..., EventClient]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium per test module that asks for it."""
+    with chromium() as opened:
+        yield opened

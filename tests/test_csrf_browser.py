@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.harness import ADMIN, Cluster, free_port, wait_until
-from tests.test_pages import CHROMIUM, CHROMIUM_FLAGS, UI_S, log_in
+from tests.test_pages import UI_S, log_in
 
 ATTACK = """<!doctype html><html><body>
 <form id="forged" method="POST" enctype="text/plain" target="sink" action="{cluster}/api/queue/pause">
@@ -38,14 +38,6 @@ document.getElementById('forged').submit();
 </script></body></html>"""
 
 CSP_VIOLATION = re.compile(r"Content Security Policy|Refused to", re.IGNORECASE)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -6,23 +6,20 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS  # noqa: F401 - other page tests take them from here
 from tests.harness import ADMIN, ROOT, Cluster
 from tests.test_jobs import crashing_ffmpeg
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOTS = ROOT / "test-output"
 WIDE = {"width": 1200, "height": 900}
 NARROW = {"width": 390, "height": 844}
@@ -38,16 +35,6 @@ RECORD_CHANGES = """() => {
     for (const r of records) window.__seen.push([r.target.dataset.jobId, r.attributeName, r.target.getAttribute(r.attributeName)]);
   }).observe(document.body, {subtree: true, attributes: true, attributeFilter: ['data-progress', 'data-state']});
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is missing: `make test` installs Debian's chromium package")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 
 from cluster.protocol import Event
 from tests.harness import ADMIN, Cluster, EventClient
-from tests.test_pages import UI_S, browser, log_in, page  # noqa: F401 - the page tests' Chromium fixtures
+from tests.test_pages import UI_S, log_in, page  # noqa: F401 - the page tests' fixture
 from workers.web.hub import Hub
 from workers.web.resume import MAX_SINCE
 from workers.web.rooms import JOB, VIDEO

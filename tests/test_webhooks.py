@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from cluster.protocol import Event
 from primary.webhook_store import Webhook, WebhookStore
@@ -24,7 +24,7 @@ from primary.webhook_targets import TargetRefused, check_at_creation, parse_url,
 from primary.webhooks import WebhookDispatcher, WebhookSettings, may_hear, pattern_matches, signature
 from tests.harness import ADMIN, Cluster, free_port, wait_until
 from tests.test_metrics import Scrape
-from tests.test_pages import CHROMIUM, CHROMIUM_FLAGS, JOB_S, UI_S, log_in, screenshot
+from tests.test_pages import JOB_S, UI_S, log_in, screenshot
 
 ALLOW_PRIVATE = ["--webhook-allow-private", "--webhook-retry-initial-ms", "100"]
 BOB = ("bob", "bob-password-1")
@@ -402,16 +402,6 @@ def test_private_and_loopback_targets_are_refused_without_the_flag(
     assert cluster.job(job_id)["state"] == "completed"
     assert receiver.received == []
     assert httpx.get(receiver.url.replace("/hook", "/"), timeout=5).status_code == 501, "the receiver was up"
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is missing: `make test` installs Debian's chromium package")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 def test_the_app_adds_a_webhook_shows_its_deliveries_and_deletes_it(
