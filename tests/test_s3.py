@@ -193,7 +193,7 @@ def test_downloads_redirect_to_short_lived_presigned_urls(
     query = parse_qs(url.query)
     assert url.path.endswith(f"/{bucket}/{PREFIX}/{video_id}/original.mp4")
     assert query["X-Amz-Expires"] == [str(EXPIRY_S)] and "X-Amz-Signature" in query
-    assert query["response-content-disposition"] == [f'attachment; filename="{video_id}-original.mp4"']
+    assert query["response-content-disposition"] == ['attachment; filename="clip.mp4"'], "named after the upload"
     served = httpx.get(location, timeout=30)  # no session: the URL alone grants it
     assert served.status_code == 200 and served.content == clip.read_bytes()
     assert missing.status_code == 404 and "location" not in missing.headers
@@ -434,3 +434,31 @@ def test_backoff_of_a_failed_part_grows_and_is_capped() -> None:
     assert [backoff_s(n) for n in range(6)] == [0.2, 0.4, 0.8, 1.6, 3.2, 3.2]
 
 
+
+
+def test_a_remote_executor_works_through_s3_with_no_shared_filesystem(
+        tmp_path: Path, s3_server: str, s3: Any, bucket: str, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_remote import RemoteHost, add_key, free_port_block, job_state, wait_joined
+
+    for name, value in CREDENTIALS.items():  # the remote host's own credentials (the primary hands out none)
+        monkeypatch.setenv(name, value)
+    port = free_port_block()
+    cluster = Cluster(tmp_path / "data", workers=1, executors=0, env=CREDENTIALS, extra=[
+        "--storage", f"s3://{bucket}/remote", "--s3-endpoint", s3_server, "--remote-bind", f"tcp://127.0.0.1:{port}"])
+    host = RemoteHost(f"tcp://127.0.0.1:{port}", tmp_path / "unused.cert", tmp_path / "host.log")
+    try:
+        cluster.start()
+        host = RemoteHost(f"tcp://127.0.0.1:{port}", add_key(cluster.data_dir, "s3host"), tmp_path / "host.log")
+        host.start()
+        wait_joined(cluster, 1)
+        video_id = cluster.upload(clip)
+        job_id = cluster.resize(video_id, 160, 120).json()["jobId"]
+        wait_until(lambda: job_state(cluster, job_id) == "completed", 90, "the remote executor's resize")
+        stored = keys(s3, bucket, "remote")
+        assert f"remote/{video_id}/160x120.mp4" in stored, stored
+        assert not [key for key in stored if "/.runs/" in key], "its run keys were published and removed"
+        assert "is not on this host" not in host.output(), "it needed no mounted storage dir"
+    finally:
+        host.stop()
+        cluster.stop()
+        cluster.kill_leftovers()
