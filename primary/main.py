@@ -94,7 +94,7 @@ class Primary:
                             welcome=_executor_settings(config))
         accounts = AccountStore(config.db_path)
         _ensure_an_administrator(accounts)
-        processes = lambda: _describe_processes(supervisor, pool)
+        processes = lambda: _describe_processes(supervisor, pool, registry)
         rates = RateLimits.from_config(config)
         job_ops = JobOps(engine, store, processes, config.max_job_timeout_s, config.max_queued_jobs_per_user,
                          reads=reads, window=window, max_job_work=config.max_job_work,
@@ -289,11 +289,19 @@ def _webhook_settings(config: ClusterConfig) -> WebhookSettings:
                            config.webhook_allow_private)
 
 
-def _describe_processes(supervisor: Supervisor, pool: ExecutorPool) -> list[dict[str, object]]:
-    """The live processes; an executor is ``joined`` once it has said hello to the pool. Remote executors
-    follow, with their host (their pid is one of that host)."""
+def _describe_processes(supervisor: Supervisor, pool: ExecutorPool,
+                        registry: WorkerRegistry) -> list[dict[str, object]]:
+    """The live processes; an executor is ``joined`` once it has said hello to the pool, a web worker
+    ``serving`` once it has said it serves. Remote executors follow, with their host (their pid is one
+    of that host)."""
     joined = {state.pid for state in pool.executors.values() if not state.remote}
-    local = [{**p, "joined": p["pid"] in joined} if p["role"] == "executor" else p for p in supervisor.processes()]
+    local = []
+    for process in supervisor.processes():
+        if process["role"] == "executor":
+            process = {**process, "joined": process["pid"] in joined}
+        elif process["role"] == "web":
+            process = {**process, "serving": registry.serving(process["pid"])}
+        local.append(process)
     return [*local, *pool.remote_processes()]
 
 

@@ -57,6 +57,11 @@ class WorkerRegistry:
             task.cancel()
         return ready in done and child.alive
 
+    def serving(self, pid: int) -> bool:
+        """It has said it serves (and has not been forgotten since)."""
+        ready = self._ready.get(pid)
+        return ready is not None and ready.is_set()
+
     def stale(self) -> list[int]:
         """Workers that served once and then went silent for longer than the timeout."""
         deadline = time.monotonic() - self._timeout_s

@@ -114,8 +114,8 @@ class Cluster:
                 return None
             if "processes" not in health:
                 return None
-            roles = [p["role"] for p in health["processes"]]
-            if roles.count("web") == self.workers and len(self.executor_pids(health)) == self.executors:
+            serving = [p for p in health["processes"] if p["role"] == "web" and p.get("serving")]
+            if len(serving) == self.workers and len(self.executor_pids(health)) == self.executors:
                 return health
             return None
 

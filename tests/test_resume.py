@@ -98,8 +98,17 @@ def test_events_dropped_by_pub_to_a_stalled_worker_are_fetched(
         fast.wait_event("job:queued", job_ids[-1])
     finally:
         os.kill(slow_pid, signal.SIGCONT)
-    slow.wait_event("job:queued", job_ids[-1], timeout_s=60)
-    assert seqs(slow) == seqs(fast)
+    try:
+        slow.wait_event("job:queued", job_ids[-1], timeout_s=60)
+        got = seqs(slow)
+    except TimeoutError:
+        # The worker's catch-up is a burst; a client that cannot read it fast enough is dropped (1013) and
+        # resumes, as every client may. What it got, then the rest: each event once, in order.
+        assert slow.closed.is_set(), "the slow worker's client got everything, or was dropped to resume"
+        again = ws_factory(cluster, since=max(seqs(slow)))
+        again.wait_event("job:queued", job_ids[-1], timeout_s=60)
+        got = seqs(slow) + seqs(again)
+    assert got == seqs(fast)
     assert "events dropped by the PUB socket were fetched" in cluster.log_path.read_text()
 
 
