@@ -35,6 +35,8 @@ def resize_params(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def convert_params(target: Any, source_format: str) -> dict[str, str]:
+    if target is None:
+        raise InvalidJob(f"format is required: one of {', '.join(VIDEO_FORMATS)}")
     if not isinstance(target, str) or target.lower() not in VIDEO_FORMATS:
         raise InvalidJob(f"format must be one of {', '.join(VIDEO_FORMATS)}")
     target = target.lower()
@@ -104,6 +106,8 @@ def job_options(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dimension(value: Any, name: str, maximum: int) -> int:
+    if value is None:
+        raise InvalidJob(f"{name} is required")
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidJob(f"{name} must be an integer")
     if value <= 0:

@@ -78,12 +78,12 @@ async def limited_body(request: Request, max_bytes: int, idle_s: float) -> bytes
     """The body, refused with 413 past ``max_bytes``: by its declared length before any of it is read."""
     declared = declared_length(request)
     if declared is not None and declared > max_bytes:
-        raise ApiError(413, f"JSON body larger than {max_bytes} bytes")
+        raise ApiError(413, f"JSON body larger than {max_bytes / 1024:g} KiB")
     chunks, size = [], 0
     async for chunk in idle_limited(request, idle_s):
         size += len(chunk)
         if size > max_bytes:
-            raise ApiError(413, f"JSON body larger than {max_bytes} bytes")
+            raise ApiError(413, f"JSON body larger than {max_bytes / 1024:g} KiB")
         chunks.append(chunk)
     return b"".join(chunks)
 
