@@ -145,7 +145,8 @@ _HELP = {
     "max_requests_jitter": "add up to this many requests at random, so workers do not recycle together",
     "max_worker_memory_mb": "recycle a web worker whose memory passes this (0: never)",
     "max_upload_mb": "largest accepted upload in MiB",
-    "ws_queue_size": "events buffered per WebSocket client before it is dropped",
+    "ws_queue_size": "live events held back for one WebSocket client while its resume replays, before it is dropped "
+                     "(a client is also dropped when 1 MiB waits in its socket)",
     "shutdown_grace_s": "on SIGTERM, seconds running jobs get to finish (then they wait in the store)",
     "event_retention": "number of events kept in the store for resuming clients",
     "event_retention_s": "age in seconds after which stored events are pruned",
