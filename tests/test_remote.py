@@ -521,7 +521,8 @@ def test_a_cut_link_longer_than_the_timeout_then_healed(remote_setup: Callable[.
     try:
         wait_until(lambda: setup.stalled(job_ids[0]), 30, "the primary to give the cut-off executors up")
         wait_until(lambda: not setup.hosts[0].ffmpeg(), 30, "the cut-off executors to kill their ffmpeg")
-        assert remote_processes(setup.cluster) == []
+        # each executor is given up when its own heartbeats stop: the idle one may go a moment after the busy one
+        wait_until(lambda: remote_processes(setup.cluster) == [], 30, "the primary to forget every cut-off executor")
     finally:
         setup.link.heal()
     setup.check(video_id, job_ids)
