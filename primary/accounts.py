@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cluster.passwords import hash_password, token_hash
+from primary.transaction import Transaction, connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -53,10 +52,7 @@ class User:
 
 class AccountStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect(path, synchronous="FULL")  # SQLite's default, which the accounts always had
         self._db.executescript(SCHEMA)
         _migrate(self._db)
 
@@ -92,7 +88,7 @@ class AccountStore:
     def set_password_hash(self, user_id: str, password_hash: str, keep_token_hash: str = "") -> list[str]:
         """A new password ends every session of the user but ``keep_token_hash`` (the one that changed it);
         returns the token hashes of the sessions it ended."""
-        with _transaction(self._db):
+        with Transaction(self._db):
             self._db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
             return self._end_sessions(user_id, keep_token_hash)
 
@@ -105,7 +101,7 @@ class AccountStore:
         user = self.user_by_name(name)
         if user is None:
             return None
-        with _transaction(self._db):
+        with Transaction(self._db):
             ended = self._end_sessions(user.id)
             self._db.execute("DELETE FROM users WHERE id = ?", (user.id,))
         return user, ended
@@ -139,17 +135,6 @@ class AccountStore:
 
     def prune_sessions(self) -> int:
         return self._db.execute("DELETE FROM sessions WHERE expires_at <= ?", (time.time() * 1000,)).rowcount
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from cluster.protocol import Event, JobState, Priority
 from primary.jobs import Attempt, Job
 from primary.migrations import migrate
-from primary.transaction import Transaction
+from primary.transaction import Transaction, connect
 
 _JOB_COLUMNS = [f.name for f in fields(Job)]
 _IMMUTABLE = {"id", "type", "video_id", "params", "owner", "created_at"}  # never change once a job exists
@@ -80,13 +80,7 @@ class StoreReads:
     def list_jobs(self, *, state: str | None = None, video_id: str | None = None, job_type: str | None = None,
                   owner: str | None = None, limit: int = 100, before: str | None = None) -> list[Job]:
         """Newest first, from just after the ``before`` cursor."""
-        clauses, args = _filters(state=state, video_id=video_id, type=job_type, owner=owner)
-        if before:
-            clauses.append("(created_at, id) < (?, ?)")
-            args.extend(_parse_cursor(before))
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._db.execute(f"SELECT * FROM jobs {where} ORDER BY created_at DESC, id DESC LIMIT ?",
-                                (*args, limit))
+        rows = self._page("jobs", limit, before, state=state, video_id=video_id, type=job_type, owner=owner)
         return [_job_from_row(r) for r in rows]
 
     def attempts(self, job_id: str) -> list[Attempt]:
@@ -185,14 +179,17 @@ class StoreReads:
 
     def page_videos(self, owner: str | None = None, limit: int = 100, before: str | None = None) -> list[dict[str, Any]]:
         """Newest first, from just after the ``before`` cursor."""
-        clauses, args = _filters(owner=owner)
+        return [_video_from_row(r) for r in self._page("videos", limit, before, owner=owner)]
+
+    def _page(self, table: str, limit: int, before: str | None, **equal: str | None) -> sqlite3.Cursor:
+        """A page of ``table`` newest first, from just after the ``before`` cursor, the ``equal`` filters set."""
+        clauses, args = _filters(**equal)
         if before:
             clauses.append("(created_at, id) < (?, ?)")
             args.extend(_parse_cursor(before))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._db.execute(f"SELECT * FROM videos {where} ORDER BY created_at DESC, id DESC LIMIT ?",
+        return self._db.execute(f"SELECT * FROM {table} {where} ORDER BY created_at DESC, id DESC LIMIT ?",
                                 (*args, limit))
-        return [_video_from_row(r) for r in rows]
 
     def video_outputs(self, video_ids: Sequence[str]) -> dict[str, list[Job]]:
         """The newest job of each output of these videos (a size, a format, the audio, the ladder)."""
@@ -211,12 +208,8 @@ class JobStore(StoreReads):
     """The writer: one connection, used only on the primary's loop."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-        self._writer.row_factory = sqlite3.Row
-        self._writer.execute("PRAGMA journal_mode=WAL")
-        self._writer.execute("PRAGMA synchronous=NORMAL")
+        self._writer = connect(path)
         self.schema_version = migrate(self._writer)
         self._checkpointer: sqlite3.Connection | None = None
         self._videos: dict[str, dict[str, Any]] = {}  # video id -> row, oldest first
