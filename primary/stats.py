@@ -17,14 +17,13 @@ from typing import Any
 
 from cluster.protocol import EventName, JobState
 from primary.jobs import Job
+from primary.metrics import FINAL_EVENTS
 from primary.store import JobStore
 
 WINDOW_MS = 3600_000
 BUCKET_MS = 60_000
 BUCKETS = WINDOW_MS // BUCKET_MS
 MAX_SAMPLES = 10_000
-_FINAL_EVENTS = {EventName.COMPLETED: JobState.COMPLETED, EventName.PERMANENT_FAILURE: JobState.DEAD,
-                 EventName.CANCELLED: JobState.CANCELLED}
 
 
 @dataclass
@@ -58,8 +57,8 @@ class WindowStats:
             self._add_wait(job.started_at, max(0.0, job.started_at - job.queued_at))
         elif name is EventName.COMPLETED and job.completed_at is not None and job.started_at is not None:
             self._add_run(job.started_at, max(0.0, job.completed_at - job.started_at))
-        if name in _FINAL_EVENTS:
-            self._second(time.time() * 1000).ended[_FINAL_EVENTS[name].value] += 1
+        if name in FINAL_EVENTS:
+            self._second(time.time() * 1000).ended[FINAL_EVENTS[name].value] += 1
 
     def summary(self, now_ms: float | None = None) -> dict[str, Any]:
         now_ms = now_ms if now_ms is not None else time.time() * 1000
