@@ -7,10 +7,12 @@ import fcntl
 import gc
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -25,7 +27,7 @@ from cluster.storage import LocalStorage, StorageSettings, check_storage, open_s
 from primary import permissions
 from primary.accounts import AccountStore
 from primary.auth_ops import AuthOps
-from primary.control import ControlServer, Handler
+from primary.control import ControlServer
 from primary.dispatch import ExecutorPool
 from primary.engine import JobEngine
 from primary.event_bus import EventBus
@@ -60,6 +62,29 @@ class AlreadyRunning(RuntimeError):
     pass
 
 
+@dataclass
+class _Parts:
+    """What ``Primary._build`` makes, for ``_serve`` to run and ``_close`` to take down."""
+
+    lock: int  # the run dir's lock file
+    listener: socket.socket
+    context: zmq.asyncio.Context
+    store: JobStore
+    reads: ReadStore
+    accounts: AccountStore
+    webhook_store: WebhookStore
+    bus: EventBus
+    engine: JobEngine
+    webhooks: WebhookDispatcher
+    pool: ExecutorPool
+    supervisor: Supervisor
+    executor_socket: zmq.asyncio.Socket
+    logs: zmq.asyncio.Socket
+    control: ControlServer
+    remote: _Remote | None
+    loop_lag: LoopLag
+
+
 class Primary:
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
@@ -70,6 +95,17 @@ class Primary:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def run(self) -> int:
+        parts = self._build()
+        await self._serve(parts)
+        await self._stop.wait()
+        await self._drain(parts.engine)
+        log.info("cluster stopping")
+        await self._close(parts)
+        log.info("cluster stopped")
+        return 0
+
+    def _build(self) -> _Parts:
+        """Every part, wired together; nothing runs yet."""
         config = self.config
         permissions.restrict(config)  # before anything is created, and before the store opens
         lock = _lock_run_dir(config.run_dir)
@@ -109,58 +145,63 @@ class Primary:
                                      lambda user_id: accounts.user_by_id(user_id) is not None)
         webhook_ops = WebhookOps(webhooks, lambda: bus.last_seq, config.webhook_max_per_user)
         metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts, processes,
-                             counts=store.count_by_state, loop_lag=loop_lag)
+                             counts=store.count_by_state, loop_lag=loop_lag, sources=[webhooks.render_metrics])
         control_socket = _bind(context, zmq.ROUTER, config.endpoint("control"))
         logs = _bind(context, zmq.PULL, config.endpoint("logs"))
         remote = _listen_remote(context, config, pool, bus.socket, control_socket, logs)
         control = ControlServer(control_socket, job_ops.handlers(),
                                 auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
-                                rates.handlers(), self._ws_counts.handlers(), _with_webhooks(metrics, webhooks),
+                                rates.handlers(), self._ws_counts.handlers(), metrics.handlers(),
                                 webhook_ops.handlers(), batch=engine.batch)
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
-        webhooks.catch_up()  # before any new event: deliveries a kill cut off are written first
-        bus.subscribers.append(webhooks.on_event)
-        webhooks.start()
-        engine.recover()
+        return _Parts(lock, listener, context, store, reads, accounts, webhook_store, bus, engine, webhooks, pool,
+                      supervisor, executor_socket, logs, control, remote, loop_lag)
+
+    async def _serve(self, parts: _Parts) -> None:
+        """Recover, start the loops, then the children."""
+        config, store = self.config, parts.store
+        parts.webhooks.catch_up()  # before any new event: deliveries a kill cut off are written first
+        parts.bus.subscribers.append(parts.webhooks.on_event)
+        parts.webhooks.start()
+        parts.engine.recover()
         gc.freeze()  # what recovery loaded lives on: the collector need not walk a million queued jobs again
         store.checkpoint_elsewhere()
         swept = open_storage(config).sweep_partials()  # no child runs yet
         if swept:
             log.info("removed partial files", count=swept)
+        pool, remote = parts.pool, parts.remote
         self._tasks = [asyncio.create_task(coro) for coro in (
-            control.serve(), pool.serve(), pool.watch_heartbeats(), _forward_logs(logs, bus),
+            parts.control.serve(), pool.serve(), pool.watch_heartbeats(), _forward_logs(parts.logs, parts.bus),
             _prune_events(store, config.event_retention, config.event_retention_s), self._watch_workers(),
-            loop_lag.run(), Retention(store, keep_rules(config)).run(), _checkpoint(store),
+            parts.loop_lag.run(), Retention(store, keep_rules(config)).run(), _checkpoint(store),
             *(remote.serve() if remote else ()),
         )]
         self._install_signal_handlers()
-        await supervisor.start(ChildSpec("web", "workers.web", (listener.fileno(),)), config.workers)
-        await supervisor.start(ChildSpec("executor", "workers.executor"), config.executors)
+        await parts.supervisor.start(ChildSpec("web", "workers.web", (parts.listener.fileno(),)), config.workers)
+        await parts.supervisor.start(ChildSpec("executor", "workers.executor"), config.executors)
         log.info("cluster started", port=config.port, workers=config.workers, executors=config.executors)
-        await self._stop.wait()
-        await self._drain(engine)
-        log.info("cluster stopping")
-        await supervisor.stop(CHILD_STOP_TIMEOUT_S)
+
+    async def _close(self, parts: _Parts) -> None:
+        """The children first, then the loops, then the parts, about in the reverse order they were made."""
+        await parts.supervisor.stop(CHILD_STOP_TIMEOUT_S)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await webhooks.close()
-        engine.close()
-        listener.close()
-        for sock in (executor_socket, logs):
+        await parts.webhooks.close()
+        parts.engine.close()
+        parts.listener.close()
+        for sock in (parts.executor_socket, parts.logs):
             sock.close(linger=0)
-        if remote:
-            remote.close()
-        control.close()
-        bus.close()
-        context.term()
-        reads.close()
-        store.close()
-        accounts.close()
-        webhook_store.close()
-        _release_run_dir(config.run_dir, lock)
-        log.info("cluster stopped")
-        return 0
+        if parts.remote:
+            parts.remote.close()
+        parts.control.close()
+        parts.bus.close()
+        parts.context.term()
+        parts.reads.close()
+        parts.store.close()
+        parts.accounts.close()
+        parts.webhook_store.close()
+        _release_run_dir(self.config.run_dir, parts.lock)
 
     async def _drain(self, engine: JobEngine) -> None:
         """New jobs get 503 and nothing new starts; running jobs get the grace period to finish.
@@ -269,13 +310,6 @@ def _ensure_an_administrator(accounts: AccountStore) -> None:
 def _retry_tracker(config: ClusterConfig) -> RetryTracker:
     default = RetryPolicy(config.max_retries, config.retry_initial_ms, timeout_s=config.job_timeout_s)
     return RetryTracker(default, parse_policies(config.job_policies, default))
-
-
-def _with_webhooks(metrics: MetricsOps, webhooks: WebhookDispatcher) -> dict[str, Handler]:
-    """The metrics handlers, with the webhooks' counter after the rest of /metrics."""
-    handlers = metrics.handlers()
-    render = handlers["metrics"]
-    return {**handlers, "metrics": lambda args: render(args) + webhooks.metrics_text()}
 
 
 def _run_files(config: ClusterConfig, store: JobStore) -> RunFiles | None:

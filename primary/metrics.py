@@ -159,8 +159,10 @@ class MetricsOps:
 
     def __init__(self, jobs: JobMetrics, engine: JobEngine, worker_stats: Callable[[], dict[int, dict[str, Any]]],
                  restarts: Callable[[], dict[str, int]], processes: Callable[[], list[dict[str, Any]]],
-                 counts: Callable[[], dict[str, int]] | None = None, loop_lag: LoopLag | None = None) -> None:
+                 counts: Callable[[], dict[str, int]] | None = None, loop_lag: LoopLag | None = None,
+                 sources: Iterable[Callable[[Exposition], None]] = ()) -> None:
         self._jobs = jobs
+        self._sources = tuple(sources)  # other parts' families (the webhooks' deliveries), after the rest
         self._engine = engine
         self._counts = counts  # the store's jobs by state (kept on commit); else counted from the engine
         self._loop_lag = loop_lag
@@ -179,6 +181,8 @@ class MetricsOps:
         self._render_workers(out)
         self._render_processes(out)
         self._render_loop(out)
+        for source in self._sources:
+            source(out)
         return out.text()
 
     def _render_loop(self, out: Exposition) -> None:

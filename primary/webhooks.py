@@ -182,12 +182,10 @@ class WebhookDispatcher:
                 log.info("webhook removed with its user", webhookId=hook.id, userId=hook.owner)
                 self.remove(hook.id)
 
-    def metrics_text(self) -> str:
-        out = Exposition()
+    def render_metrics(self, out: Exposition) -> None:
         out.family("vc_webhook_deliveries_total", "counter",
                    "webhook delivery tries since the primary started, by outcome",
                    [({"outcome": outcome}, count) for outcome, count in sorted(self.outcomes.items())])
-        return out.text()
 
     # sending
 
