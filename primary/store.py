@@ -70,13 +70,6 @@ class StoreReads:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job_from_row(row) if row else None
 
-    def get_jobs(self, job_ids: Iterable[str]) -> dict[str, Job]:
-        ids = list(job_ids)
-        if not ids:
-            return {}
-        rows = self._db.execute(f"SELECT * FROM jobs WHERE id IN ({','.join('?' for _ in ids)})", ids)
-        return {row["id"]: _job_from_row(row) for row in rows}
-
     def list_jobs(self, *, state: str | None = None, video_id: str | None = None, job_type: str | None = None,
                   owner: str | None = None, limit: int = 100, before: str | None = None) -> list[Job]:
         """Newest first, from just after the ``before`` cursor."""
