@@ -159,12 +159,12 @@ class MetricsOps:
 
     def __init__(self, jobs: JobMetrics, engine: JobEngine, worker_stats: Callable[[], dict[int, dict[str, Any]]],
                  restarts: Callable[[], dict[str, int]], processes: Callable[[], list[dict[str, Any]]],
-                 counts: Callable[[], dict[str, int]] | None = None, loop_lag: LoopLag | None = None,
+                 counts: Callable[[], dict[str, int]], loop_lag: LoopLag,
                  sources: Iterable[Callable[[Exposition], None]] = ()) -> None:
         self._jobs = jobs
         self._sources = tuple(sources)  # other parts' families (the webhooks' deliveries), after the rest
         self._engine = engine
-        self._counts = counts  # the store's jobs by state (kept on commit); else counted from the engine
+        self._counts = counts  # the store's jobs by state (its job_counts, kept by triggers on every write)
         self._loop_lag = loop_lag
         self._worker_stats = worker_stats  # the WorkerRegistry's: pid -> the figures of its last heartbeat
         self._restarts = restarts  # the Supervisor's: role -> children replaced
@@ -186,8 +186,6 @@ class MetricsOps:
         return out.text()
 
     def _render_loop(self, out: Exposition) -> None:
-        if self._loop_lag is None:
-            return
         lag = self._loop_lag
         out.histogram("vc_primary_loop_lag_seconds", "how late the primary's event loop ran a 50 ms timer",
                       lag.histogram)
@@ -201,10 +199,7 @@ class MetricsOps:
         finished.update(self._jobs.finished)
         out.family("vc_jobs_total", "counter", "jobs that reached a final state (completed, dead, cancelled)",
                    [({"type": t, "state": s}, n) for (t, s), n in sorted(finished.items())])
-        if self._counts is not None:
-            active = Counter(self._counts())
-        else:
-            active = Counter(job.state.value for job in self._engine.active.values())
+        active = Counter(self._counts())
         out.family("vc_queue_jobs", "gauge", "jobs queued, delayed (waiting for a retry) or running",
                    [({"state": state.value}, active[state.value]) for state in QUEUE_STATES])
         out.histogram("vc_job_wait_seconds", "time from queued to started, per attempt", self._jobs.wait_s)
