@@ -37,7 +37,7 @@ from primary.listener import bind_listener
 from primary.metrics import JobMetrics, LoopLag, MetricsOps
 from primary.rate_limits import RateLimits, WebSocketCounts, limit_keys
 from primary.remote_access import RemoteAccess
-from primary.retention import Retention, keep_rules
+from primary.retention import Retention, in_batches, keep_rules
 from primary.retry import RetryPolicy, RetryTracker, parse_policies
 from primary.run_files import RunFiles
 from primary.session_events import SessionNotices
@@ -400,8 +400,7 @@ async def _checkpoint(store: JobStore) -> None:
 
 async def _prune_events(store: JobStore, keep: int, max_age_s: float) -> None:
     while True:
-        while store.prune_events(keep, time.time() * 1000 - max_age_s * 1000, DELETE_BATCH) == DELETE_BATCH:
-            await asyncio.sleep(0)  # a batch at a time: the loop runs between them
+        await in_batches(lambda: store.prune_events(keep, time.time() * 1000 - max_age_s * 1000, DELETE_BATCH))
         await asyncio.sleep(PRUNE_INTERVAL_S)
 
 

@@ -53,10 +53,10 @@ class Retention:
         removed = 0
         for rule in self._rules:
             if rule.max_age_s > 0:
-                removed += await self._in_batches(lambda r=rule: self._store.delete_ended(
+                removed += await in_batches(lambda r=rule: self._store.delete_ended(
                     r.state.value, now_ms - r.max_age_s * 1000, DELETE_BATCH))
             if rule.max_count > 0:
-                removed += await self._in_batches(lambda r=rule: self._store.delete_oldest(
+                removed += await in_batches(lambda r=rule: self._store.delete_oldest(
                     r.state.value, min(DELETE_BATCH, self._excess(r))))
         if removed:
             log.info("finished jobs removed by retention", removed=removed)
@@ -65,12 +65,14 @@ class Retention:
     def _excess(self, rule: Keep) -> int:
         return max(0, self._store.count_by_state().get(rule.state.value, 0) - rule.max_count)
 
-    @staticmethod
-    async def _in_batches(delete_one_batch: Callable[[], int]) -> int:
-        removed = 0
-        while True:
-            count = delete_one_batch()
-            removed += count
-            if count < DELETE_BATCH:
-                return removed
-            await asyncio.sleep(0)  # let the loop run between batches
+
+async def in_batches(delete_one_batch: Callable[[], int]) -> int:
+    """Call ``delete_one_batch`` (which removes at most DELETE_BATCH rows) until it removes fewer, letting the
+    loop run between batches; answer how many rows went."""
+    removed = 0
+    while True:
+        count = delete_one_batch()
+        removed += count
+        if count < DELETE_BATCH:
+            return removed
+        await asyncio.sleep(0)  # let the loop run between batches
