@@ -159,6 +159,9 @@ class LocalStorage(Layout):
     def prepare(self) -> None:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
 
+    def close(self) -> None:
+        """Nothing to release (an S3 storage shuts its pool and clients)."""
+
     def video_dir(self, video_id: str) -> Path:
         return self.root / self.check_video_id(video_id)
 
