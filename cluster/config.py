@@ -235,40 +235,31 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
     return config
 
 
+# The numeric fields with a bound, by bound: one table, not an if per field.
+_AT_LEAST_ONE = ("workers", "event_retention", "max_json_body_kb", "webhook_max_attempts", "webhook_retry_initial_ms")
+_POSITIVE = ("max_source_pixels", "max_source_fps", "max_source_duration_s", "max_job_work", "webhook_timeout_s",
+             "header_timeout_s", "upload_idle_s", "s3_url_expiry_s")
+_NOT_NEGATIVE = ("executors", "upload_rate_per_min", "job_rate_per_min", "login_rate_per_min",
+                 "max_queued_jobs_per_user", "max_ws_per_worker", "max_ws_per_user", "keep_completed_s",
+                 "keep_dead_s", "keep_cancelled_s", "keep_completed", "keep_dead", "keep_cancelled",
+                 "login_max_failures_per_address", "max_uploads_per_worker", "max_uploads_per_user",
+                 "webhook_max_per_user")
+
+
 def validate(config: ClusterConfig) -> None:
     if not 0 < config.port < 65536:
         raise ValueError(f"port out of range: {config.port}")
-    if config.workers < 1:
-        raise ValueError("--workers must be at least 1")
-    if config.executors < 0:
-        raise ValueError("--executors must not be negative")
-    if config.event_retention < 1:
-        raise ValueError("--event-retention must be at least 1")
-    limits = ("upload_rate_per_min", "job_rate_per_min", "login_rate_per_min", "max_queued_jobs_per_user",
-              "max_ws_per_worker", "max_ws_per_user", "keep_completed_s", "keep_dead_s", "keep_cancelled_s",
-              "keep_completed", "keep_dead", "keep_cancelled", "login_max_failures_per_address",
-              "max_uploads_per_worker", "max_uploads_per_user")
-    for name in limits:
-        if getattr(config, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must not be negative")
-    for name in ("max_source_pixels", "max_source_fps", "max_source_duration_s", "max_job_work"):
-        if getattr(config, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive")
-    if config.max_json_body_kb < 1:
-        raise ValueError("--max-json-body-kb must be at least 1")
-    if config.webhook_max_attempts < 1 or config.webhook_retry_initial_ms < 1 or config.webhook_timeout_s <= 0:
-        raise ValueError("--webhook-max-attempts, --webhook-retry-initial-ms and --webhook-timeout-s must be positive")
-    if config.webhook_max_per_user < 0:
-        raise ValueError("--webhook-max-per-user must not be negative")
+    for names, ok, bound in ((_AT_LEAST_ONE, lambda v: v >= 1, "be at least 1"),
+                             (_POSITIVE, lambda v: v > 0, "be positive"),
+                             (_NOT_NEGATIVE, lambda v: v >= 0, "not be negative")):
+        for name in names:
+            if not ok(getattr(config, name)):
+                raise ValueError(f"--{name.replace('_', '-')} must {bound}")
     for proxy in config.forwarded_allow_ips.split(","):
         if proxy.strip() and proxy.strip() != "*":
             ipaddress.ip_network(proxy.strip(), strict=False)  # ValueError names the bad one
-    if config.header_timeout_s <= 0 or config.upload_idle_s <= 0:
-        raise ValueError("--header-timeout-s and --upload-idle-s must be positive")
     if config.storage and not (config.storage.startswith("s3://") and config.storage[5:].split("/")[0]):
         raise ValueError("--storage must be empty (local disk) or s3://BUCKET/PREFIX")
-    if config.s3_url_expiry_s <= 0:
-        raise ValueError("--s3-url-expiry-s must be positive")
     if config.log_format not in ("json", "console"):
         raise ValueError("--log-format must be json or console")
     if config.remote_bind:

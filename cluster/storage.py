@@ -159,6 +159,9 @@ class LocalStorage(Layout):
     def prepare(self) -> None:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
 
+    def close(self) -> None:
+        """Nothing to release (an S3 storage shuts its pool and clients)."""
+
     def video_dir(self, video_id: str) -> Path:
         return self.root / self.check_video_id(video_id)
 
@@ -190,11 +193,13 @@ class LocalStorage(Layout):
             raise ValueError(f"bad run id {run_id!r}")
         return final.with_name(f".{final.name}.{run_id}.part")
 
-    def discard_run(self, video_id: str, run_id: str) -> int:
-        """Remove whatever this run wrote under its run-scoped names; the number of paths removed."""
+    def discard_run(self, video_id: str | None, run_id: str) -> int:
+        """Remove whatever this run wrote under its run-scoped names (under every video's directory when its
+        video is unknown); the number of paths removed."""
         if not run_id.isalnum():
             raise ValueError(f"bad run id {run_id!r}")
-        stale = list(self.video_dir(video_id).glob(f".*.{run_id}.part"))
+        pattern = f".*.{run_id}.part"
+        stale = list(self.video_dir(video_id).glob(pattern) if video_id else self.root.glob(f"*/{pattern}"))
         for path in stale:
             discard(path)
         return len(stale)

@@ -54,9 +54,6 @@ class RemoteAccess:
     def authorised(self, key: str) -> bool:
         return key in self._authorised
 
-    def name(self, key: str) -> str:
-        return self._authorised.get(key, "")
-
     def bind(self, socket: zmq.Socket, name: str) -> str:
         """Also bind this socket on its TCP endpoint, as a CURVE server (its ipc endpoints stay as they are)."""
         socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)

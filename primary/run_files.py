@@ -50,22 +50,11 @@ class RunFiles:
     def discard(self, video_id: str | None, run_id: str) -> None:
         """Remove what a refused or abandoned run wrote (its video is unknown after a restart: search all)."""
         try:
-            if video_id:
-                removed = self._storage.discard_run(video_id, run_id)
-            else:
-                removed = self._discard_anywhere(run_id)
+            removed = self._storage.discard_run(video_id, run_id)
         except ValueError:
             return  # a malformed id from a report: it names no file of ours
         if removed:
             log.info("removed the files of a refused run", videoId=video_id, runId=run_id, count=removed)
-
-    def _discard_anywhere(self, run_id: str) -> int:
-        if not run_id.isalnum():
-            raise ValueError(run_id)
-        stale = list(self._storage.root.glob(f"*/.*.{run_id}.part"))
-        for path in stale:
-            discard(path)
-        return len(stale)
 
     def _final(self, job: Job) -> Path | None:
         video = self._video_lookup(job.video_id)

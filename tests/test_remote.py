@@ -322,6 +322,9 @@ def test_the_pool_accepts_one_run_and_refuses_what_a_lost_run_sends_later(tmp_pa
         pool.handle(b"a", ExecutorMessage("done", run_a, {"result": {"from": "a"}, "videoId": "v1"}), remote,
                     "KEY-A")
         assert not late.exists() and remote.kinds(b"a")[-1] == "rejoin"
+        late.write_text("a, later still")
+        pool.handle(b"a", ExecutorMessage("failed", run_a, {"error": "killed"}), remote, "KEY-A")
+        assert not late.exists(), "a late report naming no video: its run's files are found under any video"
         pool.handle(b"b", ExecutorMessage("done", run_b, {"result": {"from": "b"}, "videoId": "v1"}), remote,
                     "KEY-B")
         assert final.read_text() == "b" and not list(final.parent.glob(".*.part"))

@@ -98,7 +98,7 @@ class Executor:
                        job_log: Any) -> tuple[ExecutorKind, dict[str, Any]]:
         try:
             await inject(self._faults, str(payload.get("type")))
-            result = await execute({**payload, "runId": run_id}, self._storage, self._ffmpeg,
+            result = await execute(payload, self._storage, self._ffmpeg,
                                    self._progress_reporter(run_id), run_id)
         except JobFailure as e:
             job_log.warning("job failed", error=str(e), permanent=e.permanent)

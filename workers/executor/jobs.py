@@ -74,7 +74,7 @@ async def execute(payload: dict[str, Any], storage: Storage, ffmpeg: str,
         async with storage.workspace(video_id, run_id, video["info"]["format"]) as work:
             try:
                 # fenced by run-scoped names here only on the storage itself; an S3 run is fenced by its keys
-                job = await _prepare(payload, work, ffmpeg, on_progress, fenced=work is storage)
+                job = await _prepare(payload, work, ffmpeg, on_progress, run_id if work is storage else "")
                 result = await runner(job)
             except (JobFailure, OSError, media.MediaError) as e:
                 if work is storage:
@@ -87,7 +87,7 @@ async def execute(payload: dict[str, Any], storage: Storage, ffmpeg: str,
 
 
 async def _prepare(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
-                   on_progress: ProgressCallback, fenced: bool = True) -> Job:
+                   on_progress: ProgressCallback, run_id: str) -> Job:
     video_id, source_fmt, params = payload["videoId"], payload["video"]["info"]["format"], payload["params"]
     source = storage.original(video_id, source_fmt)
     if not source.is_file():
@@ -98,7 +98,7 @@ async def _prepare(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
         raise JobFailure(f"unreadable input: {e}", permanent=True) from e
     output = _checked(storage.job_output, payload["type"], video_id, params, source_fmt)
     return Job(video_id, params, source, source_fmt, info, output, ffmpeg, int(payload["threads"]),
-               float(payload["timeoutS"]), on_progress, str(payload.get("runId") or "") if fenced else "")
+               float(payload["timeoutS"]), on_progress, run_id)
 
 
 def _scratch_free(error: Exception, work: LocalStorage, video_id: str) -> JobFailure:

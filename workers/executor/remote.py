@@ -30,7 +30,7 @@ from cluster.child import EXIT_REFUSED, LogShipper, child_config, die_with_paren
 from cluster.config import REMOTE_ENDPOINTS, ClusterConfig
 from cluster.curve import CertError, ClientCert, make_client, tcp_port
 from cluster.logs import configure_logging, get_logger
-from cluster.protocol import ExecutorMessage, ProtocolError
+from cluster.protocol import ExecutorKind, ExecutorMessage, ProtocolError
 from cluster.storage import LocalStorage, StorageSettings, open_storage
 from workers.executor.__main__ import Executor
 
@@ -122,18 +122,19 @@ class Session:
         if executor is not None:
             await executor.kill_jobs()
         if self._storage is not None:
-            for run_id, video_id in self._runs.items():
-                with suppress(ValueError, OSError):
-                    self._storage.discard_run(video_id, run_id)
+            # an S3 run's keys went with its workspace (cancelled, failed or published); local runs leave files
+            if isinstance(self._storage, LocalStorage):
+                await asyncio.to_thread(_discard_runs, self._storage, self._runs)
+            await asyncio.to_thread(self._storage.close)  # the next session opens its own (an S3 pool, clients)
         if say_bye and self._welcomed:
-            await self.socket.send(ExecutorMessage("bye").encode())
+            await self._send(ExecutorKind.BYE)
             with suppress(asyncio.TimeoutError, zmq.ZMQError):
                 await asyncio.wait_for(self.socket.recv(), BYE_WAIT_S)  # its answer: the primary has let us go
         self._monitor.close(linger=0)
         self.socket.close(linger=0)
 
     async def _work(self) -> None:
-        await self._send("hello", {"pid": os.getpid(), "hostname": sockets.gethostname()})
+        await self._send(ExecutorKind.HELLO, {"pid": os.getpid(), "hostname": sockets.gethostname()})
         welcome = await self._welcome()
         config = self._config_from(welcome)
         self._threads = config.threads_per_ffmpeg
@@ -141,7 +142,7 @@ class Session:
         self._executor = Executor(config, self._context, socket=self.socket, storage=storage)
         self._welcomed = True
         log.info("joined the primary", primary=self._settings.primary, storage=str(storage.root))
-        await self._send("ready")
+        await self._send(ExecutorKind.READY)
         heartbeat = asyncio.create_task(self._heartbeat(config.heartbeat_interval_s))
         try:
             while True:
@@ -154,7 +155,7 @@ class Session:
         try:
             while True:
                 message = await self._receive(WELCOME_TIMEOUT_S)
-                if message.kind == "welcome":
+                if message.kind == ExecutorKind.WELCOME:
                     return message.payload
                 self._on_message(message)
         except Silent as e:
@@ -173,22 +174,22 @@ class Session:
                 log.warning("bad message from the primary", error=str(e))
 
     def _on_message(self, message: ExecutorMessage) -> None:
-        if message.kind == "refused":
+        if message.kind == ExecutorKind.REFUSED:
             raise Refused(str(message.payload.get("reason", "refused")))
-        if message.kind == "rejoin":
+        if message.kind == ExecutorKind.REJOIN:
             raise Rejoin(str(message.payload.get("reason", "the primary asks us to join again")))
-        if message.kind == "run":
+        if message.kind == ExecutorKind.RUN:
             self._runs[message.run_id] = str(message.payload.get("videoId", ""))
             # threads for this host's CPUs and executor count (or the primary's --ffmpeg-threads, if it set one)
             message = dataclasses.replace(message, payload={**message.payload, "threads": self._threads})
-        if self._executor is not None and message.kind in ("run", "cancel"):
+        if self._executor is not None and message.kind in (ExecutorKind.RUN, ExecutorKind.CANCEL):
             self._executor.handle(message)
 
     async def _heartbeat(self, interval_s: float) -> None:
         me = psutil.Process()
         me.cpu_percent()
         while True:
-            await self._send("heartbeat", _usage(me))
+            await self._send(ExecutorKind.HEARTBEAT, _usage(me))
             await asyncio.sleep(interval_s)
 
     async def _watch_handshakes(self) -> None:
@@ -227,8 +228,15 @@ class Session:
                           "--storage-dir); S3 storage will remove the need for a shared filesystem")
         return LocalStorage(root)
 
-    async def _send(self, kind: str, payload: dict[str, Any] | None = None) -> None:
+    async def _send(self, kind: ExecutorKind, payload: dict[str, Any] | None = None) -> None:
         await self.socket.send(ExecutorMessage(kind, "", payload or {}).encode())
+
+
+def _discard_runs(storage: LocalStorage, runs: dict[str, str]) -> None:
+    """Remove what these runs (run id -> video id) left under their run-scoped names. Blocking."""
+    for run_id, video_id in runs.items():
+        with suppress(ValueError, OSError):
+            storage.discard_run(video_id, run_id)
 
 
 def _secure_logs(socket: zmq.Socket, cert: ClientCert) -> None:
