@@ -27,7 +27,7 @@ from workers.web.auth import RequireSession, SessionCache, login, logout, update
 from workers.web.client_ip import ForwardedHeaders, TrustedProxies, client_ip
 from workers.web.csrf import CsrfGuard
 from workers.web.draining import CloseWhenDraining
-from workers.web.errors import EXCEPTION_HANDLERS, ApiError
+from workers.web.errors import EXCEPTION_HANDLERS, ApiError, too_many
 from workers.web.http_stats import RequestStats
 from workers.web.hub import Hub
 from workers.web.operator_access import is_operator, require_operator
@@ -113,8 +113,7 @@ def build_app(state: WorkerState) -> Starlette:
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
     ]
-    handlers = {**EXCEPTION_HANDLERS, RateLimited: rate_limited}
-    app = Starlette(routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
                     middleware=[Middleware(ForwardedHeaders, proxies=TrustedProxies(state.config.forwarded_allow_ips)),
                                 Middleware(SecurityHeaders), Middleware(RequestStats, counts=state.requests),
                                 Middleware(CloseWhenDraining, state=state),
@@ -389,25 +388,11 @@ def _asset_path(storage: Storage, video: dict[str, Any], kind: str | None, q: An
     raise ApiError(400, "type must be original, thumbnail, resize, converted or audio")
 
 
-class RateLimited(Exception):
-    """429 with ``Retry-After`` (whole seconds, at least 1)."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = max(1, math.ceil(retry_after_s))
-
-
-async def rate_limited(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RateLimited)
-    return JSONResponse({"error": f"{exc}: try again in {exc.retry_after_s} s"}, status_code=429,
-                        headers={"Retry-After": str(exc.retry_after_s)})
-
-
 async def _admit(request: Request, kind: str) -> None:
     """The primary's rate limit for this user and address (it holds across the web workers)."""
     answer = await _call(request, "admit", kind=kind, ip=client_ip(request))
     if not answer["allowed"]:
-        raise RateLimited(f"too many {kind} requests", answer["retryAfter"])
+        raise too_many(f"too many {kind} requests", answer["retryAfter"])
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -435,7 +420,7 @@ async def _submit(request: Request, job_type: str, body: dict[str, Any]) -> JSON
     ip = client_ip(request)
     answer = await _call(request, "submit_job", type=job_type, videoId=_video_id(video_id), body=body, ip=ip)
     if "retryAfter" in answer:
-        raise RateLimited("too many job requests", answer["retryAfter"])
+        raise too_many("too many job requests", answer["retryAfter"])
     log.info("job requested", jobId=answer["jobId"], videoId=video_id, created=answer["created"])
     return JSONResponse({"jobId": answer["jobId"]}, status_code=202 if answer["created"] else 200)
 
