@@ -217,9 +217,7 @@ async def make_hls(request: Request) -> JSONResponse:
 
 async def delete_video(request: Request) -> JSONResponse:
     """Cancels the video's jobs (killing a running ffmpeg), forgets it, then removes its files."""
-    video_id = request.path_params["video_id"]
-    if not video_id.isalnum():
-        raise ApiError(404, f"video {video_id} not found")
+    video_id = _video_id(request.path_params["video_id"])
     answer = await _call(request, "delete_video", videoId=video_id)
     await asyncio.to_thread(_state(request).storage.remove_video, video_id)
     log.info("video deleted", videoId=video_id, cancelledJobs=len(answer["cancelled"]))
