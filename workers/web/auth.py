@@ -74,6 +74,11 @@ class SessionCache:
         self._by_user.setdefault(str(user["userId"]), set()).add(key)
 
 
+async def user_call(request: Request, op: str, **args: Any) -> Any:
+    """An RPC on behalf of the logged-in user (RequireSession put it there); the primary checks ownership."""
+    return await request.app.state.worker.rpc.call(op, user=request.state.user, **args)
+
+
 def session_token(connection: HTTPConnection) -> str | None:
     header = connection.headers.get("authorization", "")
     if header.lower().startswith("bearer "):

@@ -5,12 +5,11 @@ The primary owns webhooks and checks who may see which; these routes check the s
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from workers.web import request_body
+from workers.web.auth import user_call
 from workers.web.errors import ApiError
 
 MAX_BODY_BYTES = 16 * 1024
@@ -25,20 +24,20 @@ async def create_webhook(request: Request) -> JSONResponse:
         raise ApiError(400, "url is required")
     if not isinstance(events, list):
         raise ApiError(400, "events must be a list of event names or prefixes such as 'job:'")
-    created = await _call(request, "create_webhook", url=url, events=events)
+    created = await user_call(request, "create_webhook", url=url, events=events)
     return JSONResponse(created, status_code=201)
 
 
 async def list_webhooks(request: Request) -> JSONResponse:
-    return JSONResponse(await _call(request, "list_webhooks"))
+    return JSONResponse(await user_call(request, "list_webhooks"))
 
 
 async def get_webhook(request: Request) -> JSONResponse:
-    return JSONResponse(await _call(request, "get_webhook", webhookId=_webhook_id(request)))
+    return JSONResponse(await user_call(request, "get_webhook", webhookId=_webhook_id(request)))
 
 
 async def delete_webhook(request: Request) -> JSONResponse:
-    return JSONResponse(await _call(request, "delete_webhook", webhookId=_webhook_id(request)))
+    return JSONResponse(await user_call(request, "delete_webhook", webhookId=_webhook_id(request)))
 
 
 async def list_deliveries(request: Request) -> JSONResponse:
@@ -47,7 +46,7 @@ async def list_deliveries(request: Request) -> JSONResponse:
     before = _whole_number(q["before"], "before") if "before" in q else None
     if not 0 < limit <= 1000:
         raise ApiError(400, "limit must be between 1 and 1000")
-    deliveries = await _call(request, "webhook_deliveries", webhookId=_webhook_id(request), limit=limit,
+    deliveries = await user_call(request, "webhook_deliveries", webhookId=_webhook_id(request), limit=limit,
                              before=before)
     return JSONResponse(deliveries)
 
@@ -64,8 +63,4 @@ def _whole_number(text: str, name: str) -> int:
     if number is None:
         raise ApiError(400, f"{name} must be a whole number")
     return number
-
-
-async def _call(request: Request, op: str, **args: Any) -> Any:
-    return await request.app.state.worker.rpc.call(op, user=request.state.user, **args)
 
