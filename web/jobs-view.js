@@ -258,8 +258,9 @@ const POSITIONS_EVERY_MS = 2000;
 let positionsTimer = null;
 
 function watchPositions() {
+  if (positionsTimer !== null) return; // a look is due already: no need to scan every job at each event
   const waiting = [...jobs.values()].some((job) => job.state === 'queued');
-  if (waiting && positionsTimer === null) positionsTimer = setTimeout(refreshPositions, POSITIONS_EVERY_MS);
+  if (waiting) positionsTimer = setTimeout(refreshPositions, POSITIONS_EVERY_MS);
 }
 
 async function refreshPositions() {
@@ -284,7 +285,7 @@ const FINISHED_SHOWN = 3; // a card shows its unfinished jobs and its newest fin
 /** Long job lists fold: finished jobs past the newest FINISHED_SHOWN hide behind a "show" toggle. */
 function foldFinished(card) {
   const finished = [...card.jobsList.children].filter((li) => FINAL_STATES.has(li.dataset.state));
-  const folded = finished.slice(FINISHED_SHOWN);
+  const folded = Math.max(0, finished.length - FINISHED_SHOWN);
   if (!card.foldToggle) {
     card.foldToggle = button('', 'link-button small fold-jobs', () => {
       card.showAllJobs = !card.showAllJobs;
@@ -292,10 +293,10 @@ function foldFinished(card) {
     });
     card.jobsList.after(card.foldToggle);
   }
-  for (const li of finished) li.hidden = !card.showAllJobs && folded.includes(li);
-  card.foldToggle.hidden = folded.length === 0;
+  finished.forEach((li, i) => { li.hidden = !card.showAllJobs && i >= FINISHED_SHOWN; });
+  card.foldToggle.hidden = folded === 0;
   card.foldToggle.textContent = card.showAllJobs
-    ? 'Hide older finished jobs' : `Show ${folded.length} older finished job${folded.length === 1 ? '' : 's'}`;
+    ? 'Hide older finished jobs' : `Show ${folded} older finished job${folded === 1 ? '' : 's'}`;
   card.foldToggle.setAttribute('aria-expanded', String(Boolean(card.showAllJobs)));
 }
 

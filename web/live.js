@@ -9,6 +9,8 @@
 // - a close with 4401 (the session ended: logout elsewhere, password change) stops it for good;
 // - tells the page its state: connecting, open, closed (with the reconnect countdown) or offline.
 
+import { currentUser } from './common.js';
+
 const MIN_DELAY_MS = 500;
 const MAX_DELAY_MS = 10000;
 const STABLE_MS = 5000; // a connection that lived this long starts the back-off afresh
@@ -159,8 +161,7 @@ export class LiveSocket {
   /** A refused handshake looks like any failed connection: ask the API whether the session ended. */
   async _checkSession() {
     try {
-      const response = await fetch('/api/user', { credentials: 'same-origin' });
-      if (response.status === 401 && !this.stopped) {
+      if (await currentUser() === null && !this.stopped) { // null: a 401
         this.stop();
         if (this.handlers.onUnauthorized) this.handlers.onUnauthorized();
       }

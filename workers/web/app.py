@@ -23,11 +23,11 @@ from cluster.config import ClusterConfig
 from cluster.logs import get_logger
 from workers.web import request_body, webhook_routes
 from workers.web.assets import asset_response, hls_file_response
-from workers.web.auth import RequireSession, SessionCache, login, logout, update_user
+from workers.web.auth import RequireSession, SessionCache, login, logout, update_user, user_call
 from workers.web.client_ip import ForwardedHeaders, TrustedProxies, client_ip
 from workers.web.csrf import CsrfGuard
 from workers.web.draining import CloseWhenDraining
-from workers.web.errors import EXCEPTION_HANDLERS, ApiError
+from workers.web.errors import EXCEPTION_HANDLERS, ApiError, too_many
 from workers.web.http_stats import RequestStats
 from workers.web.hub import Hub
 from workers.web.operator_access import is_operator, require_operator
@@ -113,8 +113,7 @@ def build_app(state: WorkerState) -> Starlette:
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
     ]
-    handlers = {**EXCEPTION_HANDLERS, RateLimited: rate_limited}
-    app = Starlette(routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
                     middleware=[Middleware(ForwardedHeaders, proxies=TrustedProxies(state.config.forwarded_allow_ips)),
                                 Middleware(SecurityHeaders), Middleware(RequestStats, counts=state.requests),
                                 Middleware(CloseWhenDraining, state=state),
@@ -126,11 +125,6 @@ def build_app(state: WorkerState) -> Starlette:
 
 def _state(request: Request) -> WorkerState:
     return request.app.state.worker
-
-
-async def _call(request: Request, op: str, **args: Any) -> Any:
-    """An RPC on behalf of the logged-in user (RequireSession put it there); the primary checks ownership."""
-    return await _state(request).rpc.call(op, user=request.state.user, **args)
 
 
 async def health(request: Request) -> Response:
@@ -188,7 +182,7 @@ async def _receive_upload(request: Request) -> JSONResponse:
                               state.config.upload_idle_s, ext)
     video_id, info = await ingest(temp, ext, state.storage, state.ffmpeg, source_limits(state.config))
     try:
-        await _call(request, "add_video", videoId=video_id, name=filename, info=info)
+        await user_call(request, "add_video", videoId=video_id, name=filename, info=info)
     except Exception:
         await asyncio.to_thread(state.storage.remove_video, video_id)
         raise
@@ -218,10 +212,8 @@ async def make_hls(request: Request) -> JSONResponse:
 
 async def delete_video(request: Request) -> JSONResponse:
     """Cancels the video's jobs (killing a running ffmpeg), forgets it, then removes its files."""
-    video_id = request.path_params["video_id"]
-    if not video_id.isalnum():
-        raise ApiError(404, f"video {video_id} not found")
-    answer = await _call(request, "delete_video", videoId=video_id)
+    video_id = _video_id(request.path_params["video_id"])
+    answer = await user_call(request, "delete_video", videoId=video_id)
     await asyncio.to_thread(_state(request).storage.remove_video, video_id)
     log.info("video deleted", videoId=video_id, cancelledJobs=len(answer["cancelled"]))
     return JSONResponse({"videoId": video_id, "deleted": True, "cancelledJobs": answer["cancelled"]})
@@ -233,60 +225,60 @@ async def get_hls_file(request: Request) -> Response:
 
 
 async def list_videos(request: Request) -> JSONResponse:
-    page = await _call(request, "list_videos", limit=_limit(request), before=_before(request))
+    page = await user_call(request, "list_videos", limit=_limit(request), before=_before(request))
     return _page(request, [_video_view(v) for v in page["items"]], page["next"])
 
 
 async def list_video_jobs(request: Request) -> JSONResponse:
     """A video's whole job history, newest first, a page at a time."""
     video_id = _video_id(request.path_params["video_id"])
-    page = await _call(request, "list_jobs", videoId=video_id, limit=_limit(request), before=_before(request),
+    page = await user_call(request, "list_jobs", videoId=video_id, limit=_limit(request), before=_before(request),
                        requireVideo=True)
     return _page(request, page["items"], page["next"])
 
 
 async def list_jobs(request: Request) -> JSONResponse:
     q = request.query_params
-    page = await _call(request, "list_jobs", state=q.get("state"), videoId=q.get("videoId"),
+    page = await user_call(request, "list_jobs", state=q.get("state"), videoId=q.get("videoId"),
                        type=q.get("type"), limit=_limit(request), before=_before(request))
     return _page(request, page["items"], page["next"])
 
 
 async def get_job(request: Request) -> JSONResponse:
-    return JSONResponse(await _call(request, "get_job", jobId=request.path_params["job_id"]))
+    return JSONResponse(await user_call(request, "get_job", jobId=request.path_params["job_id"]))
 
 
 async def cancel_job(request: Request) -> JSONResponse:
-    job = await _call(request, "cancel_job", jobId=request.path_params["job_id"])
+    job = await user_call(request, "cancel_job", jobId=request.path_params["job_id"])
     return JSONResponse(job)
 
 
 async def retry_job(request: Request) -> JSONResponse:
     await _admit(request, "job")
-    job = await _call(request, "retry_job", jobId=request.path_params["job_id"])
+    job = await user_call(request, "retry_job", jobId=request.path_params["job_id"])
     return JSONResponse({"jobId": job["jobId"], "state": job["state"]}, status_code=202)
 
 
 async def queue_stats(request: Request) -> JSONResponse:
-    return JSONResponse(await _call(request, "queue_stats"))
+    return JSONResponse(await user_call(request, "queue_stats"))
 
 
 async def dead_letter(request: Request) -> JSONResponse:
-    page = await _call(request, "dead_letter", limit=_limit(request), before=_before(request))
+    page = await user_call(request, "dead_letter", limit=_limit(request), before=_before(request))
     return _page(request, page["items"], page["next"])
 
 
 async def discard_dead_job(request: Request) -> JSONResponse:
     """Drop a dead job from the dead-letter list (and the store) without retrying it."""
-    return JSONResponse(await _call(request, "discard_job", jobId=request.path_params["job_id"]))
+    return JSONResponse(await user_call(request, "discard_job", jobId=request.path_params["job_id"]))
 
 
 async def pause_queue(request: Request) -> JSONResponse:
-    return JSONResponse(await _call(request, "pause"))
+    return JSONResponse(await user_call(request, "pause"))
 
 
 async def resume_queue(request: Request) -> JSONResponse:
-    return JSONResponse(await _call(request, "resume"))
+    return JSONResponse(await user_call(request, "resume"))
 
 
 async def clean_queue(request: Request) -> JSONResponse:
@@ -300,16 +292,16 @@ async def clean_queue(request: Request) -> JSONResponse:
         raise ApiError(400, "olderThan must be a number of seconds")
     if older_than_s < 0:
         raise ApiError(400, "olderThan must not be negative")
-    return JSONResponse(await _call(request, "clean", olderThan=older_than_s))
+    return JSONResponse(await user_call(request, "clean", olderThan=older_than_s))
 
 
 async def list_processes(request: Request) -> JSONResponse:
-    return JSONResponse(await _call(request, "processes"))
+    return JSONResponse(await user_call(request, "processes"))
 
 
 async def reload_workers(request: Request) -> JSONResponse:
     """Like SIGHUP: the web workers are replaced one at a time."""
-    return JSONResponse(await _call(request, "reload"))
+    return JSONResponse(await user_call(request, "reload"))
 
 
 def page(name: str) -> Any:
@@ -389,25 +381,11 @@ def _asset_path(storage: Storage, video: dict[str, Any], kind: str | None, q: An
     raise ApiError(400, "type must be original, thumbnail, resize, converted or audio")
 
 
-class RateLimited(Exception):
-    """429 with ``Retry-After`` (whole seconds, at least 1)."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = max(1, math.ceil(retry_after_s))
-
-
-async def rate_limited(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RateLimited)
-    return JSONResponse({"error": f"{exc}: try again in {exc.retry_after_s} s"}, status_code=429,
-                        headers={"Retry-After": str(exc.retry_after_s)})
-
-
 async def _admit(request: Request, kind: str) -> None:
     """The primary's rate limit for this user and address (it holds across the web workers)."""
-    answer = await _call(request, "admit", kind=kind, ip=client_ip(request))
+    answer = await user_call(request, "admit", kind=kind, ip=client_ip(request))
     if not answer["allowed"]:
-        raise RateLimited(f"too many {kind} requests", answer["retryAfter"])
+        raise too_many(f"too many {kind} requests", answer["retryAfter"])
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -424,7 +402,7 @@ def _video_id(video_id: Any) -> str:
 
 
 async def _video(request: Request, video_id: Any) -> dict[str, Any]:
-    return await _call(request, "get_video", videoId=_video_id(video_id))
+    return await user_call(request, "get_video", videoId=_video_id(video_id))
 
 
 async def _submit(request: Request, job_type: str, body: dict[str, Any]) -> JSONResponse:
@@ -433,9 +411,9 @@ async def _submit(request: Request, job_type: str, body: dict[str, Any]) -> JSON
     Every job route takes ``videoId`` in its JSON body or its query string."""
     video_id = body.get("videoId", request.query_params.get("videoId"))
     ip = client_ip(request)
-    answer = await _call(request, "submit_job", type=job_type, videoId=_video_id(video_id), body=body, ip=ip)
+    answer = await user_call(request, "submit_job", type=job_type, videoId=_video_id(video_id), body=body, ip=ip)
     if "retryAfter" in answer:
-        raise RateLimited("too many job requests", answer["retryAfter"])
+        raise too_many("too many job requests", answer["retryAfter"])
     log.info("job requested", jobId=answer["jobId"], videoId=video_id, created=answer["created"])
     return JSONResponse({"jobId": answer["jobId"]}, status_code=202 if answer["created"] else 200)
 

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from cluster.passwords import MIN_PASSWORD_LENGTH, hash_password, token_hash, verify_password
 from workers.web.client_ip import client_ip, is_https
-from workers.web.errors import ApiError
+from workers.web.errors import ApiError, too_many
 from workers.web.rpc import ControlClient, RpcError
 
 COOKIE = "token"
@@ -74,6 +74,11 @@ class SessionCache:
         self._by_user.setdefault(str(user["userId"]), set()).add(key)
 
 
+async def user_call(request: Request, op: str, **args: Any) -> Any:
+    """An RPC on behalf of the logged-in user (RequireSession put it there); the primary checks ownership."""
+    return await request.app.state.worker.rpc.call(op, user=request.state.user, **args)
+
+
 def session_token(connection: HTTPConnection) -> str | None:
     header = connection.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
@@ -102,9 +107,7 @@ async def login(request: Request, body: dict[str, Any]) -> Response:
     ip = client_ip(request)
     check = await rpc.call("login_check", username=username, ip=ip)
     if not check["allowed"]:
-        retry_after = max(1, round(check["retryAfter"]))
-        return JSONResponse({"error": f"too many login attempts: try again in {retry_after} s"}, status_code=429,
-                            headers={"Retry-After": str(retry_after)})
+        raise too_many("too many login attempts", check["retryAfter"])
     ok = await asyncio.to_thread(verify_password, password, check["passwordHash"])
     session = await rpc.call("login_done", username=username, ip=ip, ok=ok and bool(check["userId"]),
                              userId=check["userId"])

@@ -3,6 +3,8 @@ traceback goes to the log only: the client learns nothing of the server's inside
 
 from __future__ import annotations
 
+import math
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -19,6 +21,12 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.headers = headers
+
+
+def too_many(message: str, retry_after_s: float) -> ApiError:
+    """429 with ``Retry-After``, in whole seconds (at least 1, rounded up: never back too early)."""
+    seconds = max(1, math.ceil(retry_after_s))
+    return ApiError(429, f"{message}: try again in {seconds} s", headers={"Retry-After": str(seconds)})
 
 
 def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -34,9 +34,16 @@ class RequestStats:
 
 
 def _route(scope: Any) -> str:
-    router = scope["app"].router if "app" in scope else None
+    routed = scope.get("route")  # the router's pick, when the request got that far: one match, not every route's
+    if routed is not None and routed.matches(scope)[0] is Match.FULL:
+        return _label(routed)
+    router = scope["app"].router if "app" in scope else None  # refused by a middleware first, or a 405
     for route in getattr(router, "routes", ()):
         match, _ = route.matches(scope)
         if match is Match.FULL:
-            return getattr(route, "path", "") or "static"
+            return _label(route)
     return "other"
+
+
+def _label(route: Any) -> str:
+    return getattr(route, "path", "") or "static"

@@ -16,6 +16,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from cluster.protocol import ClientMessage, Event, reaches_clients
+from workers.web import request_body
 from workers.web.event_feed import stored_events
 from workers.web.rpc import ControlClient, RpcError
 
@@ -35,7 +36,7 @@ class Resume:
 
     def __init__(self, held_max: int) -> None:
         self.last_seq = 0
-        self._held: list[tuple[Event, str]] | None = []
+        self._held: list[tuple[Event, str, bytes | None]] | None = []  # with the frame the hub built once
         self._held_max = held_max  # a client holding more than this is dropped (it can resume)
         self._timer: asyncio.TimerHandle | None = None
 
@@ -46,7 +47,7 @@ class Resume:
     def offer(self, client: WsClient, event: Event, text: str, frame: bytes | None) -> bool:
         """A live event: held, or sent now. False when the client cannot keep up."""
         if self._held is not None:
-            self._held.append((event, text))
+            self._held.append((event, text, frame))
             return len(self._held) <= self._held_max
         return self.send(client, event.seq, text, frame)
 
@@ -68,7 +69,7 @@ class Resume:
         """Go live: send what was held, as the client's rooms now allow."""
         self._cancel_timer()
         held, self._held = self._held or [], None
-        return all(self.send(client, event.seq, text) for event, text in held if client.wants(event))
+        return all(self.send(client, event.seq, text, frame) for event, text, frame in held if client.wants(event))
 
     def arm(self, hub: Hub, client: WsClient) -> None:
         self._cancel_timer()
@@ -101,14 +102,13 @@ def start(hub: Hub, client: WsClient) -> None:
     client.resume.arm(hub, client)
 
 
-def since_in_url(query: str | None) -> int | None | str:
+def since_in_url(query: str | None) -> int | str | None:
     """``/ws?since=N``: a resume that no timer can race (the first message is the other way). Returns the
-    seq, None without one, or the error text of a bad one."""
+    seq, None without one, or the text as given when it spells no number (``resume`` answers the error)."""
     if query is None:
         return None
-    if not (query.isascii() and query.isdigit()) or len(query) > 16:
-        return f"since must be a seq number from 0 to {MAX_SINCE}"
-    return int(query)
+    seq = request_body.ascii_int(query, len(str(MAX_SINCE)))
+    return query if seq is None else seq
 
 
 def before_message(hub: Hub, client: WsClient, kind: object) -> None:
@@ -130,7 +130,7 @@ def release(hub: Hub, client: WsClient) -> None:
 
 async def resume(hub: Hub, client: WsClient, rpc: ControlClient, since: Any) -> None:
     """Replay what the client missed after ``since``, then go live; an unusable ``since`` is an error."""
-    problem = await _check_since(rpc, since)
+    problem = await _check_since(rpc, since, hub.last_seq)
     if problem:
         release(hub, client)
         _reply(client, {"type": "error", "error": problem})
@@ -155,9 +155,13 @@ class _TooSlow(Exception):
     pass
 
 
-async def _check_since(rpc: ControlClient, since: Any) -> str | None:
+async def _check_since(rpc: ControlClient, since: Any, seen: int) -> str | None:
+    """None for a seq the client may resume from; ``seen`` (the newest this worker has had) needs no question
+    to the primary, which is never behind it."""
     if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_SINCE:
         return f"since must be a seq number from 0 to {MAX_SINCE}"
+    if since <= seen:
+        return None
     try:
         newest = int(await rpc.call("last_seq"))
     except RpcError as e:

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from workers.web.errors import ApiError
+from workers.web.errors import too_many
 
 RETRY_AFTER_S = 5
 
@@ -25,9 +25,9 @@ class UploadSlots:
     @contextmanager
     def hold(self, user_id: str) -> Iterator[None]:
         if self._per_worker and self.in_flight >= self._per_worker:
-            raise _busy(f"this worker has {self._per_worker} uploads in flight")
+            raise too_many(f"this worker has {self._per_worker} uploads in flight", RETRY_AFTER_S)
         if self._per_user and self._by_user[user_id] >= self._per_user:
-            raise _busy(f"you have {self._per_user} uploads in flight")
+            raise too_many(f"you have {self._per_user} uploads in flight", RETRY_AFTER_S)
         self._by_user[user_id] += 1
         try:
             yield
@@ -35,7 +35,3 @@ class UploadSlots:
             self._by_user[user_id] -= 1
             if not self._by_user[user_id]:
                 del self._by_user[user_id]
-
-
-def _busy(message: str) -> ApiError:
-    return ApiError(429, f"{message}: try again in {RETRY_AFTER_S} s", headers={"Retry-After": str(RETRY_AFTER_S)})

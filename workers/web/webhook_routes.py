@@ -5,39 +5,39 @@ The primary owns webhooks and checks who may see which; these routes check the s
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from workers.web import request_body
+from workers.web.auth import user_call
 from workers.web.errors import ApiError
 
 MAX_BODY_BYTES = 16 * 1024
+MAX_CURSOR_DIGITS = 18
 MAX_ID_LENGTH = 64
 
 
 async def create_webhook(request: Request) -> JSONResponse:
-    body = await _json_object(request)
+    body = await request_body.json_object(request, MAX_BODY_BYTES, request.app.state.worker.config.upload_idle_s)
     url, events = body.get("url"), body.get("events")
     if not isinstance(url, str) or not url:
         raise ApiError(400, "url is required")
     if not isinstance(events, list):
         raise ApiError(400, "events must be a list of event names or prefixes such as 'job:'")
-    created = await _call(request, "create_webhook", url=url, events=events)
+    created = await user_call(request, "create_webhook", url=url, events=events)
     return JSONResponse(created, status_code=201)
 
 
 async def list_webhooks(request: Request) -> JSONResponse:
-    return JSONResponse(await _call(request, "list_webhooks"))
+    return JSONResponse(await user_call(request, "list_webhooks"))
 
 
 async def get_webhook(request: Request) -> JSONResponse:
-    return JSONResponse(await _call(request, "get_webhook", webhookId=_webhook_id(request)))
+    return JSONResponse(await user_call(request, "get_webhook", webhookId=_webhook_id(request)))
 
 
 async def delete_webhook(request: Request) -> JSONResponse:
-    return JSONResponse(await _call(request, "delete_webhook", webhookId=_webhook_id(request)))
+    return JSONResponse(await user_call(request, "delete_webhook", webhookId=_webhook_id(request)))
 
 
 async def list_deliveries(request: Request) -> JSONResponse:
@@ -46,7 +46,7 @@ async def list_deliveries(request: Request) -> JSONResponse:
     before = _whole_number(q["before"], "before") if "before" in q else None
     if not 0 < limit <= 1000:
         raise ApiError(400, "limit must be between 1 and 1000")
-    deliveries = await _call(request, "webhook_deliveries", webhookId=_webhook_id(request), limit=limit,
+    deliveries = await user_call(request, "webhook_deliveries", webhookId=_webhook_id(request), limit=limit,
                              before=before)
     return JSONResponse(deliveries)
 
@@ -59,25 +59,8 @@ def _webhook_id(request: Request) -> str:
 
 
 def _whole_number(text: str, name: str) -> int:
-    if not text.isdigit() or len(text) > 18:
+    number = request_body.ascii_int(text, MAX_CURSOR_DIGITS)  # str.isdigit takes '²', which int() refuses
+    if number is None:
         raise ApiError(400, f"{name} must be a whole number")
-    return int(text)
+    return number
 
-
-async def _call(request: Request, op: str, **args: Any) -> Any:
-    return await request.app.state.worker.rpc.call(op, user=request.state.user, **args)
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(413, f"JSON body larger than {MAX_BODY_BYTES} bytes")
-    try:
-        body = json.loads(raw) if raw else {}
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ApiError(400, "the body is not valid JSON") from e
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return body
