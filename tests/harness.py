@@ -73,6 +73,11 @@ class Cluster:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
+    @property
+    def operator_headers(self) -> dict[str, str]:
+        """The ``--metrics-token`` of a scraper or an operator: /metrics and the whole of /api/health."""
+        return {"Authorization": f"Bearer {self.metrics_token}"}
+
     def start(self, as_admin: bool = True) -> Cluster:
         """Start the primary; ``as_admin``: create the harness's administrator first and log in as it."""
         if as_admin and not (self.data_dir / "cluster.db").exists():
@@ -130,8 +135,7 @@ class Cluster:
 
     def health(self, timeout_s: float = 5) -> dict[str, Any]:
         """The whole of /api/health (processes, queue), as the operator sees it; 503 while shutting down."""
-        headers = {"Authorization": f"Bearer {self.metrics_token}"}
-        return httpx.get(self.url + "/api/health", timeout=timeout_s, headers=headers).json()
+        return httpx.get(self.url + "/api/health", timeout=timeout_s, headers=self.operator_headers).json()
 
     def pids(self, role: str) -> list[int]:
         return [p["pid"] for p in self.health()["processes"] if p["role"] == role]
