@@ -204,15 +204,17 @@ class Cluster:
         return httpx.Client(base_url=self.url, timeout=30,
                             headers={"Authorization": f"Bearer {token if token is not None else self.token}"})
 
-    def upload(self, path: Path, name: str | None = None) -> str:
-        with self.client() as client:
+    def upload(self, path: Path, name: str | None = None, token: str | None = None) -> str:
+        """As the administrator, or as the holder of ``token``."""
+        with self.client(token) as client:
             response = client.post("/api/upload-video", content=path.read_bytes(),
                                    headers={"filename": name or path.name})
         assert response.status_code == 201, response.text
         return response.json()["videoId"]
 
-    def resize(self, video_id: str, width: int, height: int, **options: Any) -> httpx.Response:
-        with self.client() as client:
+    def resize(self, video_id: str, width: int, height: int, token: str | None = None,
+               **options: Any) -> httpx.Response:
+        with self.client(token) as client:
             return client.put("/api/video/resize", json={"videoId": video_id, "width": width, "height": height,
                                                          **options})
 
