@@ -272,17 +272,19 @@ class EventClient:
                 self._changed.wait(remaining)
             return list(self.messages)
 
-    def events(self, job_id: str | None = None) -> list[dict[str, Any]]:
+    def events(self, job_id: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        """The events received, in order; of one job, and of one name, if given."""
         with self._changed:
-            return [m for m in self.messages
-                    if "event" in m and (job_id is None or m["data"].get("jobId") == job_id)]
+            return [m for m in self.messages if "event" in m and (name is None or m["event"] == name)
+                    and (job_id is None or m["data"].get("jobId") == job_id)]
 
-    def wait_event(self, name: str, job_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    def wait_event(self, name: str, job_id: str, timeout_s: float = 30.0, count: int = 1) -> dict[str, Any]:
+        """The ``count``-th ``name`` event of the job, once received."""
         def seen(messages: list[dict[str, Any]]) -> bool:
-            return any(m.get("event") == name and m["data"].get("jobId") == job_id for m in messages)
+            return sum(m.get("event") == name and m["data"].get("jobId") == job_id for m in messages) >= count
 
-        self.wait_for(seen, timeout_s, f"{name} for {job_id}")
-        return next(m for m in self.events(job_id) if m["event"] == name)
+        self.wait_for(seen, timeout_s, f"{name} #{count} for {job_id}")
+        return self.events(job_id, name)[count - 1]
 
     def close(self) -> None:
         self._connector.__exit__(None, None, None)
