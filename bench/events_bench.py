@@ -64,7 +64,7 @@ ROOM_CLUSTER_ARGS = (*CLUSTER_ARGS, "--max-ws-per-worker", "0", "--job-rate-per-
                      "--max-queued-jobs-per-user", "0")
 
 Record = tuple[int, str, float]  # (client id, jobId, monotonic receive time)
-_widths = itertools.count(2, 2)  # every resize request gets a width of its own, so none is deduplicated
+_widths = itertools.count(16, 2)  # each request a width of its own (none deduplicated), from the least a side takes
 
 
 # client processes

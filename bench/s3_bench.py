@@ -128,7 +128,7 @@ def file_chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:
 
 
 def web_pids(cluster: Cluster) -> list[int]:
-    health = httpx.get(cluster.url + "/api/health", timeout=5).json()
+    health = httpx.get(cluster.url + "/api/health", headers=cluster.auth_headers, timeout=5).json()
     return [p["pid"] for p in health["processes"] if p["role"] == "web"]
 
 
