@@ -147,6 +147,9 @@ class Cluster:
         except psutil.NoSuchProcess:
             return []
 
+    def ffmpeg_processes(self) -> list[psutil.Process]:
+        return [p for p in self.descendants() if "ffmpeg" in p.name()]
+
     def _remember_pids(self) -> None:
         self.known_pids.update(p.pid for p in self.descendants())
 

@@ -67,10 +67,6 @@ def request(cluster: Cluster, method: str, path: str, **kwargs: Any) -> httpx.Re
         return client.request(method, path, **kwargs)
 
 
-def ffmpeg_processes(cluster: Cluster) -> list[psutil.Process]:
-    return [p for p in cluster.descendants() if "ffmpeg" in p.name()]
-
-
 def gone(process: psutil.Process | int) -> bool:
     try:
         process = process if isinstance(process, psutil.Process) else psutil.Process(process)
@@ -253,7 +249,7 @@ def test_cancelling_a_running_job_kills_its_ffmpeg(cluster_factory: Callable[...
     ws = ws_factory(cluster)
     victim = cluster.convert(long_id, "webm").json()["jobId"]
     ws.wait_event("job:progress", victim)
-    running = ffmpeg_processes(cluster)
+    running = cluster.ffmpeg_processes()
     assert running, "ffmpeg is running"
     assert partials(cluster, long_id), "ffmpeg writes its partial output"
 
