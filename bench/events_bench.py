@@ -25,11 +25,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import imageio_ffmpeg
@@ -63,7 +64,7 @@ ROOM_CLUSTER_ARGS = (*CLUSTER_ARGS, "--max-ws-per-worker", "0", "--job-rate-per-
                      "--max-queued-jobs-per-user", "0")
 
 Record = tuple[int, str, float]  # (client id, jobId, monotonic receive time)
-_widths = itertools.count(2, 2)  # every resize request gets a width of its own, so none is deduplicated
+_widths = itertools.count(16, 2)  # each request a width of its own (none deduplicated), from the least a side takes
 
 
 # client processes
@@ -275,12 +276,18 @@ def submit_resize(http: httpx.Client, video_id: str) -> str:
     return response.json()["jobId"]
 
 
-def send_jobs(http: httpx.Client, video_id: str, count: int) -> dict[str, float]:
-    """One request every SEND_INTERVAL_S on a fixed schedule; jobId -> monotonic send time."""
-    sent: dict[str, float] = {}
+def on_schedule(count: int) -> Iterator[int]:
+    """0 .. count-1, each at its moment on a fixed schedule of one every SEND_INTERVAL_S (the pacing of a load)."""
     start = time.monotonic()
     for i in range(count):
         time.sleep(max(0.0, start + i * SEND_INTERVAL_S - time.monotonic()))
+        yield i
+
+
+def send_jobs(http: httpx.Client, video_id: str, count: int) -> dict[str, float]:
+    """One request every SEND_INTERVAL_S; jobId -> monotonic send time."""
+    sent: dict[str, float] = {}
+    for _ in on_schedule(count):
         send_time = time.monotonic()
         sent[submit_resize(http, video_id)] = send_time
     return sent
@@ -353,17 +360,26 @@ def upload(cluster: Cluster, clip: Path) -> str:
     return response.json()["videoId"]
 
 
+@contextmanager
+def cluster_with_a_video(descriptors: int, name: str, extra_args: tuple[str, ...]) -> Iterator[tuple[Cluster, str]]:
+    """A cluster without executors whose web workers may hold ``descriptors`` sockets, and one uploaded clip."""
+    raise_fd_limit(descriptors + FD_HEADROOM)  # the web workers inherit it (at most the hard limit)
+    with tempfile.TemporaryDirectory(prefix=f"vc-bench-{name}-") as tmp, \
+            running_cluster(WORKERS, executors=0, extra_args=extra_args) as cluster:
+        yield cluster, upload(cluster, make_clip(Path(tmp)))
+
+
+R = TypeVar("R", bound=Result)
+
+
+def printed(label: str, result: R) -> R:
+    print(f"  {label}: p99 {result.percentile(99):.1f} ms", flush=True)
+    return result
+
+
 def run(client_counts: tuple[int, ...]) -> list[Result]:
-    raise_fd_limit(max(client_counts) + FD_HEADROOM)  # the web workers inherit it
-    results = []
-    with tempfile.TemporaryDirectory(prefix="vc-bench-events-") as tmp, \
-            running_cluster(WORKERS, executors=0, extra_args=CLUSTER_ARGS) as cluster:
-        video_id = upload(cluster, make_clip(Path(tmp)))
-        for clients in client_counts:
-            result = measure(cluster, video_id, clients)
-            print(f"  {clients} clients: p99 {result.percentile(99):.1f} ms", flush=True)
-            results.append(result)
-    return results
+    with cluster_with_a_video(max(client_counts), "events", CLUSTER_ARGS) as (cluster, video_id):
+        return [printed(f"{clients} clients", measure(cluster, video_id, clients)) for clients in client_counts]
 
 
 def report(results: list[Result]) -> tuple[bool, str]:
@@ -384,10 +400,12 @@ def report(results: list[Result]) -> tuple[bool, str]:
 
 def _row(result: Result) -> str:
     figures = "".join(f"{result.percentile(p):9.1f}" for p in (50, 95, 99, 100))
-    return f"{result.clients:8d}{figures}  {_delivery_rooms(result):14}"
+    return f"{result.clients:8d}{figures}  {_delivery(result):14}"
 
 
 def _delivery(result: Result) -> str:
+    if isinstance(result, RoomsResult) and result.misrouted:
+        return f"NO: {result.misrouted} misrouted"
     if result.exactly_once:
         return "yes"
     return f"NO: {result.missing} missing, {result.duplicates} duplicates, {result.closed_by_server} dropped"
@@ -429,9 +447,7 @@ def web_rss_bytes(cluster: Cluster) -> int:
 def send_room_jobs(http: httpx.Client, video_ids: list[str], count: int) -> dict[str, tuple[float, int]]:
     """One request every SEND_INTERVAL_S, each to another room; jobId -> (monotonic send time, client id)."""
     sent: dict[str, tuple[float, int]] = {}
-    start = time.monotonic()
-    for i in range(count):
-        time.sleep(max(0.0, start + i * SEND_INTERVAL_S - time.monotonic()))
+    for i in on_schedule(count):
         client_id = (i * ROOM_STRIDE) % len(video_ids)
         send_time = time.monotonic()
         sent[submit_resize(http, video_ids[client_id])] = (send_time, client_id)
@@ -477,16 +493,10 @@ def analyse_rooms(collector: Collector, sent: dict[str, tuple[float, int]], clie
 
 
 def run_rooms(client_counts: tuple[int, ...]) -> list[RoomsResult]:
-    raise_fd_limit(2 * max(client_counts) + FD_HEADROOM)  # the web workers inherit it (at most the hard limit)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="vc-bench-rooms-") as tmp, \
-            running_cluster(WORKERS, executors=0, extra_args=ROOM_CLUSTER_ARGS) as cluster:
-        video_ids = add_videos(cluster, upload(cluster, make_clip(Path(tmp))), max(client_counts))
-        for clients in client_counts:
-            result = measure_rooms(cluster, video_ids[:clients])
-            print(f"  rooms, {clients} clients: p99 {result.percentile(99):.1f} ms", flush=True)
-            results.append(result)
-    return results
+    with cluster_with_a_video(2 * max(client_counts), "rooms", ROOM_CLUSTER_ARGS) as (cluster, template_id):
+        video_ids = add_videos(cluster, template_id, max(client_counts))
+        return [printed(f"rooms, {clients} clients", measure_rooms(cluster, video_ids[:clients]))
+                for clients in client_counts]
 
 
 def report_rooms(results: list[RoomsResult]) -> tuple[bool, str]:
@@ -508,12 +518,6 @@ def report_rooms(results: list[RoomsResult]) -> tuple[bool, str]:
             f"baseline (target <= {TARGET_ROOMS_RATIO:g}x), {idle_kb:.1f} KB per idle connection (target < "
             f"{TARGET_IDLE_KB:g}); exactly once: {'yes' if all(r.exactly_once for r in results) else 'NO'}")
     return passed, line
-
-
-def _delivery_rooms(result: Result) -> str:
-    if isinstance(result, RoomsResult) and result.misrouted:
-        return f"NO: {result.misrouted} misrouted"
-    return _delivery(result)
 
 
 def ws_url(cluster: Cluster) -> str:

@@ -16,6 +16,7 @@ One moto S3 server (its own process, on loopback) serves both sides:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ import boto3
 import httpx
 import psutil
 from harness import PYTHON, ROOT, Cluster, bench_arguments, free_port, running_cluster, verdict, write_summary
+from websockets.sync.client import connect
 
 from cluster import media
 
@@ -128,7 +130,7 @@ def file_chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:
 
 
 def web_pids(cluster: Cluster) -> list[int]:
-    health = httpx.get(cluster.url + "/api/health", timeout=5).json()
+    health = httpx.get(cluster.url + "/api/health", headers=cluster.auth_headers, timeout=5).json()
     return [p["pid"] for p in health["processes"] if p["role"] == "web"]
 
 
@@ -156,18 +158,26 @@ def measure_upload(s3_cluster: Cluster, s3: object, big: Path) -> tuple[float, f
 
 
 def run_job(cluster: Cluster, method: str, path: str, **kwargs: object) -> float:
-    with httpx.Client(base_url=cluster.url, headers=cluster.auth_headers, timeout=30, trust_env=False) as client:
+    """Seconds from the request to the job's job:completed at a WebSocket client (connected before it)."""
+    ws_url = cluster.url.replace("http://", "ws://") + "/ws"
+    with connect(ws_url, additional_headers=cluster.auth_headers, open_timeout=10) as ws, \
+            httpx.Client(base_url=cluster.url, headers=cluster.auth_headers, timeout=30, trust_env=False) as client:
         start = time.monotonic()
         response = client.request(method, path, **kwargs)  # type: ignore[arg-type]
         response.raise_for_status()
         job_id = response.json()["jobId"]
-        while time.monotonic() - start < JOB_DEADLINE_S:
-            state = client.get(f"/api/jobs/{job_id}").json()["state"]
-            if state == "completed":
+        while (remaining := start + JOB_DEADLINE_S - time.monotonic()) > 0:
+            try:
+                message = json.loads(ws.recv(remaining))
+            except TimeoutError:
+                break
+            data = message.get("data")
+            if not isinstance(data, dict) or data.get("jobId") != job_id:
+                continue
+            if message["event"] == "job:completed":
                 return time.monotonic() - start
-            if state in ("failed", "cancelled"):
-                raise RuntimeError(f"job {job_id} ended {state}")
-            time.sleep(0.02)
+            if message["event"] in ("job:permanent-failure", "job:cancelled"):
+                raise RuntimeError(f"job {job_id} ended with {message['event']}")
     raise TimeoutError(f"job {job_id} did not complete")
 
 

@@ -59,8 +59,8 @@ setup = function(thread) thread:set("id", id); id = id + 1 end
 request = function()
   n = n + 1
   local k = id * 1000003 + n
-  local w = 2 * (k % 3840) + 2
-  local h = 2 * (math.floor(k / 3840) % 2160) + 2
+  local w = 2 * (k % 3832) + 16
+  local h = 2 * (math.floor(k / 3832) % 2152) + 16
   return wrk.format("PUT", "/api/video/resize", nil,
     string.format('{"videoId": "%s", "width": %d, "height": %d}', VIDEO, w, h))
 end
@@ -139,7 +139,7 @@ def cluster(data_dir: Path, password: str, size: int, executors: int, log: Path)
 def wait_for_executor(url: str, token: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        health = httpx.get(url + "/api/health", timeout=5, trust_env=False).json()
+        health = httpx.get(url + "/api/health", headers=_auth(token), timeout=5, trust_env=False).json()
         if any(p["role"] == "executor" and p.get("joined") for p in health["processes"]):
             return
         time.sleep(0.1)
@@ -221,7 +221,7 @@ def measure_start(figures: Figures, url: str, token: str) -> None:
         ws.recv(10)
         for n in range(START_PROBES):
             began = time.perf_counter()
-            response = client.put("/api/video/resize", json={"videoId": VIDEO_ID, "width": 2 * n + 2, "height": 4})
+            response = client.put("/api/video/resize", json={"videoId": VIDEO_ID, "width": 2 * n + 16, "height": 16})
             job_id = response.json()["jobId"]
             while True:
                 event = json.loads(ws.recv(30))

@@ -73,6 +73,11 @@ class Cluster:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
+    @property
+    def operator_headers(self) -> dict[str, str]:
+        """The ``--metrics-token`` of a scraper or an operator: /metrics and the whole of /api/health."""
+        return {"Authorization": f"Bearer {self.metrics_token}"}
+
     def start(self, as_admin: bool = True) -> Cluster:
         """Start the primary; ``as_admin``: create the harness's administrator first and log in as it."""
         if as_admin and not (self.data_dir / "cluster.db").exists():
@@ -130,8 +135,7 @@ class Cluster:
 
     def health(self, timeout_s: float = 5) -> dict[str, Any]:
         """The whole of /api/health (processes, queue), as the operator sees it; 503 while shutting down."""
-        headers = {"Authorization": f"Bearer {self.metrics_token}"}
-        return httpx.get(self.url + "/api/health", timeout=timeout_s, headers=headers).json()
+        return httpx.get(self.url + "/api/health", timeout=timeout_s, headers=self.operator_headers).json()
 
     def pids(self, role: str) -> list[int]:
         return [p["pid"] for p in self.health()["processes"] if p["role"] == role]
@@ -142,6 +146,9 @@ class Cluster:
             return psutil.Process(self.process.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
+
+    def ffmpeg_processes(self) -> list[psutil.Process]:
+        return [p for p in self.descendants() if "ffmpeg" in p.name()]
 
     def _remember_pids(self) -> None:
         self.known_pids.update(p.pid for p in self.descendants())
@@ -200,15 +207,17 @@ class Cluster:
         return httpx.Client(base_url=self.url, timeout=30,
                             headers={"Authorization": f"Bearer {token if token is not None else self.token}"})
 
-    def upload(self, path: Path, name: str | None = None) -> str:
-        with self.client() as client:
+    def upload(self, path: Path, name: str | None = None, token: str | None = None) -> str:
+        """As the administrator, or as the holder of ``token``."""
+        with self.client(token) as client:
             response = client.post("/api/upload-video", content=path.read_bytes(),
                                    headers={"filename": name or path.name})
         assert response.status_code == 201, response.text
         return response.json()["videoId"]
 
-    def resize(self, video_id: str, width: int, height: int, **options: Any) -> httpx.Response:
-        with self.client() as client:
+    def resize(self, video_id: str, width: int, height: int, token: str | None = None,
+               **options: Any) -> httpx.Response:
+        with self.client(token) as client:
             return client.put("/api/video/resize", json={"videoId": video_id, "width": width, "height": height,
                                                          **options})
 
@@ -266,17 +275,19 @@ class EventClient:
                 self._changed.wait(remaining)
             return list(self.messages)
 
-    def events(self, job_id: str | None = None) -> list[dict[str, Any]]:
+    def events(self, job_id: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        """The events received, in order; of one job, and of one name, if given."""
         with self._changed:
-            return [m for m in self.messages
-                    if "event" in m and (job_id is None or m["data"].get("jobId") == job_id)]
+            return [m for m in self.messages if "event" in m and (name is None or m["event"] == name)
+                    and (job_id is None or m["data"].get("jobId") == job_id)]
 
-    def wait_event(self, name: str, job_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    def wait_event(self, name: str, job_id: str, timeout_s: float = 30.0, count: int = 1) -> dict[str, Any]:
+        """The ``count``-th ``name`` event of the job, once received."""
         def seen(messages: list[dict[str, Any]]) -> bool:
-            return any(m.get("event") == name and m["data"].get("jobId") == job_id for m in messages)
+            return sum(m.get("event") == name and m["data"].get("jobId") == job_id for m in messages) >= count
 
-        self.wait_for(seen, timeout_s, f"{name} for {job_id}")
-        return next(m for m in self.events(job_id) if m["event"] == name)
+        self.wait_for(seen, timeout_s, f"{name} #{count} for {job_id}")
+        return self.events(job_id, name)[count - 1]
 
     def close(self) -> None:
         self._connector.__exit__(None, None, None)

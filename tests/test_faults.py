@@ -15,10 +15,6 @@ import psutil
 from tests.harness import Cluster, EventClient, wait_until
 
 
-def ffmpeg_processes(cluster: Cluster) -> list[psutil.Process]:
-    return [p for p in cluster.descendants() if "ffmpeg" in p.name()]
-
-
 def test_a_killed_web_worker_is_replaced_while_the_others_answer(cluster: Cluster) -> None:
     failures: list[str] = []
     answered = 0
@@ -60,7 +56,7 @@ def test_the_job_of_a_killed_executor_runs_again(cluster: Cluster, long_clip: Pa
     job_id = cluster.convert(video_id, "webm").json()["jobId"]
     ws.wait_event("job:progress", job_id)
     victim = cluster.executor_pids()[0]
-    orphan_ffmpeg = ffmpeg_processes(cluster)
+    orphan_ffmpeg = cluster.ffmpeg_processes()
     assert orphan_ffmpeg, "ffmpeg is running"
     os.kill(victim, signal.SIGKILL)
     ws.wait_event("job:completed", job_id, timeout_s=90)
@@ -96,7 +92,7 @@ def test_executors_and_ffmpeg_exit_when_the_primary_is_killed(cluster: Cluster, 
     job_id = cluster.convert(video_id, "webm").json()["jobId"]
     ws.wait_event("job:progress", job_id)
     everything = cluster.descendants()
-    assert ffmpeg_processes(cluster)
+    assert cluster.ffmpeg_processes()
     cluster.kill_primary()
     wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in everything), 5,
                "workers, executors and ffmpeg to exit by themselves")

@@ -49,41 +49,22 @@ def ffmpeg_wrapper(tmp_path: Path, *, crash_on: str | None = None, pid_log: Path
     return script
 
 
-def job_events(ws: EventClient, job_id: str, name: str | None = None) -> list[Message]:
-    """The job's events in order. (EventClient.events(job_id) raises on queue:* events, which have no jobId.)"""
-    return [m for m in ws.events() if m["data"].get("jobId") == job_id and (name is None or m["event"] == name)]
-
-
-def wait_job_event(ws: EventClient, name: str, job_id: str, count: int = 1, timeout_s: float = 30.0) -> Message:
-    """The ``count``-th ``name`` event of the job, once received."""
-    def seen(messages: list[Message]) -> bool:
-        matching = [m for m in messages if m.get("event") == name and m["data"].get("jobId") == job_id]
-        return len(matching) >= count
-
-    ws.wait_for(seen, timeout_s, f"{name} #{count} for {job_id}")
-    return job_events(ws, job_id, name)[count - 1]
-
-
 def wait_queue_event(ws: EventClient, name: str, timeout_s: float = 10.0) -> Message:
     ws.wait_for(lambda messages: any(m.get("event") == name for m in messages), timeout_s, name)
-    return next(m for m in ws.events() if m["event"] == name)
+    return ws.events(name=name)[0]
 
 
 def names(ws: EventClient, job_id: str) -> list[str]:
-    return [m["event"] for m in job_events(ws, job_id)]
+    return [m["event"] for m in ws.events(job_id)]
 
 
 def events_after(ws: EventClient, job_id: str, event: Message) -> list[str]:
-    return [m["event"] for m in job_events(ws, job_id) if m["seq"] > event["seq"]]
+    return [m["event"] for m in ws.events(job_id) if m["seq"] > event["seq"]]
 
 
 def request(cluster: Cluster, method: str, path: str, **kwargs: Any) -> httpx.Response:
     with cluster.client() as client:
         return client.request(method, path, **kwargs)
-
-
-def ffmpeg_processes(cluster: Cluster) -> list[psutil.Process]:
-    return [p for p in cluster.descendants() if "ffmpeg" in p.name()]
 
 
 def gone(process: psutil.Process | int) -> bool:
@@ -108,7 +89,7 @@ def test_a_missing_source_fails_permanently_at_once(cluster_factory: Callable[..
     (cluster.data_dir / "storage" / video_id / "original.mp4").unlink()
     ws = ws_factory(cluster)
     job_id = cluster.resize(video_id, 160, 120).json()["jobId"]
-    final = wait_job_event(ws, "job:permanent-failure", job_id)["data"]
+    final = ws.wait_event("job:permanent-failure", job_id)["data"]
     assert final["totalAttempts"] == 1 and "source missing" in final["error"]
     assert names(ws, job_id) == ["job:queued", "job:started", "job:permanent-failure"]
     job = cluster.job(job_id)
@@ -122,7 +103,7 @@ def test_an_undecodable_input_fails_permanently_at_once(cluster_factory: Callabl
     (cluster.data_dir / "storage" / video_id / "original.mp4").write_bytes(b"this is no video any more\n" * 4096)
     ws = ws_factory(cluster)
     job_id = cluster.resize(video_id, 160, 120).json()["jobId"]
-    final = wait_job_event(ws, "job:permanent-failure", job_id)["data"]
+    final = ws.wait_event("job:permanent-failure", job_id)["data"]
     assert "unreadable input" in final["error"]
     assert final["totalAttempts"] == 1
     assert "job:failed" not in names(ws, job_id)
@@ -139,15 +120,15 @@ def test_a_crash_is_retried_under_the_policy_of_its_job_type(cluster_factory: Ca
     resize = cluster.resize(video_id, 160, 120).json()["jobId"]
     convert = cluster.convert(video_id, "webm").json()["jobId"]
 
-    resize_final = wait_job_event(ws, "job:permanent-failure", resize)["data"]
+    resize_final = ws.wait_event("job:permanent-failure", resize)["data"]
     assert resize_final["totalAttempts"] == 2
-    failures = [m["data"] for m in job_events(ws, resize, "job:failed")]
+    failures = [m["data"] for m in ws.events(resize, "job:failed")]
     assert [(f["currentAttempt"], f["maxRetries"], f["retryInMs"]) for f in failures] == [(0, 1, 50)]
     assert "SIGSEGV" in failures[0]["error"]
 
-    convert_final = wait_job_event(ws, "job:permanent-failure", convert)["data"]
+    convert_final = ws.wait_event("job:permanent-failure", convert)["data"]
     assert convert_final["totalAttempts"] == 4
-    failures = [m["data"] for m in job_events(ws, convert, "job:failed")]
+    failures = [m["data"] for m in ws.events(convert, "job:failed")]
     assert [f["retryInMs"] for f in failures] == [100, 200, 400]
     assert all(f["maxRetries"] == 3 and "SIGSEGV" in f["error"] for f in failures)
     assert (cluster.job(resize)["maxRetries"], cluster.job(convert)["maxRetries"]) == (1, 3)
@@ -164,9 +145,9 @@ def test_the_dead_letter_list_details_every_attempt_and_a_dead_job_can_be_retrie
     video_id = cluster.upload(clip)
     ws = ws_factory(cluster)
     dead = cluster.resize(video_id, 96, 72).json()["jobId"]
-    assert wait_job_event(ws, "job:permanent-failure", dead)["data"]["totalAttempts"] == 2
+    assert ws.wait_event("job:permanent-failure", dead)["data"]["totalAttempts"] == 2
     done = cluster.resize(video_id, 160, 120).json()["jobId"]
-    wait_job_event(ws, "job:completed", done)
+    ws.wait_event("job:completed", done)
 
     letters = request(cluster, "GET", "/api/queue/dead-letter").json()
     assert [letter["jobId"] for letter in letters] == [dead]
@@ -184,7 +165,7 @@ def test_the_dead_letter_list_details_every_attempt_and_a_dead_job_can_be_retrie
     assert request(cluster, "POST", "/api/queue/pause").json() == {"paused": True}
     response = request(cluster, "POST", f"/api/jobs/{dead}/retry")
     assert response.status_code == 202 and response.json() == {"jobId": dead, "state": "queued"}
-    requeued = wait_job_event(ws, "job:queued", dead, count=3)["data"]  # attempts 0 and 1, then the retry
+    requeued = ws.wait_event("job:queued", dead, count=3)["data"]  # attempts 0 and 1, then the retry
     assert requeued["attempt"] == 0
     job = cluster.job(dead)
     assert (job["state"], job["attempts"], job["error"]) == ("queued", 0, None)
@@ -192,7 +173,7 @@ def test_the_dead_letter_list_details_every_attempt_and_a_dead_job_can_be_retrie
     assert request(cluster, "GET", "/api/queue/dead-letter").json() == []
 
     request(cluster, "POST", "/api/queue/resume")
-    again = wait_job_event(ws, "job:permanent-failure", dead, count=2)["data"]
+    again = ws.wait_event("job:permanent-failure", dead, count=2)["data"]
     assert again["totalAttempts"] == 2, "a retried job gets fresh attempts"
 
 
@@ -204,7 +185,7 @@ def test_the_dead_letter_list_shows_the_ffmpeg_command_of_each_attempt(
     video_id = cluster.upload(clip)
     ws = ws_factory(cluster)
     job_id = cluster.resize(video_id, 160, 120).json()["jobId"]
-    wait_job_event(ws, "job:permanent-failure", job_id)
+    ws.wait_event("job:permanent-failure", job_id)
     [letter] = request(cluster, "GET", "/api/queue/dead-letter").json()
     command = letter["attemptsDetail"][0]["command"]
     assert isinstance(command, str), f"command is {command!r}"
@@ -226,12 +207,12 @@ def test_cancelling_a_queued_job(cluster_factory: Callable[..., Cluster], clip: 
 
     response = request(cluster, "DELETE", f"/api/jobs/{victim}")
     assert response.status_code == 200 and response.json()["state"] == "cancelled"
-    cancelled = wait_job_event(ws, "job:cancelled", victim)
+    cancelled = ws.wait_event("job:cancelled", victim)
     assert cluster.job(victim)["state"] == "cancelled"
     assert request(cluster, "GET", "/api/queue/stats").json()["queueLength"] == 1
 
     request(cluster, "POST", "/api/queue/resume")
-    wait_job_event(ws, "job:completed", other)  # the executor has moved past where the victim stood
+    ws.wait_event("job:completed", other)  # the executor has moved past where the victim stood
     assert events_after(ws, victim, cancelled) == []
     assert names(ws, victim) == ["job:queued", "job:cancelled"]
     assert not (cluster.data_dir / "storage" / video_id / "160x120.mp4").exists()
@@ -246,14 +227,14 @@ def test_cancelling_a_delayed_job_cancels_its_retry(cluster_factory: Callable[..
     long_id = cluster.upload(long_clip)
     ws = ws_factory(cluster)
     victim = cluster.resize(video_id, 160, 120).json()["jobId"]
-    failed = wait_job_event(ws, "job:failed", victim)
+    failed = ws.wait_event("job:failed", victim)
     response = request(cluster, "DELETE", f"/api/jobs/{victim}")
     assert response.status_code == 200 and response.json()["state"] == "cancelled"
-    cancelled = wait_job_event(ws, "job:cancelled", victim)
+    cancelled = ws.wait_event("job:cancelled", victim)
     assert cluster.job(victim)["state"] == "cancelled"
 
     other = cluster.convert(long_id, "webm").json()["jobId"]  # runs well past the cancelled retry's due time
-    completed = wait_job_event(ws, "job:completed", other, timeout_s=60)
+    completed = ws.wait_event("job:completed", other, timeout_s=60)
     assert completed["ts"] > failed["data"]["failedAt"] + failed["data"]["retryInMs"], "the retry was due meanwhile"
     assert events_after(ws, victim, cancelled) == []
     assert cluster.job(victim)["state"] == "cancelled"
@@ -267,19 +248,19 @@ def test_cancelling_a_running_job_kills_its_ffmpeg(cluster_factory: Callable[...
     video_id = cluster.upload(clip)
     ws = ws_factory(cluster)
     victim = cluster.convert(long_id, "webm").json()["jobId"]
-    wait_job_event(ws, "job:progress", victim)
-    running = ffmpeg_processes(cluster)
+    ws.wait_event("job:progress", victim)
+    running = cluster.ffmpeg_processes()
     assert running, "ffmpeg is running"
     assert partials(cluster, long_id), "ffmpeg writes its partial output"
 
     response = request(cluster, "DELETE", f"/api/jobs/{victim}")
     assert response.status_code == 200 and response.json()["state"] == "cancelled"
     wait_until(lambda: all(gone(p) for p in running), 1.0, "the cancelled job's ffmpeg to be killed")
-    cancelled = wait_job_event(ws, "job:cancelled", victim)
+    cancelled = ws.wait_event("job:cancelled", victim)
     assert cluster.job(victim)["state"] == "cancelled"
 
     other = cluster.resize(video_id, 160, 120).json()["jobId"]
-    wait_job_event(ws, "job:completed", other)
+    ws.wait_event("job:completed", other)
     assert events_after(ws, victim, cancelled) == []
     assert names(ws, victim).count("job:started") == 1
     assert partials(cluster, long_id) == [] and not (cluster.data_dir / "storage" / long_id / "converted.webm").exists()
@@ -310,7 +291,7 @@ def test_priorities_order_the_queue_and_pause_holds_it(cluster_factory: Callable
         submitted[job_id] = priority
         model.append((Priority(priority).rank, arrival, job_id))
         model.sort()
-        queued = wait_job_event(ws, "job:queued", job_id)["data"]
+        queued = ws.wait_event("job:queued", job_id)["data"]
         assert queued["priority"] == priority
         assert queued["queuePosition"] == [entry[2] for entry in model].index(job_id) + 1, (priority, width)
     assert [names(ws, job_id) for job_id in submitted] == [["job:queued"]] * 5, "nothing starts while paused"
@@ -319,7 +300,7 @@ def test_priorities_order_the_queue_and_pause_holds_it(cluster_factory: Callable
     assert wait_queue_event(ws, "queue:resumed")["data"]["paused"] is False
     assert request(cluster, "GET", "/api/queue/stats").json()["paused"] is False
     for job_id in submitted:
-        wait_job_event(ws, "job:completed", job_id)
+        ws.wait_event("job:completed", job_id)
     started = [m["data"]["jobId"] for m in ws.events() if m["event"] == "job:started"]
     assert started == [entry[2] for entry in model]
     assert [submitted[job_id] for job_id in started] == ["high", "high", "normal", "normal", "low"]
@@ -339,13 +320,13 @@ def test_an_identical_job_running_or_delayed_is_returned_not_queued_again(
     delayed = cluster.resize(video_id, 96, 72)
     assert delayed.status_code == 202
     delayed_id = delayed.json()["jobId"]
-    wait_job_event(ws, "job:failed", delayed_id)
+    ws.wait_event("job:failed", delayed_id)
     assert cluster.job(delayed_id)["state"] == "delayed"
     again = cluster.resize(video_id, 96, 72)
     assert (again.status_code, again.json()) == (200, {"jobId": delayed_id})
 
     running_id = cluster.convert(long_id, "webm").json()["jobId"]
-    wait_job_event(ws, "job:progress", running_id)
+    ws.wait_event("job:progress", running_id)
     again = cluster.convert(long_id, "webm")
     assert (again.status_code, again.json()) == (200, {"jobId": running_id})
     assert cluster.job(running_id)["state"] == "running"
@@ -376,15 +357,15 @@ def test_a_job_over_its_timeout_is_killed_with_its_process_group_and_retried(
     assert response.status_code == 202
     job_id = response.json()["jobId"]
     assert cluster.job(job_id)["timeout"] == 0.5
-    failed = wait_job_event(ws, "job:failed", job_id)["data"]
+    failed = ws.wait_event("job:failed", job_id)["data"]
     assert failed["error"] == "timeout" and failed["currentAttempt"] == 0
     first_run = [int(pid) for pid in pid_log.read_text().split("\n")[0].split()]
     assert len(first_run) == 2, "the wrapper and its ffmpeg child"
     wait_until(lambda: all(gone(pid) for pid in first_run), 1.0, "the timed-out ffmpeg group to be killed")
 
-    assert wait_job_event(ws, "job:started", job_id, count=2)["data"]["attempt"] == 1, "a timeout is retried"
+    assert ws.wait_event("job:started", job_id, count=2)["data"]["attempt"] == 1, "a timeout is retried"
     assert request(cluster, "DELETE", f"/api/jobs/{job_id}").status_code == 200  # leave nothing running
-    wait_job_event(ws, "job:cancelled", job_id)
+    ws.wait_event("job:cancelled", job_id)
     every_run = [int(pid) for pid in pid_log.read_text().split()]
     wait_until(lambda: all(gone(pid) for pid in every_run) and not partials(cluster, video_id), 2.0,
                "every run's ffmpeg and partial output to be gone")
@@ -400,7 +381,7 @@ def test_a_stopped_executor_is_declared_lost_killed_and_replaced(cluster_factory
     video_id = cluster.upload(long_clip)
     ws = ws_factory(cluster)
     job_id = cluster.convert(video_id, "webm").json()["jobId"]
-    wait_job_event(ws, "job:progress", job_id)
+    ws.wait_event("job:progress", job_id)
     victim = int(cluster.job(job_id)["executor"].removeprefix("executor-"))
     [survivor] = set(cluster.executor_pids()) - {victim}
     orphan_ffmpeg = [p for p in psutil.Process(victim).children(recursive=True) if "ffmpeg" in p.name()]
@@ -409,10 +390,10 @@ def test_a_stopped_executor_is_declared_lost_killed_and_replaced(cluster_factory
     os.kill(victim, signal.SIGSTOP)
     stopped_at = time.monotonic()
     try:
-        stalled = wait_job_event(ws, "job:stalled", job_id, timeout_s=10)
+        stalled = ws.wait_event("job:stalled", job_id, timeout_s=10)
         assert time.monotonic() - stopped_at < 5.0, "stalled within a few seconds (--executor-timeout-s 2)"
         assert "heartbeat" in stalled["data"]["reason"]
-        wait_job_event(ws, "job:completed", job_id, timeout_s=60)
+        ws.wait_event("job:completed", job_id, timeout_s=60)
         wait_until(lambda: gone(victim), 5, "the primary to kill the stopped executor")
         wait_until(lambda: victim not in cluster.pids("executor") and len(cluster.executor_pids()) == 2, 10,
                    "a replacement executor to join")
@@ -439,8 +420,8 @@ def test_queue_stats_and_cleaning_finished_jobs(cluster_factory: Callable[..., C
     completed = [cluster.resize(video_id, w, h).json()["jobId"] for w, h in ((160, 120), (128, 96), (64, 48))]
     dead = cluster.resize(video_id, 96, 72).json()["jobId"]
     for job_id in completed:
-        wait_job_event(ws, "job:completed", job_id)
-    wait_job_event(ws, "job:permanent-failure", dead)
+        ws.wait_event("job:completed", job_id)
+    ws.wait_event("job:permanent-failure", dead)
     request(cluster, "POST", "/api/queue/pause")
     queued = cluster.convert(video_id, "webm").json()["jobId"]
 

@@ -30,8 +30,7 @@ class Scrape:
     """One GET /metrics with the operator's ``--metrics-token`` (a scraper has no login), parsed by prometheus_client."""
 
     def __init__(self, cluster: Cluster) -> None:
-        response = httpx.get(cluster.url + "/metrics", timeout=10,
-                             headers={"Authorization": f"Bearer {cluster.metrics_token}"})
+        response = httpx.get(cluster.url + "/metrics", timeout=10, headers=cluster.operator_headers)
         assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
         self.text = response.text

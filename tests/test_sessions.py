@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 import pytest
@@ -114,15 +114,31 @@ def new_user(cluster: Cluster, name: str) -> None:
     cluster.add_user(name, PASSWORD)
 
 
+class TwoSessions(NamedTuple):
+    """Two sessions of alice, both cached on both workers: the first ends, the second stays."""
+
+    ending: list[Http]
+    ending_sockets: list[EventClient]
+    staying: list[Http]
+    staying_socket: EventClient
+
+
+def two_sessions_of_alice(cluster: Cluster, connections: Callable[[Cluster, str], list[Http]],
+                          ws_factory: Callable[..., EventClient]) -> TwoSessions:
+    new_user(cluster, "alice")
+    ending, staying = cluster.login("alice", PASSWORD), cluster.login("alice", PASSWORD)
+    sessions = TwoSessions(connections(cluster, ending), sockets_on_both_workers(cluster, ending, ws_factory),
+                           connections(cluster, staying), ws_factory(cluster, staying))
+    assert statuses(sessions.ending) == {200} and statuses(sessions.staying) == {200}  # cached on both workers now
+    return sessions
+
+
 def test_after_logout_every_request_is_401_on_both_workers_and_its_websockets_close(
         two_workers: Cluster, connections: Callable[[Cluster, str], list[Http]],
         ws_factory: Callable[..., EventClient]) -> None:
     cluster = two_workers
-    new_user(cluster, "alice")
-    token, kept = cluster.login("alice", PASSWORD), cluster.login("alice", PASSWORD)
-    ending, staying = connections(cluster, token), connections(cluster, kept)
-    sockets, kept_socket = sockets_on_both_workers(cluster, token, ws_factory), ws_factory(cluster, kept)
-    assert statuses(ending) == {200} and statuses(staying) == {200}  # cached on both workers now
+    ending, sockets, staying, kept_socket = two_sessions_of_alice(cluster, connections, ws_factory)
+    token = ending[0].token
 
     assert ending[0].request("DELETE", "/api/logout")[0] == 200
     logged_out = time.monotonic()
@@ -144,12 +160,7 @@ def test_a_password_change_ends_the_other_sessions_at_once(
         two_workers: Cluster, connections: Callable[[Cluster, str], list[Http]],
         ws_factory: Callable[..., EventClient]) -> None:
     cluster = two_workers
-    new_user(cluster, "alice")
-    changer, other = cluster.login("alice", PASSWORD), cluster.login("alice", PASSWORD)
-    changing, others = connections(cluster, changer), connections(cluster, other)
-    other_sockets = sockets_on_both_workers(cluster, other, ws_factory)
-    changer_socket = ws_factory(cluster, changer)
-    assert statuses(others) == {200}
+    others, other_sockets, changing, changer_socket = two_sessions_of_alice(cluster, connections, ws_factory)
 
     assert changing[0].request("PUT", "/api/user", {"password": "a-new-password-1"})[0] == 200
     changed = time.monotonic()

@@ -133,17 +133,20 @@ def deliveries(cluster: Cluster, webhook_id: str, token: str | None = None, **pa
 
 
 def resize(cluster: Cluster, video_id: str, width: int, token: str | None = None) -> str:
-    with cluster.client(token) as client:
-        response = client.put("/api/video/resize", json={"videoId": video_id, "width": width, "height": 64})
+    response = cluster.resize(video_id, width, 64, token=token)
     assert response.status_code == 202, response.text
     return response.json()["jobId"]
 
 
-def upload_as(cluster: Cluster, clip: Path, token: str) -> str:
-    with cluster.client(token) as client:
-        response = client.post("/api/upload-video", content=clip.read_bytes(), headers={"filename": clip.name})
-    assert response.status_code == 201, response.text
-    return response.json()["videoId"]
+def first_delivery(cluster: Cluster, webhook_id: str, what: str, timeout_s: float = 30,
+                   state: str | None = None) -> dict[str, Any]:
+    """The webhook's newest delivery once it is no longer pending (and, with ``state``, once in that state)."""
+    def recorded() -> dict[str, Any] | None:
+        found = deliveries(cluster, webhook_id)
+        done = found and found[0]["state"] != "pending" and (state is None or found[0]["state"] == state)
+        return found[0] if done else None
+
+    return wait_until(recorded, timeout_s, what)
 
 
 def job_event(name: str, job_id: str) -> Callable[[list[Received]], bool]:
@@ -259,11 +262,8 @@ def test_a_receiver_failing_twice_gets_three_tries_and_one_success(
     seqs = {r.headers["X-VC-Delivery"] for r in receiver.received}
     assert len(seqs) == 1 and receiver.received[0].event["data"]["jobId"] == job_id, "the same delivery each time"
 
-    def finished() -> list[dict[str, Any]] | None:
-        found = deliveries(cluster, hook["webhookId"])
-        return found if found and found[0]["state"] != "pending" else None
-
-    [record] = wait_until(finished, 30, "the delivery to be recorded")
+    first_delivery(cluster, hook["webhookId"], "the delivery to be recorded")
+    [record] = deliveries(cluster, hook["webhookId"])
     assert record["state"] == "delivered" and record["attempts"] == 3 and record["statusCode"] == 200
     assert [t["statusCode"] for t in record["tries"]] == [500, 500, 200]
     assert [t["error"] for t in record["tries"]] == ["HTTP 500", "HTTP 500", None]
@@ -293,7 +293,7 @@ def test_a_webhook_is_its_owners_alone(cluster_factory: Callable[..., Cluster], 
 
     admin_job = resize(cluster, cluster.upload(clip), 96)
     admins.wait_for(job_event("job:completed", admin_job), "the administrator's job")
-    bob_job = resize(cluster, upload_as(cluster, clip, bob), 96, token=bob)
+    bob_job = resize(cluster, cluster.upload(clip, token=bob), 96, token=bob)
     bobs.wait_for(job_event("job:completed", bob_job), "bob's job")
     admins.wait_for(job_event("job:completed", bob_job), "bob's job, for the administrator")
     assert {e["data"]["jobId"] for e in bobs.events()} == {bob_job}, "bob hears only his own jobs"
@@ -370,11 +370,7 @@ def test_pending_deliveries_are_delivered_after_a_primary_kill(
     receiver = receivers(port=port)
     receiver.wait_for(job_event("job:completed", job_id), "the delivery after the restart", timeout_s=60)
 
-    def delivered() -> dict[str, Any] | None:
-        found = deliveries(cluster, hook["webhookId"])
-        return found[0] if found and found[0]["state"] == "delivered" else None
-
-    record = wait_until(delivered, 30, "the delivery to be recorded")
+    record = first_delivery(cluster, hook["webhookId"], "the delivery to be recorded", state="delivered")
     assert record["attempts"] >= 2 and record["tries"][0]["error"], "the tries before the kill are kept"
     assert len(receiver.received) == 1
 
@@ -392,11 +388,7 @@ def test_private_and_loopback_targets_are_refused_without_the_flag(
     by_name = create_webhook(cluster, f"http://localhost:{receiver.port}/hook", ["job:completed"])
     job_id = resize(cluster, cluster.upload(clip), 96)
 
-    def finished() -> dict[str, Any] | None:
-        found = deliveries(cluster, by_name["webhookId"])
-        return found[0] if found and found[0]["state"] != "pending" else None
-
-    record = wait_until(finished, 60, "the refused delivery to be recorded")
+    record = first_delivery(cluster, by_name["webhookId"], "the refused delivery to be recorded", timeout_s=60)
     assert record["state"] == "failed" and record["attempts"] == 1 and record["statusCode"] is None
     assert "refused" in record["error"] and "loopback" in record["error"], record["error"]
     assert cluster.job(job_id)["state"] == "completed"
