@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 LOG_TOPIC = "log"
@@ -82,6 +83,11 @@ class Event:
     data: dict[str, Any]
 
     def body(self) -> bytes:
+        return self._body
+
+    @cached_property
+    def _body(self) -> bytes:
+        """Built once: the bus, the webhooks and the replay all send the same bytes."""
         return _dumps({"event": self.event, "seq": self.seq, "ts": self.ts, "data": self.data})
 
     def encode(self) -> list[bytes]:

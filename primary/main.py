@@ -166,7 +166,11 @@ class Primary:
         parts.engine.recover()
         gc.freeze()  # what recovery loaded lives on: the collector need not walk a million queued jobs again
         store.checkpoint_elsewhere()
-        swept = open_storage(config).sweep_partials()  # no child runs yet
+        storage = open_storage(config)
+        try:
+            swept = storage.sweep_partials()  # no child runs yet
+        finally:
+            storage.close()
         if swept:
             log.info("removed partial files", count=swept)
         pool, remote = parts.pool, parts.remote

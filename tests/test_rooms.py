@@ -31,15 +31,11 @@ def user_token(cluster: Cluster, name: str) -> str:
 
 
 def upload_as(cluster: Cluster, token: str, clip: Path, name: str) -> str:
-    with cluster.client(token) as client:
-        response = client.post("/api/upload-video", content=clip.read_bytes(), headers={"filename": name})
-    assert response.status_code == 201, response.text
-    return response.json()["videoId"]
+    return cluster.upload(clip, name, token=token)
 
 
 def resize_as(cluster: Cluster, token: str, video_id: str, width: int) -> str:
-    with cluster.client(token) as client:
-        response = client.put("/api/video/resize", json={"videoId": video_id, "width": width, "height": 48})
+    response = cluster.resize(video_id, width, 48, token=token)
     assert response.status_code == 202, response.text
     return response.json()["jobId"]
 

@@ -324,7 +324,7 @@ def test_bad_input_is_an_exact_400(cluster_factory: Callable[..., Cluster]) -> N
         assert client.post("/api/webhooks", json={"url": url, "events": ["pipeline:"]}).status_code == 201
         too_many = client.post("/api/webhooks", json={"url": url, "events": ["job:"]})
         assert too_many.status_code == 400 and "at most 2" in too_many.json()["error"]
-        for query in ("limit=0", "limit=abc", "limit=5000", "before=-1", "before=x"):
+        for query in ("limit=0", "limit=abc", "limit=5000", "limit=%C2%B2", "before=-1", "before=x", "before=%C2%B2"):
             response = client.get(f"/api/webhooks/{hook['webhookId']}/deliveries?{query}")
             assert response.status_code == 400, (query, response.text)
         assert client.get("/api/webhooks/nosuchhook").status_code == 404
