@@ -234,7 +234,7 @@ class JobEngine:
         log.warning("job stalled", jobId=job.id, videoId=job.video_id, reason=reason)
         attempt = self._end_attempt(job, run_id, "stalled", reason)
         job.attempts -= 1  # the attempt never finished: it does not count against the job
-        self._commit(job, EventName.STALLED, attempt, reason=reason, attempt=job.attempts)
+        self._commit(job, EventName.STALLED, attempt, executor=job.executor, reason=reason, attempt=job.attempts)
         self._enqueue(job)
 
     # requests

@@ -78,6 +78,7 @@ def test_a_run_is_stalled_past_its_timeout_and_grace_and_its_late_result_is_igno
     assert killed == [4242], "killed, so it can never finish the job a second time"
     assert primary.names(job.id) == ["job:queued", "job:started", "job:stalled", "job:queued"]
     assert dict(primary.events(job.id))["job:stalled"]["reason"] == RUN_STALLED
+    assert dict(primary.events(job.id))["job:stalled"]["executor"] == primary.engine.store.attempts(job.id)[0].executor
     assert primary.engine.active[job.id].attempts == 0
 
     pool.handle(IDENTITY, ExecutorMessage(ExecutorKind.DONE, run_id, {"result": {"file": "late.mp4"}}))
