@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
 """
 
 
@@ -134,6 +135,7 @@ class AccountStore:
         return [row[0] for row in rows]
 
     def prune_sessions(self) -> int:
+        """Forget expired sessions (they are refused already); the number removed."""
         return self._db.execute("DELETE FROM sessions WHERE expires_at <= ?", (time.time() * 1000,)).rowcount
 
 

@@ -176,7 +176,8 @@ class Primary:
         pool, remote = parts.pool, parts.remote
         self._tasks = [asyncio.create_task(coro) for coro in (
             parts.control.serve(), pool.serve(), pool.watch_heartbeats(), _forward_logs(parts.logs, parts.bus),
-            _prune_events(store, config.event_retention, config.event_retention_s), self._watch_workers(),
+            _prune_events(store, config.event_retention, config.event_retention_s), _prune_sessions(parts.accounts),
+            self._watch_workers(),
             parts.loop_lag.run(), Retention(store, keep_rules(config)).run(), _checkpoint(store),
             *(remote.serve() if remote else ()),
         )]
@@ -405,6 +406,15 @@ async def _checkpoint(store: JobStore) -> None:
 async def _prune_events(store: JobStore, keep: int, max_age_s: float) -> None:
     while True:
         await in_batches(lambda: store.prune_events(keep, time.time() * 1000 - max_age_s * 1000, DELETE_BATCH))
+        await asyncio.sleep(PRUNE_INTERVAL_S)
+
+
+async def _prune_sessions(accounts: AccountStore) -> None:
+    """Expired sessions would otherwise stay in the table for good, one row per login."""
+    while True:
+        removed = accounts.prune_sessions()  # through the expiry index: a few rows at a time
+        if removed:
+            log.info("expired sessions removed", count=removed)
         await asyncio.sleep(PRUNE_INTERVAL_S)
 
 

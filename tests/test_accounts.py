@@ -14,6 +14,7 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from primary.accounts import AccountStore
 from tests.harness import ADMIN, ROOT, Cluster, EventClient
 
 PROTECTED = [
@@ -164,3 +165,16 @@ def test_users_see_and_act_on_their_own_videos_and_jobs_only(cluster_factory: Ca
     with cluster.client() as admin:
         assert [v["videoId"] for v in admin.get("/api/videos").json()] == [video_id]
         assert admin.get(f"/api/jobs/{job_id}").status_code == 200
+
+
+def test_expired_sessions_are_pruned_and_live_ones_kept(tmp_path: Path) -> None:
+    accounts = AccountStore(tmp_path / "cluster.db")
+    try:
+        user = accounts.add_user("carol", "carol-secret")
+        accounts.create_session(user.id, "expired-token", ttl_s=-1)
+        accounts.create_session(user.id, "live-token", ttl_s=3600)
+        assert accounts.prune_sessions() == 1
+        assert accounts.session_user("live-token") is not None
+        assert accounts.prune_sessions() == 0
+    finally:
+        accounts.close()
