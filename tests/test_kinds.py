@@ -151,3 +151,10 @@ def test_the_new_outputs_download_and_show_in_the_video_summary(cluster: Cluster
         assert video[field]["state"] == "completed", field
         assert video[field]["result"] == completed[job_type]["result"], field
     assert set(video["resizes"]) == {"160x120"} and set(video["conversions"]) == {"webm"}
+
+
+def test_the_kinds_are_listed_for_the_pages(cluster: Cluster) -> None:
+    with cluster.client() as client:
+        listed = client.get("/api/kinds").json()
+    assert [k["type"] for k in listed] == list(kinds.KINDS)
+    assert next(k for k in listed if k["type"] == "storyboard")["downloads"] == ["storyboard", "storyboard-vtt"]

@@ -32,7 +32,7 @@ export function previewTools(video, submit) {
   start.type = 'number';
   start.id = `preview-start-${id}`;
   start.min = '0';
-  start.step = '0.5';
+  start.step = 'any';
   start.max = String(Math.max(0, duration - 0.5));
   start.value = '0';
   start.setAttribute('aria-describedby', `preview-hint-${id}`);
@@ -53,7 +53,7 @@ export function previewTools(video, submit) {
   at.type = 'number';
   at.id = `thumbnail-at-${id}`;
   at.min = '0';
-  at.step = '0.5';
+  at.step = 'any';
   at.value = String(Math.round(duration * 5) / 10); // half-way
   thumbLabel.htmlFor = at.id;
   const thumbSubmit = el('button', 'primary thumbnail-submit', 'New thumbnail');

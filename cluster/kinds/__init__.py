@@ -25,7 +25,8 @@ class UnknownKind(jobspec.InvalidJob):
 def kind(name: Any) -> Kind:
     found = KINDS.get(name) if isinstance(name, str) else None
     if found is None:
-        raise UnknownKind(f"unknown job type {name!r}: one of {', '.join(KINDS)}")
+        shown = name if not isinstance(name, str) or len(name) <= 40 else name[:40] + "..."  # never echo a whole body
+        raise UnknownKind(f"unknown job type {shown!r}: one of {', '.join(KINDS)}")
     return found
 
 

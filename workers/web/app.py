@@ -92,6 +92,7 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/video/hls", make_hls, methods=["POST"]),
         Route("/api/jobs", list_jobs),
         Route("/api/jobs", create_job, methods=["POST"]),
+        Route("/api/kinds", list_kinds),
         Route("/api/jobs/{job_id}", get_job),
         Route("/api/jobs/{job_id}", cancel_job, methods=["DELETE"]),
         Route("/api/jobs/{job_id}/retry", retry_job, methods=["POST"]),
@@ -218,6 +219,12 @@ async def create_job(request: Request) -> JSONResponse:
     if not isinstance(job_type, str) or not job_type:
         raise ApiError(400, f"type is required: one of {', '.join(kinds.KINDS)}")
     return await _submit(request, job_type, body)
+
+
+async def list_kinds(_request: Request) -> JSONResponse:
+    """The kinds of job (`cluster.kinds`): each one's type, its downloads and its field in a video's summary."""
+    return JSONResponse([{"type": k.name, "downloads": list(k.downloads), "summaryField": k.summary_field}
+                         for k in kinds.KINDS.values()])
 
 
 async def delete_video(request: Request) -> JSONResponse:
