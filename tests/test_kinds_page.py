@@ -11,7 +11,17 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.harness import Cluster, generate_clip
-from tests.test_pages import JOB_S, UI_S, USER, assert_fits, log_in, page, screenshot, upload_through_picker  # noqa: F401
+from tests.test_pages import (  # noqa: F401
+    JOB_S,
+    SCREENSHOTS,
+    UI_S,
+    USER,
+    assert_fits,
+    log_in,
+    page,
+    screenshot,
+    upload_through_picker,
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +68,13 @@ def test_a_card_requests_and_shows_a_storyboard_and_a_preview(cluster_factory: C
     expect(card.locator("video.hls-video")).to_have_attribute("data-hls", "attached", timeout=UI_S)
     seek = card.locator("input.seek")
     expect(card.locator(".seek-wrap")).to_have_attribute("data-cues", "3", timeout=UI_S)
-    box = seek.bounding_box()
-    assert box is not None
-    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)  # 3 s: the second tile
+    width = seek.evaluate("s => s.getBoundingClientRect().width")
+    seek.hover(position={"x": width * 0.5, "y": 5})  # 3 s: the second tile
     tip = card.locator(".seek-tip")
     expect(tip).to_be_visible(timeout=UI_S)
     expect(tip).to_have_attribute("data-tile", "160,0")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    tip.screenshot(path=str(SCREENSHOTS / "player-storyboard-tip.png"))  # in view already: the pointer stays
     assert "type=storyboard" in tip.evaluate("t => t.style.backgroundImage")
     loaded = page.evaluate("""(url) => new Promise((resolve) => {
       const img = new Image(); img.onload = () => resolve(img.naturalWidth); img.onerror = () => resolve(0);

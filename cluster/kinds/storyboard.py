@@ -74,8 +74,9 @@ def _layout(job: Job) -> tuple[float, int, int, int, int, int]:
 
 def storyboard_command(job: Job, directory: Path) -> list[str]:
     interval, _count, columns, rows, width, height = _layout(job)
-    # fps=1/interval picks the frame of each interval's start; tile fills a row after another, flushing a
-    # partly filled sheet at the end; one sheet (a frame past the grid, from fps's rounding, is dropped)
+    # fps=1/interval keeps one frame of each interval (rounding to the nearest output time, the one near
+    # its middle); tile fills a row after another, flushing a partly filled sheet at the end; one sheet
+    # only (a frame past the grid, from fps's rounding at the end, is dropped)
     return [
         job.ffmpeg, *media.BASE_ARGS, *media.PROGRESS_ARGS, *media.input_args(job.source, job.source_fmt),
         "-map", "0:v:0", "-an", "-vf", f"fps=1/{interval:g},scale={width}:{height},setsar=1,tile={columns}x{rows}",
