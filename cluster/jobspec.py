@@ -1,4 +1,4 @@
-"""Validation of job requests, shared by the web workers (before anything is queued) and the executors.
+"""Validation of job requests, shared by the primary (before anything is queued) and the executors.
 
 What a route accepts an executor can run: the rules for sizes, fits, formats and renditions live
 here and in ``cluster.hls`` / ``cluster.media``, and both sides call the same functions.
@@ -69,17 +69,11 @@ def hls_ladder(requested: Any, video_info: dict[str, Any]) -> list[hls.Rendition
 
 
 def job_work(job_type: str, params: dict[str, Any], video_info: dict[str, Any]) -> float:
-    """Output pixels per frame x seconds (summed over an HLS ladder): what a job costs, roughly."""
-    duration_s = float(video_info.get("duration") or 0.0)
-    if job_type == "resize":
-        pixels = int(params["width"]) * int(params["height"])
-    elif job_type == "convert":
-        pixels = int(video_info["width"]) * int(video_info["height"])
-    elif job_type == "hls":
-        pixels = sum(r.width * r.height for r in hls_ladder(params["renditions"], video_info))
-    else:
-        pixels = 0  # audio only: bounded by the source's duration limit
-    return pixels * duration_s
+    """Output pixels per frame x seconds (summed over an HLS ladder): what a job costs, roughly (each kind's
+    own estimate, `cluster.kinds`)."""
+    from cluster.kinds import kind  # the kinds use these rules: imported when first needed
+
+    return kind(job_type).work(params, video_info)
 
 
 def check_work(job_type: str, params: dict[str, Any], video_info: dict[str, Any], max_work: float) -> None:

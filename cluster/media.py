@@ -384,11 +384,12 @@ def thumbnail_command(
     dst: str | os.PathLike[str],
     at_s: float,
     src_format: str | None = None,
+    width: int = 320,
 ) -> list[str]:
     return [
         ffmpeg, *BASE_ARGS,
         "-ss", f"{max(at_s, 0.0):.3f}", *input_args(src, src_format),
-        "-vf", "scale=320:-2", "-frames:v", "1", "-q:v", "4",
+        "-vf", f"scale={width}:-2", "-frames:v", "1", "-q:v", "4",
         # -update 1: write a single image, not an image sequence.
         "-update", "1", "-f", "image2", "-c:v", "mjpeg", os.fspath(dst),
     ]

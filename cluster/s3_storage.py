@@ -3,7 +3,7 @@
 Uploads stream in by multipart (`MultipartWriter`: memory bounded by the part size and the parts in
 flight); an executor works on local copies in its scratch dir (`S3Storage.workspace`) and puts its
 outputs under run-scoped keys ``<prefix>/<videoId>/.runs/<run_id>/...``, which `publish_run` copies
-to their final keys (an HLS master playlist last) before deleting them. Downloads are presigned URLs.
+to their final keys (a directory's index file, an HLS master playlist, last) before deleting them. Downloads are presigned URLs.
 
 boto3 is blocking: every call runs in this storage's thread pool. A transfer that is cancelled is told
 to stop (a `threading.Event` it checks between chunks) and awaited, so no thread writes into a
@@ -32,7 +32,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from cluster.logs import get_logger
-from cluster.storage import HLS_MASTER, Layout, LocalStorage, StorageError, StorageSettings, content_type, discard
+from cluster.storage import Layout, LocalStorage, StorageError, StorageSettings, content_type, discard
 
 PART_SIZE = 8 * 1024 * 1024
 PARTS_IN_FLIGHT = 3  # per upload: with the part being filled, ~32 MiB of body in memory at most
@@ -221,36 +221,43 @@ class S3Storage(Layout):
         finally:
             await asyncio.get_running_loop().run_in_executor(self._pool, shutil.rmtree, work.root, True)
 
-    async def save_outputs(self, work: LocalStorage, video_id: str, run_id: str, output: Path) -> None:
-        """Put the job's output (an HLS ladder: every file, the master last) under the run's keys,
-        then make them visible (`publish_run`)."""
-        files = _hls_files(output.parent) if output.name == HLS_MASTER else [output]
+    async def save_outputs(self, work: LocalStorage, video_id: str, run_id: str, output: Path,
+                           last: str | None = None) -> None:
+        """Put the job's output under the run's keys, then make them visible (`publish_run`). A directory
+        output (an HLS ladder, a storyboard) goes file by file, its `last` file (the one naming the others)
+        after every other."""
         local_dir, run_dir = work.video_dir(video_id), self.run_dir(video_id, run_id)
+        files = _files(output) if last is not None else [output]
+        final = output / last if last is not None else output
 
         def put(path: Path) -> Callable[[threading.Event], None]:
             return functools.partial(self._put_file, path, run_dir / path.relative_to(local_dir).as_posix())
 
-        await self.transfers([put(p) for p in files if p != output])
-        await self.transfer(put(output))
-        await self.transfer(functools.partial(self.publish_run, video_id, run_id))
+        await self.transfers([put(p) for p in files if p != final])
+        await self.transfer(put(final))
+        directory = output.relative_to(local_dir).as_posix() if last is not None else None
+        await self.transfer(functools.partial(self.publish_run, video_id, run_id, directory, last))
 
-    def publish_run(self, video_id: str, run_id: str, stop: threading.Event | None = None) -> None:
-        """Copy a run's objects to their final keys (an HLS master last; the files of an older ladder
-        not in this one are removed after it), then delete the run's keys. Blocking."""
+    def publish_run(self, video_id: str, run_id: str, directory: str | None = None, last: str | None = None,
+                    stop: threading.Event | None = None) -> None:
+        """Copy a run's objects to their final keys, then delete the run's keys. Blocking.
+
+        For a directory output, its `last` file is copied after the others, then the files of an older
+        version of the directory not in this one are removed."""
         run_dir, video_dir = self.run_dir(video_id, run_id), self.video_dir(video_id)
         objects = list(self._list(run_dir))
         if not objects:
             raise StorageError(f"run {run_id} has no outputs to publish")
         final = {o["Key"]: f"{video_dir}/{o['Key'][len(str(run_dir)) + 1:]}" for o in objects}
-        master = f"{video_dir}/hls/{HLS_MASTER}"
-        first = [o for o in objects if final[o["Key"]] != master]
-        last = [o for o in objects if final[o["Key"]] == master]
+        index = f"{video_dir}/{directory}/{last}" if directory and last else None
+        first = [o for o in objects if final[o["Key"]] != index]
+        then = [o for o in objects if final[o["Key"]] == index]
         with ThreadPoolExecutor(8, thread_name_prefix="s3-publish") as pool:
-            for batch in (first, last):
+            for batch in (first, then):
                 list(pool.map(lambda o: self._copy(o, final[o["Key"]], stop), batch))
-        if last:
+        if directory:
             kept = set(final.values())
-            self._delete_keys([o["Key"] for o in self._list(video_dir / "hls") if o["Key"] not in kept])
+            self._delete_keys([o["Key"] for o in self._list(video_dir / directory) if o["Key"] not in kept])
         self._delete_keys(list(final))
 
     def discard_run(self, video_id: str, run_id: str, stop: threading.Event | None = None) -> None:
@@ -514,7 +521,7 @@ class S3UploadSink:
         await self._writer.abort()
 
 
-def _hls_files(directory: Path) -> list[Path]:
+def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 

@@ -1,6 +1,7 @@
 """File storage: where each video's original and outputs live.
 
-The one module that knows the layout ``<videoId>/original.<ext>``, ``thumbnail.jpg``... (`Layout`), on
+The names of a video's files: ``<videoId>/original.<ext>``, ``thumbnail.jpg``... (`Layout`; each kind of
+job names its outputs in its module, `cluster.kinds`, mostly through these), on
 local disk under ``storage/`` (`LocalStorage`, here) or in S3 under a prefix (`cluster.s3_storage`).
 Files are written under a temporary name and moved in place only when complete.
 
@@ -37,6 +38,8 @@ CONTENT_TYPES = {
     "mkv": "video/x-matroska",
     "flv": "video/x-flv",
     "jpg": "image/jpeg",
+    "webp": "image/webp",
+    "vtt": "text/vtt",
     "aac": "audio/aac",
     "m3u8": "application/vnd.apple.mpegurl",
     "ts": "video/mp2t",
@@ -136,18 +139,6 @@ class Layout:
     def hls_master(self, video_id: str) -> Path:
         return self.hls_dir(video_id) / HLS_MASTER
 
-    def job_output(self, job_type: str, video_id: str, params: dict[str, Any], source_fmt: str) -> Path:
-        """The file a job makes; for `hls`, the master playlist of its directory."""
-        if job_type == "resize":
-            return self.resized(video_id, int(params["width"]), int(params["height"]), source_fmt)
-        if job_type == "convert":
-            return self.converted(video_id, str(params["format"]))
-        if job_type == "extract-audio":
-            return self.audio(video_id)
-        if job_type == "hls":
-            return self.hls_master(video_id)
-        raise ValueError(f"no output for job type {job_type!r}")
-
 
 class LocalStorage(Layout):
     is_remote = False
@@ -176,8 +167,9 @@ class LocalStorage(Layout):
         """Where a job reads its input and writes its outputs: here, the storage itself."""
         yield self
 
-    async def save_outputs(self, work: LocalStorage, video_id: str, run_id: str, output: Path) -> None:
-        """Nothing to do: the job moved its output in place itself."""
+    async def save_outputs(self, work: LocalStorage, video_id: str, run_id: str, output: Path,
+                           last: str | None = None) -> None:
+        """Nothing to do: the job moved its output in place itself (or left it for the primary to)."""
 
     @staticmethod
     def partial(final: Path, tag: str = "") -> Path:

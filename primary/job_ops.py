@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cluster import jobspec
+from cluster import jobspec, kinds
 from cluster.logs import clip, get_logger
 from cluster.protocol import JobState, Priority
 from primary.control import Handler, RequestError
@@ -273,22 +273,14 @@ class JobOps:
 
 
 _T = TypeVar("_T")
-_JOB_PARAMS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
-    "resize": lambda body, _video: jobspec.resize_params(body),
-    "convert": lambda body, video: jobspec.convert_params(body.get("format"), video["info"]["format"]),
-    "extract-audio": lambda _body, video: jobspec.audio_params(video["info"]),
-    "hls": lambda body, video: jobspec.hls_params(body, video["info"]),
-}
 
 
 def _job_request(job_type: str, body: dict[str, Any], video: dict[str, Any]) -> tuple[str, dict[str, Any],
                                                                                       dict[str, Any]]:
-    """The kind's parameters and the options every kind takes, from the request's body (400 when wrong)."""
-    make_params = _JOB_PARAMS.get(job_type)
-    if make_params is None:
-        raise RequestError(400, f"unknown job type {job_type!r}")
+    """The kind's parameters and the options every kind takes, from the request's body (400 when wrong:
+    an unknown kind's message lists the known ones)."""
     try:
-        return job_type, make_params(body, video), jobspec.job_options(body)
+        return kinds.job_request(job_type, body, video["info"])
     except jobspec.InvalidJob as e:
         raise RequestError(400, str(e)) from e
 
@@ -311,18 +303,5 @@ def _page(items: list[dict[str, Any]], jobs: list[Job], limit: int) -> dict[str,
 
 
 def _outputs(jobs: list[Job]) -> dict[str, Any]:
-    """A video's resizes, conversions, audio and HLS ladder, from its newest job of each kind."""
-    resizes: dict[str, Any] = {}
-    conversions: dict[str, Any] = {}
-    singles: dict[str, Any] = {}
-    for job in jobs:  # newest first: keep the first job seen for each output
-        summary = {"jobId": job.id, "state": job.state.value, "progress": job.progress,
-                   "processing": not job.state.is_final, "result": job.result}
-        if job.type == "resize":
-            resizes.setdefault(f"{job.params['width']}x{job.params['height']}", summary)
-        elif job.type == "convert":
-            conversions.setdefault(job.params["format"], summary)
-        else:
-            singles.setdefault(job.type, summary)
-    return {"resizes": resizes, "conversions": conversions, "audio": singles.get("extract-audio"),
-            "hls": singles.get("hls")}
+    """A video's outputs, from its newest job of each (each kind's field: resizes, conversions, audio, hls...)."""
+    return kinds.summarize(jobs)

@@ -18,7 +18,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cluster.protocol import EventName, JobState, JobType
+from cluster import kinds
+from cluster.protocol import EventName, JobState
 from primary.control import Handler
 from primary.engine import JobEngine
 from primary.jobs import Job
@@ -195,7 +196,7 @@ class MetricsOps:
                    [({}, lag.recent_p99())])
 
     def _render_jobs(self, out: Exposition) -> None:
-        finished = {(t.value, s.value): 0 for t in JobType for s in FINAL_STATES}  # every series, from 0
+        finished = {(t, s.value): 0 for t in kinds.KINDS for s in FINAL_STATES}  # every series, from 0
         finished.update(self._jobs.finished)
         out.family("vc_jobs_total", "counter", "jobs that reached a final state (completed, dead, cancelled)",
                    [({"type": t, "state": s}, n) for (t, s), n in sorted(finished.items())])

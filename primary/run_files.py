@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cluster import kinds
 from cluster.logs import get_logger
 from cluster.storage import LocalStorage, discard
 from primary.jobs import Job
@@ -33,14 +34,15 @@ class RunFiles:
 
     def accept(self, job: Job, run_id: str) -> None:
         """Move this run's outputs in place; raises OutputMissing when they are not there."""
-        final = self._final(job)
-        if final is None:
+        video = self._video_lookup(job.video_id)
+        kind = kinds.KINDS.get(job.type)
+        if video is None or kind is None:
             return
-        target = final.parent if job.type == "hls" else final  # HLS: the whole ladder directory
+        target = kind.target(self._storage, job.video_id, job.params, video["info"]["format"])  # a file or a directory
         partial = LocalStorage.run_partial(target, run_id)
         if not partial.exists():
             raise OutputMissing(f"output missing: the run's {partial.name} is not in storage")
-        if job.type == "hls":
+        if kind.directory:
             replaced = LocalStorage.commit_dir(partial, target)
             if replaced is not None:
                 self._discard_later(replaced)
@@ -55,12 +57,6 @@ class RunFiles:
             return  # a malformed id from a report: it names no file of ours
         if removed:
             log.info("removed the files of a refused run", videoId=video_id, runId=run_id, count=removed)
-
-    def _final(self, job: Job) -> Path | None:
-        video = self._video_lookup(job.video_id)
-        if video is None:
-            return None
-        return self._storage.job_output(job.type, job.video_id, job.params, video["info"]["format"])
 
     def _discard_later(self, path: Path) -> None:
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(discard, path))

@@ -142,8 +142,11 @@ def hidden_leftovers(storage: LocalStorage) -> list[str]:
 def test_extract_audio_copies_aac(tmp_path: Path, clip_720p: Path) -> None:
     run = run_job(tmp_path, clip_720p, "extract-audio")
     output = run.storage.audio(VIDEO_ID)
-    assert run.result == {"file": "audio.aac", "url": f"/get-video-asset?videoId={VIDEO_ID}&type=audio",
-                          "size": output.stat().st_size, "audioCodec": "aac", "duration": run.result["duration"]}
+    url = f"/get-video-asset?videoId={VIDEO_ID}&type=audio"
+    assert run.result == {"file": "audio.aac", "url": url,
+                          "size": output.stat().st_size, "audioCodec": "aac", "duration": run.result["duration"],
+                          "outputs": [{"name": "audio.aac", "url": url, "contentType": "audio/aac",
+                                       "size": output.stat().st_size}]}
     assert run.result["duration"] == pytest.approx(probe(clip_720p).duration_s, abs=0.1)
     copied, source = audio_packets(output), audio_packets(clip_720p)
     # Bit-exact: each ADTS frame is the source's AAC frame behind a 7-byte ADTS header.
@@ -229,6 +232,10 @@ def test_hls_result_and_master_playlist(ladder_run: Run) -> None:
     assert ladder_run.result == {
         "master": "hls/master.m3u8", "url": f"/hls/{VIDEO_ID}/master.m3u8",
         "renditions": [{"height": h, "width": w, "bandwidth": b} for b, w, h, _ in infs],
+        "outputs": [{"name": name, "url": f"/hls/{VIDEO_ID}/{name}", "contentType": "application/vnd.apple.mpegurl",
+                     "size": (ladder_run.hls_dir / name).stat().st_size}
+                    for name in ["master.m3u8", "240p/index.m3u8", "360p/index.m3u8", "720p/index.m3u8",
+                                 "audio/index.m3u8"]],
     }
     assert ladder_run.progress[-1] == 100.0
 

@@ -50,9 +50,21 @@ function start(user) {
     onUnauthorized: () => sessionEnded(),
   });
   dash.live.start();
+  loadKinds();
   refreshAll();
   refreshProcesses();
   dash.timers.push(setInterval(refreshStats, STATS_EVERY_MS), setInterval(refreshProcesses, PROCESSES_EVERY_MS));
+}
+
+/** The type filter offers every kind the cluster runs (GET /api/kinds, from cluster/kinds/). */
+async function loadKinds() {
+  try {
+    const kinds = await api('GET', '/api/kinds');
+    const select = $('filter-type');
+    const chosen = select.value;
+    select.length = 1; // "any"
+    for (const kind of kinds) select.append(new Option(kind.type, kind.type, false, kind.type === chosen));
+  } catch { /* the built-in list stays */ }
 }
 
 function refreshAll() {

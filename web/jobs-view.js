@@ -2,6 +2,7 @@
 // as an item of its video's card with its state, a <progress> bar, its errors and its actions.
 import { api, button, clampPercent, el, fmtBytes, fmtEta, isNum, localUrl, say } from './common.js';
 import { FINAL_STATES } from './live.js';
+import { SHOWN_KINDS, showOutput } from './card-outputs.js';
 
 export const STATE_TEXT = {
   queued: 'queued', running: 'running', delayed: 'failed, will retry', completed: 'completed',
@@ -87,6 +88,9 @@ function outputsOf(video) {
   }
   out.push([{ type: 'extract-audio', params: {} }, video.audio]);
   out.push([{ type: 'hls', params: null }, video.hls]);
+  out.push([{ type: 'thumbnail', params: null }, video.thumbnailJob]);
+  out.push([{ type: 'storyboard', params: null }, video.storyboard]);
+  out.push([{ type: 'preview', params: null }, video.preview]);
   return out;
 }
 
@@ -167,6 +171,9 @@ export function jobLabel(job) {
     case 'extract-audio': return 'Extract audio';
     case 'hls': return Array.isArray(p.renditions) ? `HLS ladder ${p.renditions.map((h) => `${h}p`).join(', ')}`
       : 'HLS ladder';
+    case 'thumbnail': return isNum(p.at) ? `Thumbnail at ${p.at} s` : 'Thumbnail';
+    case 'storyboard': return isNum(p.interval) ? `Storyboard, a tile every ${p.interval} s` : 'Storyboard';
+    case 'preview': return isNum(p.start) ? `Preview ${p.start}–${p.start + p.length} s` : 'Preview';
     default: return job.type || 'Job';
   }
 }
@@ -196,6 +203,7 @@ function jobDetail(job) {
       if (isNum(r.width)) parts.push(`${r.width}×${r.height}`);
       if (isNum(r.size)) parts.push(fmtBytes(r.size));
       if (Array.isArray(r.renditions)) parts.push(r.renditions.map((v) => `${v.height}p`).join(', '));
+      if (isNum(r.tiles)) parts.push(`${r.tiles} tiles of ${r.tileWidth}×${r.tileHeight}`);
       return parts.join(' · ');
     }
     case 'dead': return `Gave up after ${job.attempts || '?'} attempt${job.attempts === 1 ? '' : 's'}`;
@@ -248,6 +256,7 @@ export function renderJob(job, reorder = false) {
   error.textContent = showError
     ? `${job.failures ? `Failed ${job.failures}× — ` : ''}last error: ${job.error}` : '';
   renderJobActions(item.querySelector('.job-actions'), job, label);
+  if (job.state === 'completed' && job.result && SHOWN_KINDS.has(job.type)) showNewest(card, job);
   foldFinished(card);
   watchPositions();
 }
@@ -278,6 +287,13 @@ async function refreshPositions() {
     positionsTimer = null;
     watchPositions();
   }
+}
+
+/** A finished thumbnail, storyboard or preview shows on its card, unless a newer one of its kind does. */
+function showNewest(card, job) {
+  const newer = [...jobs.values()].some((other) => other.videoId === job.videoId && other.type === job.type
+    && other.state === 'completed' && other.result && other.createdAt > job.createdAt);
+  if (!newer) showOutput(card, job);
 }
 
 const FINISHED_SHOWN = 3; // a card shows its unfinished jobs and its newest finished ones; the rest fold

@@ -1,6 +1,8 @@
 // The HLS player of a video card: hls.js (vendored in vendor/, loaded on the first "Play") feeding a
-// <video> through Media Source Extensions, or the browser's own HLS support where it has one.
+// <video> through Media Source Extensions, or the browser's own HLS support where it has one; under it a
+// seek bar showing the storyboard's thumbnails (storyboard.js).
 import { button, el, option } from './common.js';
+import { buildSeekBar } from './storyboard.js';
 
 let current = null; // {instance, parts}: the player that plays
 
@@ -20,13 +22,14 @@ export function buildPlayer(video) {
   level.append(option('-1', 'Auto'));
   const status = el('span', 'player-status muted');
   status.setAttribute('role', 'status');
-  const parts = { root, media, level, status };
+  const seekBar = buildSeekBar(media, video.name);
+  const parts = { root, media, level, status, setStoryboard: seekBar.load };
   level.addEventListener('change', () => {
     if (current && current.parts === parts && current.instance) current.instance.currentLevel = Number(level.value);
   });
   const bar = el('div', 'player-bar');
   bar.append(levelLabel, level, status, button('Close player', 'secondary small', () => closePlayer(parts)));
-  root.append(media, bar);
+  root.append(media, seekBar.root, bar);
   return parts;
 }
 

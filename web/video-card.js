@@ -1,9 +1,11 @@
 // A video's card in the app: thumbnail and facts, the tools that start jobs (resize, convert, extract
-// audio, HLS ladder, with a priority), its jobs (drawn by jobs-view.js) and its HLS player.
+// audio, HLS ladder; storyboard, preview and thumbnail from card-outputs.js; with a priority), its
+// previews, its jobs (drawn by jobs-view.js) and its HLS player.
 import { api, apiCall, button, el, fmtBytes, fmtDateTime, fmtDuration, isNum, localUrl, option, say,
   VIDEO_FORMATS } from './common.js';
 import { ensureJob, jobLabel, renderJob, STATE_TEXT } from './jobs-view.js';
 import { buildPlayer } from './player.js';
+import { buildOutputs, previewTools } from './card-outputs.js';
 
 const RESIZE_PRESETS = [[1280, 720], [854, 480], [640, 360], [320, 240]];
 const HLS_HEIGHTS = [240, 360, 720, 1080];
@@ -53,7 +55,12 @@ export function buildCard(video) {
   const tools = el('div', 'tools');
   const priority = prioritySelect(id);
   tools.append(resizeForm(video, priority, message), convertForm(video, priority, message),
-    audioTool(video, priority, message), hlsForm(video, priority, message), priority.wrap);
+    audioTool(video, priority, message), hlsForm(video, priority, message),
+    ...previewTools(video, (control, type, params) => submitJob(video, control, message, {
+      type, params, method: 'POST', path: '/api/jobs',
+      body: { videoId: id, type, ...params, priority: priority.select.value },
+    })), priority.wrap);
+  const outputs = buildOutputs(video);
 
   const jobsHead = el('h4', 'jobs-head', 'Jobs');
   const jobsList = el('ul', 'jobs');
@@ -65,8 +72,8 @@ export function buildCard(video) {
   foot.append(el('span', 'job-id mono', `id ${id}`),
     button('Delete video', 'danger small delete-video', () => deleteVideo(video, message)));
 
-  root.append(head, tools, message, jobsHead, noJobs, jobsList, player.root, foot);
-  return { root, jobsList, noJobs, message, player };
+  root.append(head, tools, message, outputs.root, jobsHead, noJobs, jobsList, player.root, foot);
+  return { root, jobsList, noJobs, message, player, thumb, outputs };
 }
 
 function videoMeta(video) {

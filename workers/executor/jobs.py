@@ -1,17 +1,17 @@
-"""What each job type runs, and where its output goes."""
+"""How an executor runs a job of any kind (`cluster.kinds`): in which workspace, under which partial
+names, and how its output is moved in place (or left under its run-scoped name for the primary)."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import shlex
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cluster import hls, jobspec, media
+from cluster import kinds, media
+from cluster.kinds.base import Job, Kind
+from cluster.kinds.extract_audio import NO_AUDIO
 from cluster.storage import Layout, LocalStorage, StorageError, discard
 from workers.executor.ffmpeg_process import FfmpegResult, ProgressCallback, run_ffmpeg
 
@@ -25,7 +25,7 @@ IMPOSSIBLE_OUTPUT_MARKERS = (
     "not currently supported in container",
     "supports only codec",
 )
-NO_AUDIO = "invalid parameters: the video has no audio"
+__all__ = ["NO_AUDIO", "Job", "JobFailure", "execute", "public_error"]
 
 if TYPE_CHECKING:
     from cluster.storage import Storage
@@ -41,30 +41,12 @@ class JobFailure(Exception):
         self.command = command  # the ffmpeg command line, when ffmpeg ran
 
 
-@dataclass(frozen=True)
-class Job:
-    video_id: str
-    params: dict[str, Any]
-    source: Path
-    source_fmt: str
-    info: media.MediaInfo  # probed when the job starts, not the copy stored at upload
-    output: Path
-    ffmpeg: str
-    threads: int
-    timeout_s: float
-    on_progress: ProgressCallback
-    run_id: str = ""  # set when the primary dispatched it: outputs stay under run-scoped names for it to accept
-
-
-Runner = Callable[[Job], Awaitable[dict[str, Any]]]
-
-
 async def execute(payload: dict[str, Any], storage: Storage, ffmpeg: str,
                   on_progress: ProgressCallback, run_id: str = "") -> dict[str, Any]:
     """Run one job in the storage's workspace (the storage itself on local disk; with S3, local copies
     in the scratch dir), then have the storage make its outputs visible."""
-    runner = RUNNERS.get(payload["type"])
-    if runner is None:
+    kind = kinds.KINDS.get(payload["type"])
+    if kind is None:
         raise JobFailure(f"invalid parameters: unknown job type {payload['type']!r}", permanent=True)
     video = payload.get("video")
     if not video:
@@ -74,19 +56,19 @@ async def execute(payload: dict[str, Any], storage: Storage, ffmpeg: str,
         async with storage.workspace(video_id, run_id, video["info"]["format"]) as work:
             try:
                 # fenced by run-scoped names here only on the storage itself; an S3 run is fenced by its keys
-                job = await _prepare(payload, work, ffmpeg, on_progress, run_id if work is storage else "")
-                result = await runner(job)
+                job = await _prepare(kind, payload, work, ffmpeg, on_progress, run_id if work is storage else "")
+                result = await (_run_dir_job if kind.directory else _run_file_job)(kind, job)
             except (JobFailure, OSError, media.MediaError) as e:
                 if work is storage:
                     raise
                 raise _scratch_free(e, work, video_id) from e
-            await storage.save_outputs(work, video_id, run_id, job.output)
+            await storage.save_outputs(work, video_id, run_id, job.output, kind.last if kind.directory else None)
     except StorageError as e:
         raise JobFailure(f"storage unavailable: {e}", permanent=False) from e
     return result
 
 
-async def _prepare(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
+async def _prepare(kind: Kind, payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
                    on_progress: ProgressCallback, run_id: str) -> Job:
     video_id, source_fmt, params = payload["videoId"], payload["video"]["info"]["format"], payload["params"]
     source = storage.original(video_id, source_fmt)
@@ -96,7 +78,7 @@ async def _prepare(payload: dict[str, Any], storage: LocalStorage, ffmpeg: str,
         info = await asyncio.to_thread(media.probe_source, source)
     except media.ProbeError as e:
         raise JobFailure(f"unreadable input: {e}", permanent=True) from e
-    output = _checked(storage.job_output, payload["type"], video_id, params, source_fmt)
+    output = _checked(kind.target, storage, video_id, params, source_fmt)
     return Job(video_id, params, source, source_fmt, info, output, ffmpeg, int(payload["threads"]),
                float(payload["timeoutS"]), on_progress, run_id)
 
@@ -131,8 +113,9 @@ def _checked(build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise JobFailure(f"invalid parameters: {e}", permanent=True) from e
 
 
-async def _run(argv: list[str], job: Job) -> None:
-    result = await run_ffmpeg(argv, job.info.duration_s, job.timeout_s, job.on_progress)
+async def _run(kind: Kind, argv: list[str], job: Job) -> None:
+    span_s = kind.progress_span(job.params, job.info.duration_s) if kind.progress_span else job.info.duration_s
+    result = await run_ffmpeg(argv, span_s, job.timeout_s, job.on_progress)
     if not result.ok:
         raise _failure(result, shlex.join(argv))
 
@@ -153,115 +136,54 @@ def _impossible_output(result: FfmpegResult) -> str | None:
     return next((marker for marker in IMPOSSIBLE_OUTPUT_MARKERS if marker in result.stderr_tail), None)
 
 
-# --- jobs writing one file -------------------------------------------------------
+# --- kinds writing one file -------------------------------------------------------
 
-@dataclass(frozen=True)
-class FileJob:
-    """A job whose output is one file, written under a partial name and moved in place when complete."""
-    command: Callable[[Job, Path], list[str]]
-    describe: Callable[[Job, Path], dict[str, Any]]  # the result, from the finished output; runs in a thread
-
-
-async def _run_file_job(spec: FileJob, job: Job) -> dict[str, Any]:
+async def _run_file_job(kind: Kind, job: Job) -> dict[str, Any]:
+    """Written under a partial name and moved in place when complete."""
     if job.run_id:
-        return await _run_fenced_file_job(spec, job)
-    # Two fits of one size write the same file (the later replaces it), each under its own partial name.
-    partial = LocalStorage.partial(job.output, tag=str(job.params.get("fit", "")))
-    argv = _checked(spec.command, job, partial)
+        return await _run_fenced_file_job(kind, job)
+    partial = LocalStorage.partial(job.output, tag=_checked(kind.partial_tag, job.params))
+    argv = _checked(kind.command, job, partial)
     try:
-        await _run(argv, job)
+        await _run(kind, argv, job)
         LocalStorage.commit(partial, job.output)
     finally:
         partial.unlink(missing_ok=True)
-    return await asyncio.to_thread(spec.describe, job, job.output)
+    return await asyncio.to_thread(kind.finish, job, job.output)
 
 
-async def _run_fenced_file_job(spec: FileJob, job: Job) -> dict[str, Any]:
+async def _run_fenced_file_job(kind: Kind, job: Job) -> dict[str, Any]:
     """The output stays under its run-scoped name: the primary moves it in place if it accepts the run."""
     partial = LocalStorage.run_partial(job.output, job.run_id)
-    argv = _checked(spec.command, job, partial)
+    argv = _checked(kind.command, job, partial)
     try:
-        await _run(argv, job)
-        return await asyncio.to_thread(spec.describe, job, partial)
+        await _run(kind, argv, job)
+        return await asyncio.to_thread(kind.finish, job, partial)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
 
 
-def _asset_url(video_id: str, query: str) -> str:
-    return f"/get-video-asset?videoId={video_id}&{query}"
+# --- kinds writing a directory (an HLS ladder, a storyboard) -------------------------------
 
-
-def _resize_command(job: Job, dst: Path) -> list[str]:
-    fit = job.params.get("fit", media.DEFAULT_FIT)
-    return media.resize_command(job.ffmpeg, job.source, dst, int(job.params["width"]), int(job.params["height"]),
-                                job.source_fmt, job.threads, fit=str(fit))
-
-
-def _convert_command(job: Job, dst: Path) -> list[str]:
-    return media.convert_command(job.ffmpeg, job.source, dst, str(job.params["format"]), job.threads,
-                                 src_format=job.source_fmt)
-
-
-def _extract_audio_command(job: Job, dst: Path) -> list[str]:
-    if job.info.audio_codec is None:
-        raise JobFailure(NO_AUDIO, permanent=True)
-    copy = job.info.audio_codec == "aac"
-    return media.extract_audio_command(job.ffmpeg, job.source, dst, copy=copy, threads=job.threads,
-                                       src_format=job.source_fmt)
-
-
-def _video_result(job: Job, query: str, path: Path) -> dict[str, Any]:
-    info = media.probe(path)
-    return {"file": job.output.name, "url": _asset_url(job.video_id, query),
-            "width": info.width, "height": info.height, "size": info.size_bytes,
-            "duration": info.duration_s, "videoCodec": info.video_codec}
-
-
-def _resize_result(job: Job, path: Path) -> dict[str, Any]:
-    return _video_result(job, f"type=resize&dimensions={job.params['width']}x{job.params['height']}", path)
-
-
-def _convert_result(job: Job, path: Path) -> dict[str, Any]:
-    return _video_result(job, f"type=converted&format={job.params['format']}", path)
-
-
-def _audio_result(job: Job, path: Path) -> dict[str, Any]:
-    info = media.probe_audio(path)
-    return {"file": job.output.name, "url": _asset_url(job.video_id, "type=audio"), "size": info.size_bytes,
-            "audioCodec": info.codec, "duration": info.duration_s}
-
-
-# --- HLS ladder --------------------------------------------------------------------
-
-def _ladder(job: Job) -> list[hls.Rendition]:
-    """The ladder the route checked, by the same rule, on the source as probed now."""
-    heights = job.params.get("renditions", list(jobspec.HLS_HEIGHTS))
-    return _checked(jobspec.hls_ladder, heights, job.info.to_dict())
-
-
-async def _run_hls(job: Job) -> dict[str, Any]:
-    """Write the whole ladder into a hidden directory, master playlist last, then move it in place.
+async def _run_dir_job(kind: Kind, job: Job) -> dict[str, Any]:
+    """Write the whole directory under a partial name (the kind's index file last, in `finish`), then move
+    it in place.
 
     Only ffmpeg is awaited: the steps around it touch the partial directory synchronously (they
     are short), so a cancellation can never race a thread still writing or moving it.
     """
-    renditions = _ladder(job)
-    has_audio = job.info.audio_codec is not None
-    final_dir = job.output.parent
-    # one partial dir per ladder: two ladders of one video with other renditions may run at once
-    ladder_name = "-".join(str(r.height) for r in renditions)
-    fenced = bool(job.run_id)  # the ladder stays under its run-scoped name: the primary moves it in place
+    final_dir = job.output
+    fenced = bool(job.run_id)  # the directory stays under its run-scoped name: the primary moves it in place
     partial = (LocalStorage.run_partial(final_dir, job.run_id) if fenced
-               else final_dir.with_name(f".{final_dir.name}-{ladder_name}.part"))
-    argv = _checked(hls.hls_command, job.ffmpeg, job.source, partial, renditions, has_audio, job.threads,
-                    job.source_fmt)
+               else final_dir.with_name(f".{final_dir.name}-{_checked(kind.partial_tag, job.params)}.part"))
+    argv = _checked(kind.command, job, partial)
     made = False
     try:
         discard(partial)  # what an attempt that died left
         partial.mkdir(parents=True)
-        await _run(argv, job)
-        variants = hls.write_hls_master(partial / job.output.name, renditions, has_audio)
+        await _run(kind, argv, job)
+        result = kind.finish(job, partial)
         replaced = None if fenced else LocalStorage.commit_dir(partial, final_dir)
         made = True
     finally:
@@ -270,17 +192,4 @@ async def _run_hls(job: Job) -> dict[str, Any]:
             discard(partial)
     if replaced is not None:
         await asyncio.to_thread(discard, replaced)
-    return {"master": f"{final_dir.name}/{job.output.name}", "url": f"/hls/{job.video_id}/{job.output.name}",
-            "renditions": [{"height": v.height, "width": v.width, "bandwidth": v.bandwidth} for v in variants]}
-
-
-def _file_job(command: Callable[[Job, Path], list[str]], describe: Callable[[Job, Path], dict[str, Any]]) -> Runner:
-    return functools.partial(_run_file_job, FileJob(command, describe))
-
-
-RUNNERS: dict[str, Runner] = {
-    "resize": _file_job(_resize_command, _resize_result),
-    "convert": _file_job(_convert_command, _convert_result),
-    "extract-audio": _file_job(_extract_audio_command, _audio_result),
-    "hls": _run_hls,
-}
+    return result

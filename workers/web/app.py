@@ -18,11 +18,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from cluster import jobspec
+from cluster import jobspec, kinds
 from cluster.config import ClusterConfig
 from cluster.logs import get_logger
 from workers.web import request_body, webhook_routes
-from workers.web.assets import asset_response, hls_file_response
+from workers.web.assets import asset_response, hls_file_response, text_file_response
 from workers.web.auth import RequireSession, SessionCache, login, logout, update_user, user_call
 from workers.web.client_ip import ForwardedHeaders, TrustedProxies, client_ip
 from workers.web.csrf import CsrfGuard
@@ -91,6 +91,8 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/video/extract-audio", extract_audio, methods=["PATCH"]),
         Route("/api/video/hls", make_hls, methods=["POST"]),
         Route("/api/jobs", list_jobs),
+        Route("/api/jobs", create_job, methods=["POST"]),
+        Route("/api/kinds", list_kinds),
         Route("/api/jobs/{job_id}", get_job),
         Route("/api/jobs/{job_id}", cancel_job, methods=["DELETE"]),
         Route("/api/jobs/{job_id}/retry", retry_job, methods=["POST"]),
@@ -210,6 +212,21 @@ async def make_hls(request: Request) -> JSONResponse:
     return await _submit(request, "hls", body)
 
 
+async def create_job(request: Request) -> JSONResponse:
+    """A job of any kind (`cluster.kinds`): ``{videoId, type, ...its params, priority?, timeout?}``."""
+    body = await _json_body(request)
+    job_type = body.get("type")
+    if not isinstance(job_type, str) or not job_type:
+        raise ApiError(400, f"type is required: one of {', '.join(kinds.KINDS)}")
+    return await _submit(request, job_type, body)
+
+
+async def list_kinds(_request: Request) -> JSONResponse:
+    """The kinds of job (`cluster.kinds`): each one's type, its downloads and its field in a video's summary."""
+    return JSONResponse([{"type": k.name, "downloads": list(k.downloads), "summaryField": k.summary_field}
+                         for k in kinds.KINDS.values()])
+
+
 async def delete_video(request: Request) -> JSONResponse:
     """Cancels the video's jobs (killing a running ffmpeg), forgets it, then removes its files."""
     video_id = _video_id(request.path_params["video_id"])
@@ -315,8 +332,11 @@ def page(name: str) -> Any:
 async def get_video_asset(request: Request) -> Response:
     q = request.query_params
     video = await _video(request, q.get("videoId"))  # the ownership check, before any redirect
-    path = _asset_path(_state(request).storage, video, q.get("type"), q)
-    return await asset_response(_state(request).storage, path, download_name(video, path))
+    storage = _state(request).storage
+    path = _asset_path(storage, video, q.get("type"), q)
+    if q.get("type") in kinds.DOWNLOADS and kinds.DOWNLOADS[q["type"]].through_worker:
+        return await text_file_response(storage, path, download_name(video, path))
+    return await asset_response(storage, path, download_name(video, path))
 
 
 # helpers
@@ -360,25 +380,17 @@ def _page(request: Request, items: list[Any], next_cursor: str | None) -> JSONRe
 
 
 def _asset_path(storage: Storage, video: dict[str, Any], kind: str | None, q: Any) -> PurePath:
+    """The file of a download: the original, or one a kind of job makes (`cluster.kinds` DOWNLOADS)."""
     video_id, fmt = video["videoId"], video["info"]["format"]
     if kind == "original":
         return storage.original(video_id, fmt)
-    if kind == "thumbnail":
-        return storage.thumbnail(video_id)
-    if kind == "resize":
-        width, _, height = (q.get("dimensions") or "").partition("x")
-        w, h = request_body.ascii_int(width, 5), request_body.ascii_int(height, 5)
-        if w is None or h is None:
-            raise ApiError(400, "dimensions must look like 320x240")
-        return storage.resized(video_id, w, h, fmt)
-    if kind == "audio":
-        return storage.audio(video_id)
-    if kind == "converted":
-        target = q.get("format")
-        if target not in jobspec.VIDEO_FORMATS:
-            raise ApiError(400, "format must be one of " + ", ".join(jobspec.VIDEO_FORMATS))
-        return storage.converted(video_id, target)
-    raise ApiError(400, "type must be original, thumbnail, resize, converted or audio")
+    download = kinds.DOWNLOADS.get(kind) if kind else None
+    if download is None:
+        raise ApiError(400, f"type must be one of original, {', '.join(kinds.DOWNLOADS)}")
+    try:
+        return download.path(storage, video_id, video["info"], q)
+    except jobspec.InvalidJob as e:
+        raise ApiError(400, str(e)) from e
 
 
 async def _admit(request: Request, kind: str) -> None:
@@ -431,9 +443,6 @@ def _video_view(video: dict[str, Any]) -> dict[str, Any]:
         "videoCodec": info["videoCodec"],
         "audioCodec": info["audioCodec"],
         "createdAt": video["createdAt"],
-        "resizes": video.get("resizes", {}),
-        "conversions": video.get("conversions", {}),
-        "audio": video.get("audio"),
-        "hls": video.get("hls"),
+        **{name: video.get(name, empty) for name, empty in kinds.summary_fields().items()},
         "thumbnail": f"/get-video-asset?videoId={video['videoId']}&type=thumbnail",
     }

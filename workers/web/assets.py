@@ -38,6 +38,24 @@ async def asset_response(storage: Storage, path: PurePath, download_name: str) -
     return _redirect(storage.presigned_url(key, download_name=download_name))
 
 
+async def text_file_response(storage: Storage, path: PurePath, download_name: str) -> Response:
+    """A small text file naming others by URLs relative to ours (a storyboard's VTT): served whole, even
+    from S3, never by a redirect; never cached stale, as it changes when its job runs again."""
+    headers = {"Cache-Control": "no-cache"}
+    if not storage.is_remote:
+        if not Path(path).is_file():
+            raise ApiError(404, NO_ASSET)
+        return FileResponse(path, media_type=content_type(path), headers=headers, filename=download_name,
+                            content_disposition_type="inline")
+    try:
+        body = await storage.read_bytes(PurePosixPath(path))
+    except StorageError as e:
+        raise ApiError(503, STORAGE_DOWN) from e
+    if body is None:
+        raise ApiError(404, NO_ASSET)
+    return Response(body, media_type=content_type(path), headers=headers)
+
+
 async def hls_file_response(storage: Storage, video_id: str, relative: str) -> Response:
     if not storage.is_remote:
         hls_dir = Path(storage.hls_dir(video_id)).resolve()
