@@ -18,6 +18,7 @@ from primary.jobs import Attempt, Job, JobIdFactory, dedupe_key, now_ms
 from primary.queue import JobQueue
 from primary.retry import RetryTracker
 from primary.store import JobStore
+from primary.type_gates import PAUSED_TYPES_SETTING, TypeGates
 
 log = get_logger()
 
@@ -57,6 +58,7 @@ class JobEngine:
         self.active: dict[str, Job] = {}  # every job not in a final state
         self.active_by_owner: Counter[str] = Counter()
         self.paused = store.get_setting(PAUSED_SETTING) == "1"
+        self.gates = TypeGates(store.get_setting(PAUSED_TYPES_SETTING))  # paused types, concurrency limits
         self.draining = False
         self._by_run: dict[str, str] = {}
         # hash of the dedupe key -> job id: an int costs less than the key; a match is checked against the job
@@ -138,7 +140,7 @@ class JobEngine:
 
     def recover(self) -> None:
         """Restore unfinished jobs after a restart: running ones run again, delayed ones wait on."""
-        for job in self.store.unfinished_jobs():
+        for job in self._in_turns(self.store.unfinished_jobs()):
             self._ids.observe(job.id)
             self._track(job)
             if job.state is JobState.DELAYED:
@@ -148,7 +150,7 @@ class JobEngine:
                 job.attempts -= 1  # interrupted by the restart, not failed
                 self._enqueue(job, keep_order=True)
             else:
-                self.queue.push(job.id, job.priority)
+                self.queue.push(job.id, job.priority, job.owner, job.type, job.queue_order)
         log.info("jobs recovered", count=len(self.active), queued=len(self.queue), paused=self.paused)
 
     # dispatch
@@ -156,8 +158,12 @@ class JobEngine:
     def next_job(self) -> Job | None:
         if self.paused or self.draining:
             return None
-        job_id = self.queue.pop()
+        job_id = self.queue.pop(self.gates.blocked(self.running_by_type()))
         return self.active[job_id] if job_id else None
+
+    def running_by_type(self) -> Counter[str]:
+        """O(running jobs): at most one a connected executor."""
+        return Counter(job.type for job_id in self._by_run.values() if (job := self.active.get(job_id)))
 
     def start(self, job: Job, executor: str) -> str:
         job.run_id = uuid.uuid4().hex
@@ -291,6 +297,17 @@ class JobEngine:
 
     # internals
 
+    def _in_turns(self, jobs: list[Job]) -> list[Job]:
+        """The unfinished jobs (in queue order) with the users of each priority level in the order of their
+        turns: pushed so, the queue's rings are as they were before the restart."""
+        heads: dict[tuple[Priority, str], float] = {}
+        for job in jobs:
+            if job.state is not JobState.DELAYED:
+                heads.setdefault((job.priority, job.owner), job.queued_at or 0.0)
+        turns = self.store.last_starts(list(heads))
+        turn = {key: (max(turns.get(key) or 0.0, queued_at), n) for n, (key, queued_at) in enumerate(heads.items())}
+        return sorted(jobs, key=lambda job: turn.get((job.priority, job.owner), (0.0, 0)))
+
     def _schedule_retry(self, job: Job) -> None:
         delay_s = max(0.0, ((job.retry_at or 0) - time.time() * 1000) / 1000)
         loop = asyncio.get_running_loop()
@@ -313,7 +330,7 @@ class JobEngine:
             self._by_run.pop(job.run_id, None)
         job.run_id = None
         job.executor = None
-        position = self.queue.push(job.id, job.priority)
+        position = self.queue.push(job.id, job.priority, job.owner, job.type, job.queue_order)
         self._commit(job, EventName.QUEUED, queuePosition=position, queuedAt=job.queued_at,
                      attempt=job.attempts, priority=job.priority.value)
         self.on_work()
