@@ -107,6 +107,12 @@ class StoreReads:
         rows = self._db.execute("SELECT state, type, n FROM job_counts WHERE n > 0 ORDER BY state, type")
         return [(r[0], r[1], r[2]) for r in rows]
 
+    def count_dead_by_type(self, owner: str) -> dict[str, int]:
+        """One user's dead jobs of each type (through the (owner, state) index: that user's dead jobs only)."""
+        rows = self._db.execute("SELECT type, COUNT(*) FROM jobs WHERE owner = ? AND state = ? GROUP BY type",
+                                (owner, JobState.DEAD.value))
+        return {r[0]: r[1] for r in rows}
+
     def count_by_state(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for state, _, n in self.count_by_state_and_type():
