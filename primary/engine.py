@@ -150,7 +150,7 @@ class JobEngine:
                 job.attempts -= 1  # interrupted by the restart, not failed
                 self._enqueue(job, keep_order=True)
             else:
-                self.queue.push(job.id, job.priority, job.owner, job.type, job.queue_order)
+                self.queue.push(job.id, job.priority, job.owner, job.type)
         log.info("jobs recovered", count=len(self.active), queued=len(self.queue), paused=self.paused)
 
     # dispatch
@@ -330,7 +330,7 @@ class JobEngine:
             self._by_run.pop(job.run_id, None)
         job.run_id = None
         job.executor = None
-        position = self.queue.push(job.id, job.priority, job.owner, job.type, job.queue_order)
+        position = self.queue.push(job.id, job.priority, job.owner, job.type)
         self._commit(job, EventName.QUEUED, queuePosition=position, queuedAt=job.queued_at,
                      attempt=job.attempts, priority=job.priority.value)
         self.on_work()

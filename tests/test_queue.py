@@ -161,8 +161,8 @@ def test_every_position_stays_exact_through_pushes_pops_and_cancellations() -> N
 
 def _fair(pushes: list[tuple[str, str]], priority: Priority = N) -> JobQueue:
     queue = JobQueue()
-    for order, (job_id, owner) in enumerate(pushes, 1):
-        queue.push(job_id, priority, owner, "resize", order)
+    for job_id, owner in pushes:
+        queue.push(job_id, priority, owner, "resize")
     return queue
 
 
@@ -180,22 +180,21 @@ def test_users_take_turns_within_a_level(pushes: list[tuple[str, str]], order: l
 def test_a_light_user_waits_for_one_job_of_the_heavy_one_not_for_all() -> None:
     queue = _fair([(f"a{n}", "A") for n in range(1, 1001)])
     assert queue.pop() == "a1"  # running
-    assert queue.push("b1", N, "B", "resize", 1001) == 2  # behind a2 only
+    assert queue.push("b1", N, "B", "resize") == 2  # behind a2 only
     assert [queue.pop(), queue.pop(), queue.pop()] == ["a2", "b1", "a3"]
 
 
 def test_a_user_who_just_had_a_turn_goes_behind_one_who_joins() -> None:
     queue = _fair([("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B")])
     assert queue.pop() == "a1"  # ring: B, A
-    queue.push("c1", N, "C", "resize", 5)  # ring: B, A, C
+    queue.push("c1", N, "C", "resize")  # ring: B, A, C
     assert _drain(queue) == ["b1", "a2", "c1", "b2"]
 
 
 def test_priority_levels_still_come_first_and_each_has_its_own_turns() -> None:
     queue = JobQueue()
-    for order, (job_id, owner, priority) in enumerate([("a1", "A", N), ("a2", "A", N), ("b1", "B", L),
-                                                       ("b2", "B", N), ("c1", "C", H)], 1):
-        queue.push(job_id, priority, owner, "resize", order)
+    for job_id, owner, priority in [("a1", "A", N), ("a2", "A", N), ("b1", "B", L), ("b2", "B", N), ("c1", "C", H)]:
+        queue.push(job_id, priority, owner, "resize")
     assert _drain(queue) == ["c1", "a1", "b2", "a2", "b1"]
 
 
@@ -209,9 +208,9 @@ def test_a_cancellation_moves_the_users_later_jobs_up_a_turn() -> None:
 
 def test_a_blocked_type_is_skipped_and_its_jobs_keep_their_place() -> None:
     queue = JobQueue()
-    for order, (job_id, owner, job_type) in enumerate([("h1", "A", "hls"), ("r1", "A", "resize"),
-                                                       ("h2", "B", "hls"), ("r2", "B", "resize")], 1):
-        queue.push(job_id, N, owner, job_type, order)
+    for job_id, owner, job_type in [("h1", "A", "hls"), ("r1", "A", "resize"), ("h2", "B", "hls"),
+                                    ("r2", "B", "resize")]:
+        queue.push(job_id, N, owner, job_type)
     assert queue.waiting("hls") == 2
     assert queue.pop({"hls"}) == "r1"  # A's oldest job not blocked: A had its turn
     assert queue.pop({"hls"}) == "r2"
@@ -234,7 +233,7 @@ def test_positions_match_the_pop_order_of_a_naive_model() -> None:
             serial += 1
             job_id, priority = f"j{serial}", rng.choice(list(Priority))
             owner, job_type = rng.choice(users), rng.choice(types)
-            position = queue.push(job_id, priority, owner, job_type, serial)
+            position = queue.push(job_id, priority, owner, job_type)
             model.push(job_id, priority, owner, job_type)
             assert position == model.order().index(job_id) + 1
         elif roll < 0.75:

@@ -143,6 +143,12 @@ def test_type_routes_refuse_bad_input(cluster: Cluster) -> None:
         assert response.status_code == status, (path, response.text)
         assert response.json()["error"]
     assert "known: resize" in call(cluster, "GET", "/api/queue/stats/nope").json()["error"]
+    for method, path in [("GET", "/api/queue/types"), ("GET", "/api/queue/stats/resize"),
+                         ("POST", "/api/queue/resize/pause"), ("GET", "/api/queue/resize/jobs"),
+                         ("GET", "/api/queue/dead-letter/stats"), ("GET", "/api/queue/dead-letter/jobs"),
+                         ("GET", "/api/videos/x/jobs/current")]:
+        response = httpx.request(method, cluster.url + path, timeout=10)
+        assert response.status_code == 401, path
 
 
 def test_type_jobs_dead_letters_and_a_videos_current_jobs(cluster_factory: Callable[..., Cluster], clip: Path,
