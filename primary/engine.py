@@ -298,15 +298,18 @@ class JobEngine:
     # internals
 
     def _in_turns(self, jobs: list[Job]) -> list[Job]:
-        """The unfinished jobs (in queue order) with the users of each priority level in the order of their
-        turns: pushed so, the queue's rings are as they were before the restart."""
-        heads: dict[tuple[Priority, str], float] = {}
+        """The unfinished jobs (in queue order), each (level, user)'s together, the users of each level in
+        the order of their turns: pushed so, the queue's rings are as they were before the restart. A
+        user's turn came at its latest start, or when its first unfinished job was queued if later."""
+        groups: dict[tuple[Priority, str], list[Job]] = {}
         for job in jobs:
-            if job.state is not JobState.DELAYED:
-                heads.setdefault((job.priority, job.owner), job.queued_at or 0.0)
-        turns = self.store.last_starts(list(heads))
-        turn = {key: (max(turns.get(key) or 0.0, queued_at), n) for n, (key, queued_at) in enumerate(heads.items())}
-        return sorted(jobs, key=lambda job: turn.get((job.priority, job.owner), (0.0, 0)))
+            groups.setdefault((job.priority, job.owner), []).append(job)
+        heads = {key: next((j.queued_at or 0.0 for j in group if j.state is not JobState.DELAYED), None)
+                 for key, group in groups.items()}
+        starts = self.store.last_starts([key for key, head in heads.items() if head is not None])
+        order = {key: n for n, key in enumerate(groups)}  # ties: the user whose first job came first
+        turns = sorted(groups, key=lambda key: (max(starts.get(key) or 0.0, heads[key] or 0.0), order[key]))
+        return [job for key in turns for job in groups[key]]
 
     def _schedule_retry(self, job: Job) -> None:
         delay_s = max(0.0, ((job.retry_at or 0) - time.time() * 1000) / 1000)
