@@ -16,7 +16,8 @@ from pathlib import Path
 import psutil
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("http_bench.py", "events_bench.py", "job_bench.py", "hls_bench.py", "encode_bench.py", "webhook_bench.py")
+BENCHMARKS = ("http_bench.py", "events_bench.py", "job_bench.py", "hls_bench.py", "encode_bench.py", "webhook_bench.py",
+              "fairness_bench.py")
 BENCH_TIMEOUT_S = 600
 STOP_GRACE_S = 60
 BUSY_WARNING_PERCENT = 10

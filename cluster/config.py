@@ -135,8 +135,8 @@ _HELP = {
     "retry_initial_ms": "first retry back-off; doubles on each retry",
     "job_timeout_s": "default per-job timeout in seconds",
     "max_job_timeout_s": "largest timeout a request may ask for",
-    "job_policies": "per job type retry/timeout policy, e.g. 'resize:retries=5,backoff_ms=1000,factor=2,"
-                    "cap_ms=60000,timeout_s=600;hls:timeout_s=7200'",
+    "job_policies": "per job type retry/timeout policy and concurrency limit, e.g. 'resize:retries=5,"
+                    "backoff_ms=1000,factor=2,cap_ms=60000,timeout_s=600;hls:timeout_s=7200,concurrency=1'",
     "heartbeat_interval_s": "executor heartbeat interval",
     "executor_timeout_s": "an executor silent this long is declared lost",
     "worker_timeout_s": "a web worker silent this long (its event loop blocked) is killed and replaced",
@@ -264,6 +264,17 @@ def validate(config: ClusterConfig) -> None:
         raise ValueError("--log-format must be json or console")
     if config.remote_bind:
         _validate_remote_bind(config.remote_bind)
+    if config.job_policies:
+        _validate_job_policies(config.job_policies)
+
+
+def _validate_job_policies(text: str) -> None:
+    from cluster.kinds import KINDS
+    from primary.retry import RetryPolicy, parse_policies
+    from primary.type_gates import parse_concurrency
+
+    parse_concurrency(text, tuple(KINDS))
+    parse_policies(text, RetryPolicy())
 
 
 def _validate_remote_bind(endpoint: str) -> None:

@@ -20,13 +20,6 @@ class ProtocolError(ValueError):
     """A message that could not be decoded."""
 
 
-class JobType(str, Enum):
-    RESIZE = "resize"
-    CONVERT = "convert"
-    EXTRACT_AUDIO = "extract-audio"
-    HLS = "hls"
-
-
 class JobState(str, Enum):
     QUEUED = "queued"
     RUNNING = "running"

@@ -18,6 +18,7 @@ from primary.jobs import Attempt, Job, JobIdFactory, dedupe_key, now_ms
 from primary.queue import JobQueue
 from primary.retry import RetryTracker
 from primary.store import JobStore
+from primary.type_gates import PAUSED_TYPES_SETTING, TypeGates
 
 log = get_logger()
 
@@ -57,6 +58,7 @@ class JobEngine:
         self.active: dict[str, Job] = {}  # every job not in a final state
         self.active_by_owner: Counter[str] = Counter()
         self.paused = store.get_setting(PAUSED_SETTING) == "1"
+        self.gates = TypeGates(store.get_setting(PAUSED_TYPES_SETTING))  # paused types, concurrency limits
         self.draining = False
         self._by_run: dict[str, str] = {}
         # hash of the dedupe key -> job id: an int costs less than the key; a match is checked against the job
@@ -138,7 +140,7 @@ class JobEngine:
 
     def recover(self) -> None:
         """Restore unfinished jobs after a restart: running ones run again, delayed ones wait on."""
-        for job in self.store.unfinished_jobs():
+        for job in self._in_turns(self.store.unfinished_jobs()):
             self._ids.observe(job.id)
             self._track(job)
             if job.state is JobState.DELAYED:
@@ -148,7 +150,7 @@ class JobEngine:
                 job.attempts -= 1  # interrupted by the restart, not failed
                 self._enqueue(job, keep_order=True)
             else:
-                self.queue.push(job.id, job.priority)
+                self.queue.push(job.id, job.priority, job.owner, job.type)
         log.info("jobs recovered", count=len(self.active), queued=len(self.queue), paused=self.paused)
 
     # dispatch
@@ -156,8 +158,12 @@ class JobEngine:
     def next_job(self) -> Job | None:
         if self.paused or self.draining:
             return None
-        job_id = self.queue.pop()
+        job_id = self.queue.pop(self.gates.blocked(self.running_by_type()))
         return self.active[job_id] if job_id else None
+
+    def running_by_type(self) -> Counter[str]:
+        """O(running jobs): at most one a connected executor."""
+        return Counter(job.type for job_id in self._by_run.values() if (job := self.active.get(job_id)))
 
     def start(self, job: Job, executor: str) -> str:
         job.run_id = uuid.uuid4().hex
@@ -291,6 +297,20 @@ class JobEngine:
 
     # internals
 
+    def _in_turns(self, jobs: list[Job]) -> list[Job]:
+        """The unfinished jobs (in queue order), each (level, user)'s together, the users of each level in
+        the order of their turns: pushed so, the queue's rings are as they were before the restart. A
+        user's turn came at its latest start, or when its first unfinished job was queued if later."""
+        groups: dict[tuple[Priority, str], list[Job]] = {}
+        for job in jobs:
+            groups.setdefault((job.priority, job.owner), []).append(job)
+        heads = {key: next((j.queued_at or 0.0 for j in group if j.state is not JobState.DELAYED), None)
+                 for key, group in groups.items()}
+        starts = self.store.last_starts([key for key, head in heads.items() if head is not None])
+        order = {key: n for n, key in enumerate(groups)}  # ties: the user whose first job came first
+        turns = sorted(groups, key=lambda key: (max(starts.get(key) or 0.0, heads[key] or 0.0), order[key]))
+        return [job for key in turns for job in groups[key]]
+
     def _schedule_retry(self, job: Job) -> None:
         delay_s = max(0.0, ((job.retry_at or 0) - time.time() * 1000) / 1000)
         loop = asyncio.get_running_loop()
@@ -313,7 +333,7 @@ class JobEngine:
             self._by_run.pop(job.run_id, None)
         job.run_id = None
         job.executor = None
-        position = self.queue.push(job.id, job.priority)
+        position = self.queue.push(job.id, job.priority, job.owner, job.type)
         self._commit(job, EventName.QUEUED, queuePosition=position, queuedAt=job.queued_at,
                      attempt=job.attempts, priority=job.priority.value)
         self.on_work()

@@ -21,6 +21,7 @@ import zmq.asyncio
 from cluster.child import EXIT_BOOT_FAILURE
 from cluster.config import ClusterConfig
 from cluster.curve import CertError
+from cluster.kinds import KINDS
 from cluster.logs import configure_logging, get_logger
 from cluster.passwords import random_password
 from cluster.storage import LocalStorage, StorageSettings, check_storage, open_storage
@@ -35,6 +36,7 @@ from primary.job_ops import Caller, JobOps
 from primary.limits import LoginFailures
 from primary.listener import bind_listener
 from primary.metrics import JobMetrics, LoopLag, MetricsOps
+from primary.queue_ops import QueueOps
 from primary.rate_limits import RateLimits, WebSocketCounts, limit_keys
 from primary.remote_access import RemoteAccess
 from primary.retention import Retention, in_batches, keep_rules
@@ -44,6 +46,7 @@ from primary.session_events import SessionNotices
 from primary.stats import WindowStats
 from primary.store import DELETE_BATCH, JobStore, ReadStore
 from primary.supervisor import Child, ChildSpec, Supervisor
+from primary.type_gates import parse_concurrency
 from primary.webhook_ops import WebhookOps
 from primary.webhook_store import WebhookStore
 from primary.webhooks import WebhookDispatcher, WebhookSettings
@@ -116,6 +119,7 @@ class Primary:
                        config.pub_hwm)
         configure_logging("primary", config.log_level, config.log_format, sink=bus.publish_log)
         engine = JobEngine(store, bus, _retry_tracker(config))
+        engine.gates.limits = parse_concurrency(config.job_policies, tuple(KINDS))
         job_metrics = JobMetrics(store.count_by_state_and_type())
         window = WindowStats()
         window.seed(store)
@@ -152,7 +156,8 @@ class Primary:
         control = ControlServer(control_socket, job_ops.handlers(),
                                 auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
                                 rates.handlers(), self._ws_counts.handlers(), metrics.handlers(),
-                                webhook_ops.handlers(), batch=engine.batch)
+                                webhook_ops.handlers(), QueueOps(engine, store, job_ops).handlers(),
+                                batch=engine.batch)
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
         return _Parts(lock, listener, context, store, reads, accounts, webhook_store, bus, engine, webhooks, pool,
                       supervisor, executor_socket, logs, control, remote, loop_lag)

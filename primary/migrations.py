@@ -146,7 +146,14 @@ INSERT INTO video_outputs (video_id, output, job_id)
     ON CONFLICT (video_id, output) DO UPDATE SET job_id = excluded.job_id;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1_BASE, _V2_INDEXES, _V3_EVENT_OWNERS, _V4_JOB_COUNTS, _V5_VIDEO_OUTPUTS)
+# Each user's latest start per priority level: after a restart the queue gives users their turns in the
+# same order as before (the user who has waited longest for a start goes first).
+_V6_USER_STARTS = """
+CREATE INDEX jobs_owner_priority_started ON jobs(owner, priority, started_at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1_BASE, _V2_INDEXES, _V3_EVENT_OWNERS, _V4_JOB_COUNTS, _V5_VIDEO_OUTPUTS,
+                               _V6_USER_STARTS)
 LATEST = len(MIGRATIONS)
 
 

@@ -30,19 +30,50 @@ _POLICY_KEYS = {"retries": ("max_retries", int), "backoff_ms": ("initial_ms", in
                 "cap_ms": ("cap_ms", int), "timeout_s": ("timeout_s", float)}
 
 
+def split_policies(text: str) -> dict[str, dict[str, str]]:
+    """``"resize:retries=5,backoff_ms=1000;hls:timeout_s=7200"`` -> the settings of each job type. A type may
+    also follow a comma (``"hls:concurrency=1,resize:concurrency=2"``): a setting with a colon starts one."""
+    policies: dict[str, dict[str, str]] = {}
+    settings: dict[str, str] | None = None
+    for part in filter(None, (p.strip() for p in text.replace(";", ",;,").split(","))):
+        if part == ";":
+            settings = None
+            continue
+        if ":" in part.partition("=")[0]:
+            job_type, _, part = part.partition(":")
+            if not job_type.strip():
+                raise ValueError(f"--job-policies: a job type is missing before {':' + part!r}")
+            settings = policies.setdefault(job_type.strip(), {})
+        if settings is None:
+            raise ValueError(f"--job-policies: {part!r} names no job type (write TYPE:{part})")
+        if part:
+            key, equals, value = part.partition("=")
+            if not equals or not value.strip():
+                raise ValueError(f"--job-policies: {part!r} is not SETTING=VALUE")
+            settings[key.strip()] = value.strip()
+    return policies
+
+
+DISPATCH_KEYS = {"concurrency"}  # read by the type gates, not by the retry policy
+
+
 def parse_policies(text: str, default: RetryPolicy) -> dict[str, RetryPolicy]:
-    """``"resize:retries=5,backoff_ms=1000;hls:timeout_s=7200"`` -> a policy per job type."""
+    """A retry policy per job type, from ``--job-policies``."""
     policies: dict[str, RetryPolicy] = {}
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        job_type, _, settings = part.partition(":")
+    for job_type, settings in split_policies(text).items():
         changes = {}
-        for setting in filter(None, settings.split(",")):
-            key, _, value = setting.partition("=")
-            if key.strip() not in _POLICY_KEYS:
-                raise ValueError(f"unknown job policy setting {key!r} (known: {', '.join(_POLICY_KEYS)})")
-            name, kind = _POLICY_KEYS[key.strip()]
-            changes[name] = kind(value)
-        policies[job_type.strip()] = replace(default, **changes)
+        for key, value in settings.items():
+            if key in DISPATCH_KEYS:
+                continue
+            if key not in _POLICY_KEYS:
+                known = ", ".join([*_POLICY_KEYS, *DISPATCH_KEYS])
+                raise ValueError(f"unknown job policy setting {key!r} (known: {known})")
+            name, kind = _POLICY_KEYS[key]
+            try:
+                changes[name] = kind(value)
+            except ValueError:
+                raise ValueError(f"--job-policies: {job_type}:{key} must be a number, not {value!r}") from None
+        policies[job_type] = replace(default, **changes)
     return policies
 
 

@@ -98,9 +98,20 @@ class StoreReads:
     def max_queue_order(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(queue_order), 0) FROM jobs").fetchone()[0]
 
+    def last_starts(self, keys: Sequence[tuple[Priority, str]]) -> dict[tuple[Priority, str], float | None]:
+        """The latest start of each (priority, owner)'s jobs still stored (an index seek each)."""
+        query = "SELECT MAX(started_at) FROM jobs WHERE owner = ? AND priority = ?"
+        return {(p, owner): self._db.execute(query, (owner, p.value)).fetchone()[0] for p, owner in keys}
+
     def count_by_state_and_type(self) -> list[tuple[str, str, int]]:
         rows = self._db.execute("SELECT state, type, n FROM job_counts WHERE n > 0 ORDER BY state, type")
         return [(r[0], r[1], r[2]) for r in rows]
+
+    def count_dead_by_type(self, owner: str) -> dict[str, int]:
+        """One user's dead jobs of each type (through the (owner, state) index: that user's dead jobs only)."""
+        rows = self._db.execute("SELECT type, COUNT(*) FROM jobs WHERE owner = ? AND state = ? GROUP BY type",
+                                (owner, JobState.DEAD.value))
+        return {r[0]: r[1] for r in rows}
 
     def count_by_state(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -274,12 +285,15 @@ class JobStore(StoreReads):
         return sum(self.delete_ended(state, before_ms) for state in
                    (JobState.COMPLETED.value, JobState.DEAD.value, JobState.CANCELLED.value))
 
-    def delete_ended(self, state: str, before_ms: float, max_rows: int | None = None) -> int:
-        """Remove jobs in final ``state`` that ended before ``before_ms``, oldest first, in small batches.
-        A job ends after it was created, so only rows created before the cut are read."""
+    def delete_ended(self, state: str, before_ms: float, max_rows: int | None = None,
+                     job_type: str | None = None) -> int:
+        """Remove jobs in final ``state`` (of ``job_type``, if given) that ended before ``before_ms``, oldest
+        first, in small batches. A job ends after it was created, so only rows created before the cut are read."""
+        typed = " AND type = ?" if job_type is not None else ""
         return self._delete_batches(
-            f"SELECT id FROM jobs WHERE state = ? AND created_at < ? AND {_ENDED_AT} < ? "
-            "ORDER BY created_at, id LIMIT ?", (state, before_ms, before_ms), max_rows)
+            f"SELECT id FROM jobs WHERE state = ? AND created_at < ? AND {_ENDED_AT} < ?{typed} "
+            "ORDER BY created_at, id LIMIT ?", (state, before_ms, before_ms, *([job_type] if typed else [])),
+            max_rows)
 
     def delete_oldest(self, state: str, count: int) -> int:
         """Remove the ``count`` oldest jobs (by creation) in final ``state``, in small batches."""

@@ -378,6 +378,26 @@ def test_queue_order_is_the_same_after_each_restart(open_primary: OpenPrimary) -
     assert orders[0] == orders[1]
 
 
+def test_users_turns_are_the_same_after_a_restart(open_primary: OpenPrimary) -> None:
+    """A and B have had a start since C joined: C goes first after the restart too, then A, then B (whose
+    running job comes back at the head of B's jobs)."""
+    first = open_primary()
+    for owner, video in [("A", "a1"), ("A", "a2"), ("A", "a3"), ("B", "b1"), ("B", "b2"), ("C", "c1")]:
+        first.engine.submit("resize", video, dict(PARAMS), priority=Priority.NORMAL, owner=owner)
+    _, run = first.start_next()
+    first.engine.complete(run, {})
+    first.start_next()  # b1 running when the primary stops
+    before = sorted((j for j in first.engine.active if j in first.engine.queue), key=first.engine.queue.position)
+    assert [first.engine.active[j].video_id for j in before] == ["c1", "a2", "b2", "a3"]
+    first.close()
+
+    second = open_primary()
+    second.engine.recover()
+    after = sorted(second.engine.active, key=second.engine.queue.position)
+    assert [second.engine.active[j].video_id for j in after] == ["c1", "a2", "b1", "a3", "b2"]
+    assert [second.engine.next_job().video_id for _ in after] == ["c1", "a2", "b1", "a3", "b2"]
+
+
 # sequence numbers and publishing
 
 

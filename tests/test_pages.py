@@ -217,6 +217,37 @@ def test_a_crashing_job_fails_its_retries_then_is_retried_from_the_dead_letters(
         timeout=UI_S)
 
 
+def test_the_dashboard_shows_each_types_queue_and_pauses_one(cluster_factory: Callable[..., Cluster], clip: Path,
+                                                              page: Page) -> None:
+    cluster = cluster_factory(extra=["--job-policies", "hls:concurrency=1"])
+    video_id = cluster.upload(clip)
+    page.goto(cluster.url + "/dashboard")
+    log_in(page, *ADMIN)
+    resize = page.locator('#queue-types tr[data-type="resize"]')
+    expect(resize).to_have_attribute("data-paused", "false", timeout=UI_S)
+    expect(page.locator('#queue-types tr[data-type="hls"] [data-column="concurrency"]')).to_have_text("1")
+    expect(resize.locator('[data-column="concurrency"]')).to_have_text("no limit")
+
+    resize.locator(".pause-type").click()
+    expect(resize).to_have_attribute("data-paused", "true", timeout=UI_S)
+    expect(resize.locator(".type-state")).to_have_text("paused")
+    expect(page.locator("#queue-state")).to_have_text("running")  # the whole queue still runs
+    assert page.request.get(cluster.url + "/api/queue/stats/resize").json()["paused"] is True
+    waiting = cluster.resize(video_id, 160, 120).json()["jobId"]
+    with cluster.client() as client:
+        client.patch("/api/video/extract-audio", json={"videoId": video_id})
+    audio = page.locator('#queue-types tr[data-type="extract-audio"] [data-column="completed"]')
+    expect(audio).to_have_text("1", timeout=JOB_S)
+    expect(resize.locator('[data-column="waiting"]')).to_have_text("1", timeout=UI_S)
+    screenshot(page, "dashboard-type-paused")
+
+    resize.locator(".resume-type").click()
+    expect(resize).to_have_attribute("data-paused", "false", timeout=UI_S)
+    expect(resize.locator('[data-column="completed"]')).to_have_text("1", timeout=JOB_S)
+    expect(resize.locator('[data-column="waiting"]')).to_have_text("0")
+    assert cluster.job(waiting)["state"] == "completed"
+
+
 def test_the_dashboard_pauses_and_resumes_the_queue(cluster_factory: Callable[..., Cluster], clip: Path,
                                                     page: Page) -> None:
     cluster = cluster_factory()

@@ -25,7 +25,11 @@ function start(user) {
   $('app').hidden = false;
   app.live = new LiveSocket({
     onEvent: (msg) => {
-      if (msg.event === 'queue:paused' || msg.event === 'queue:resumed') {
+      if ((msg.event === 'queue:paused' || msg.event === 'queue:resumed') && msg.data && msg.data.type) {
+        const type = String(msg.data.type); // one type's queue: its jobs wait, the others run on
+        notify(messages(), msg.event === 'queue:paused' ? `The ${type} queue is paused by an administrator: new ${type} jobs wait.`
+          : `The ${type} queue is running again.`, 'ok');
+      } else if (msg.event === 'queue:paused' || msg.event === 'queue:resumed') {
         $('paused-banner').hidden = msg.event === 'queue:resumed';
       } else {
         applyJobEvent(msg);

@@ -126,7 +126,8 @@ function onEvent(msg) {
   const d = msg.data && typeof msg.data === 'object' ? msg.data : {};
   logEvent(msg);
   if (msg.event === 'queue:paused' || msg.event === 'queue:resumed') {
-    showPaused(msg.event === 'queue:paused');
+    if (typeof d.type === 'string') showTypePaused(d.type, msg.event === 'queue:paused');
+    else showPaused(msg.event === 'queue:paused');
     return;
   }
   const next = stateAfter(msg.event);
@@ -162,6 +163,7 @@ async function refreshStats() {
     renderStats(stats);
     showPaused(stats.paused);
     drawCharts(stats);
+    renderTypes((await api('GET', '/api/queue/types')).types);
     $('stats-updated').textContent = `Figures from the store at ${fmtClock(Date.now())}; counts move live in between.`;
   } catch (e) {
     failed(e, null, 'Cannot load the queue statistics');
@@ -222,6 +224,74 @@ async function setPaused(paused) {
   } catch (e) {
     control.disabled = false;
     failed(e, null, paused ? 'Could not pause the queue' : 'Could not resume the queue');
+  }
+}
+
+// ---------- a queue per job type ----------
+
+const TYPE_COLUMNS = ['waiting', 'running', 'completed', 'failed'];
+
+function renderTypes(types) {
+  const body = $('queue-types').querySelector('tbody');
+  const seen = new Set();
+  for (const stats of types) {
+    seen.add(stats.type);
+    let row = body.querySelector(`tr[data-type="${CSS.escape(stats.type)}"]`);
+    if (!row) row = body.appendChild(typeRow(stats.type));
+    for (const column of TYPE_COLUMNS) row.querySelector(`[data-column="${column}"]`).textContent = String(stats[column]);
+    row.querySelector('[data-column="concurrency"]').textContent = isNum(stats.concurrency) ? String(stats.concurrency) : 'no limit';
+    showTypePaused(stats.type, stats.paused);
+  }
+  for (const row of [...body.rows]) if (!seen.has(row.dataset.type)) row.remove();
+}
+
+function typeRow(type) {
+  const row = el('tr');
+  row.dataset.type = type;
+  row.append(el('th', '', type));
+  row.firstChild.scope = 'row';
+  for (const column of TYPE_COLUMNS) {
+    const cell = el('td', 'num');
+    cell.dataset.column = column;
+    row.append(cell);
+  }
+  const state = el('td');
+  state.append(el('span', 'badge type-state'));
+  const limit = el('td', 'num');
+  limit.dataset.column = 'concurrency';
+  const actions = el('td');
+  actions.append(typeButton(type, true), typeButton(type, false));
+  row.append(state, limit, actions);
+  return row;
+}
+
+function typeButton(type, pause) {
+  const control = button(pause ? 'Pause' : 'Resume', `secondary small ${pause ? 'pause-type' : 'resume-type'}`,
+    () => setTypePaused(type, pause));
+  control.dataset.type = type;
+  control.setAttribute('aria-label', `${pause ? 'Pause' : 'Resume'} the ${type} queue`);
+  return control;
+}
+
+function showTypePaused(type, paused) {
+  const row = $('queue-types').querySelector(`tr[data-type="${CSS.escape(type)}"]`);
+  if (!row) return;
+  row.dataset.paused = String(Boolean(paused));
+  const badge = row.querySelector('.type-state');
+  badge.textContent = paused ? 'paused' : 'running';
+  badge.dataset.paused = String(Boolean(paused));
+  row.querySelector('.pause-type').disabled = Boolean(paused);
+  row.querySelector('.resume-type').disabled = !paused;
+}
+
+async function setTypePaused(type, pause) {
+  try {
+    const answer = await api('POST', `/api/queue/${encodeURIComponent(type)}/${pause ? 'pause' : 'resume'}`);
+    showTypePaused(type, answer.paused);
+    notify($('messages'), answer.paused ? `The ${type} queue is paused: its running jobs finish, the others run on.`
+      : `The ${type} queue is running again.`, 'ok');
+  } catch (e) {
+    failed(e, null, pause ? `Could not pause the ${type} queue` : `Could not resume the ${type} queue`);
   }
 }
 

@@ -50,10 +50,10 @@ export function summarize(name, d) {
       parts.push(`executor lost${d.reason ? `: ${short(d.reason, 120)}` : ''}; queued again`);
       break;
     case 'queue:paused':
-      parts.push(`queue paused, ${known(d.queued)} waiting`);
+      parts.push(`${d.type ? `${short(d.type, 40)} ` : ''}queue paused, ${known(d.queued)} waiting`);
       break;
     case 'queue:resumed':
-      parts.push(`queue resumed, ${known(d.queued)} waiting`);
+      parts.push(`${d.type ? `${short(d.type, 40)} ` : ''}queue resumed, ${known(d.queued)} waiting`);
       break;
     default:
       parts.push(short(d, 200));

@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from cluster import jobspec, kinds
 from cluster.config import ClusterConfig
 from cluster.logs import get_logger
-from workers.web import request_body, webhook_routes
+from workers.web import queue_routes, request_body, webhook_routes
 from workers.web.assets import asset_response, hls_file_response, text_file_response
 from workers.web.auth import RequireSession, SessionCache, login, logout, update_user, user_call
 from workers.web.client_ip import ForwardedHeaders, TrustedProxies, client_ip
@@ -102,6 +102,16 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/queue/pause", pause_queue, methods=["POST"]),
         Route("/api/queue/resume", resume_queue, methods=["POST"]),
         Route("/api/queue/clean", clean_queue, methods=["POST"]),
+        Route("/api/queue/types", queue_routes.queue_types),
+        Route("/api/queue/stats/{job_type}", queue_routes.type_stats),
+        Route("/api/queue/dead-letter/stats", queue_routes.dead_letter_stats),
+        Route("/api/queue/dead-letter/jobs", queue_routes.dead_letter_jobs),
+        Route("/api/queue/dead-letter/{job_id}/retry", queue_routes.retry_dead_job, methods=["POST"]),
+        Route("/api/queue/{job_type}/pause", queue_routes.pause_type, methods=["POST"]),
+        Route("/api/queue/{job_type}/resume", queue_routes.resume_type, methods=["POST"]),
+        Route("/api/queue/{job_type}/clean", queue_routes.clean_type, methods=["POST"]),
+        Route("/api/queue/{job_type}/jobs", queue_routes.type_jobs),
+        Route("/api/videos/{video_id}/jobs/current", queue_routes.current_video_jobs),
         Route("/api/admin/processes", list_processes),
         Route("/api/admin/reload", reload_workers, methods=["POST"]),
         Route("/api/webhooks", webhook_routes.create_webhook, methods=["POST"]),

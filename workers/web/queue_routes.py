@@ -1,0 +1,130 @@
+"""The routes of each job type's queue (stats, pause, resume, clean, jobs), the dead-letter list and a
+video's active jobs. The primary checks who may do what and which types exist; these check the input."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from cluster.protocol import JobState
+from workers.web import request_body
+from workers.web.auth import user_call
+from workers.web.client_ip import client_ip
+from workers.web.errors import ApiError, too_many
+
+MAX_BODY_BYTES = 16 * 1024
+MAX_CURSOR_CHARS = 300
+MAX_NAME_CHARS = 64
+STATES = tuple(state.value for state in JobState)
+
+
+async def queue_types(request: Request) -> JSONResponse:
+    """Every type's queue at once (the dashboard's rows)."""
+    return JSONResponse(await user_call(request, "queue_types"))
+
+
+async def type_stats(request: Request) -> JSONResponse:
+    return JSONResponse(await user_call(request, "queue_type_stats", type=_type(request)))
+
+
+async def pause_type(request: Request) -> JSONResponse:
+    return JSONResponse(await user_call(request, "pause_type", type=_type(request)))
+
+
+async def resume_type(request: Request) -> JSONResponse:
+    return JSONResponse(await user_call(request, "resume_type", type=_type(request)))
+
+
+async def clean_type(request: Request) -> JSONResponse:
+    body = await _json_body(request)
+    older_than = body.get("olderThan", request.query_params.get("olderThan", 3600))
+    if isinstance(older_than, bool):
+        raise ApiError(400, "olderThan must be a number of seconds")
+    try:
+        older_than_s = float(older_than)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ApiError(400, "olderThan must be a number of seconds") from e
+    if not math.isfinite(older_than_s):
+        raise ApiError(400, "olderThan must be a number of seconds")
+    if older_than_s < 0:
+        raise ApiError(400, "olderThan must not be negative")
+    return JSONResponse(await user_call(request, "clean_type", type=_type(request), olderThan=older_than_s))
+
+
+async def type_jobs(request: Request) -> JSONResponse:
+    """A page of the type's jobs, newest first, optionally of one state; paged like GET /api/jobs."""
+    state = request.query_params.get("state") or None
+    if state is not None and state not in STATES:
+        raise ApiError(400, f"state must be one of {', '.join(STATES)}")
+    page = await user_call(request, "list_type_jobs", type=_type(request), state=state, limit=_limit(request),
+                           before=_before(request))
+    return _page(request, page["items"], page["next"])
+
+
+async def dead_letter_stats(request: Request) -> JSONResponse:
+    return JSONResponse(await user_call(request, "dead_letter_stats"))
+
+
+async def dead_letter_jobs(request: Request) -> JSONResponse:
+    """The caller's dead jobs (an administrator's: everyone's), newest first, with their attempts."""
+    page = await user_call(request, "dead_letter", limit=_limit(request), before=_before(request))
+    return _page(request, page["items"], page["next"])
+
+
+async def retry_dead_job(request: Request) -> JSONResponse:
+    answer = await user_call(request, "admit", kind="job", ip=client_ip(request))
+    if not answer["allowed"]:
+        raise too_many("too many job requests", answer["retryAfter"])
+    job = await user_call(request, "retry_dead_job", jobId=_name(request, "job_id", "job"))
+    return JSONResponse({"jobId": job["jobId"], "state": job["state"]}, status_code=202)
+
+
+async def current_video_jobs(request: Request) -> JSONResponse:
+    """The video's queued, delayed and running jobs, in queue order (a bare list: it is short)."""
+    answer = await user_call(request, "current_video_jobs", videoId=_name(request, "video_id", "video"))
+    return JSONResponse(answer["items"])
+
+
+def _type(request: Request) -> str:
+    job_type = request.path_params["job_type"]
+    if len(job_type) > MAX_NAME_CHARS or not job_type.replace("-", "").isalnum() or not job_type.isascii():
+        raise ApiError(404, f"unknown job type {job_type[:MAX_NAME_CHARS]!r}")
+    return job_type
+
+
+def _name(request: Request, param: str, what: str) -> str:
+    value = request.path_params[param]
+    if len(value) > 200 or not value.replace("-", "").isalnum() or not value.isascii():
+        raise ApiError(404, f"{what} {value[:MAX_NAME_CHARS]} not found")
+    return value
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    return await request_body.json_object(request, MAX_BODY_BYTES, request.app.state.worker.config.upload_idle_s)
+
+
+def _limit(request: Request) -> int:
+    limit = request_body.ascii_int(request.query_params.get("limit", "100"), 4)
+    if limit is None or not 0 < limit <= 1000:
+        raise ApiError(400, "limit must be between 1 and 1000")
+    return limit
+
+
+def _before(request: Request) -> str | None:
+    before = request.query_params.get("before")
+    if before is not None and not 0 < len(before) <= MAX_CURSOR_CHARS:
+        raise ApiError(400, "before must be the X-Next-Cursor of the previous page")
+    return before
+
+
+def _page(request: Request, items: list[Any], next_cursor: str | None) -> JSONResponse:
+    """A bare JSON array; ``X-Next-Cursor`` and ``Link: rel="next"`` when more follows (as GET /api/jobs)."""
+    headers = {}
+    if next_cursor:
+        query = {**request.query_params, "before": next_cursor}
+        headers = {"X-Next-Cursor": next_cursor, "Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}
+    return JSONResponse(items, headers=headers)
