@@ -35,6 +35,9 @@ from primary.job_ops import Caller, JobOps
 from primary.limits import LoginFailures
 from primary.listener import bind_listener
 from primary.metrics import JobMetrics, LoopLag, MetricsOps
+from primary.pipeline_ops import PipelineConfigError, PipelineOps
+from primary.pipeline_store import PipelineReads
+from primary.pipelines import Pipelines
 from primary.rate_limits import RateLimits, WebSocketCounts, limit_keys
 from primary.remote_access import RemoteAccess
 from primary.retention import Retention, in_batches, keep_rules
@@ -83,6 +86,7 @@ class _Parts:
     control: ControlServer
     remote: _Remote | None
     loop_lag: LoopLag
+    pipelines: Pipelines
 
 
 class Primary:
@@ -135,6 +139,9 @@ class Primary:
         job_ops = JobOps(engine, store, processes, config.max_job_timeout_s, config.max_queued_jobs_per_user,
                          reads=reads, window=window, max_job_work=config.max_job_work,
                          job_tokens=lambda user, ip: rates.take("job", *limit_keys(user, ip)))
+        pipelines = Pipelines(engine, store, PipelineReads(store.writer))
+        job_ops.on_video_deleted = pipelines.forget_video
+        pipeline_ops = PipelineOps(pipelines, job_ops, config.pipelines)
         auth_ops = AuthOps(accounts, LoginFailures.from_config(config),
                            config.session_ttl_s, rates, SessionNotices(bus, store))
         registry = WorkerRegistry(config.worker_timeout_s, config.worker_boot_timeout_s)
@@ -152,10 +159,10 @@ class Primary:
         control = ControlServer(control_socket, job_ops.handlers(),
                                 auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
                                 rates.handlers(), self._ws_counts.handlers(), metrics.handlers(),
-                                webhook_ops.handlers(), batch=engine.batch)
+                                webhook_ops.handlers(), pipeline_ops.handlers(), batch=engine.batch)
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
         return _Parts(lock, listener, context, store, reads, accounts, webhook_store, bus, engine, webhooks, pool,
-                      supervisor, executor_socket, logs, control, remote, loop_lag)
+                      supervisor, executor_socket, logs, control, remote, loop_lag, pipelines)
 
     async def _serve(self, parts: _Parts) -> None:
         """Recover, start the loops, then the children."""
@@ -164,6 +171,7 @@ class Primary:
         parts.bus.subscribers.append(parts.webhooks.on_event)
         parts.webhooks.start()
         parts.engine.recover()
+        parts.pipelines.recover()  # after the jobs: each live pipeline is checked against its stage's job
         gc.freeze()  # what recovery loaded lives on: the collector need not walk a million queued jobs again
         store.checkpoint_elsewhere()
         storage = open_storage(config)
@@ -443,7 +451,7 @@ def run_primary(config: ClusterConfig) -> int:
         return 1
     try:
         return asyncio.run(Primary(config).run())
-    except (AlreadyRunning, CertError) as e:
+    except (AlreadyRunning, CertError, PipelineConfigError) as e:
         log.error(str(e))
         return 1
     except OSError as e:
