@@ -65,6 +65,7 @@ class PipelineEvent(str, Enum):
     """A pipeline's steps (primary/pipelines.py); each carries the jobId of its stage, so it is routed as
     that job's events are (its video's rooms, its owner, administrators)."""
 
+    STARTED = "pipeline:started"
     STAGE_COMPLETED = "pipeline:stage-completed"
     REVIEW_NEEDED = "pipeline:review-needed"
     COMPLETED = "pipeline:completed"

@@ -48,6 +48,7 @@ class Pipelines:
         job = self._submit(pipeline, stages[0], admit)
         self._attach(pipeline, job)
         self._save(pipeline)
+        self._publish(pipeline, PipelineEvent.STARTED)
         log.info("pipeline started", pipelineId=pipeline.id, videoId=video_id, stages=len(stages), name=name)
         return pipeline
 

@@ -17,8 +17,8 @@ import pytest
 from tests.harness import ROOT, Cluster, EventClient, free_port, generate_clip, wait_until
 
 Message = dict[str, Any]
-PIPELINE_EVENTS = ("pipeline:stage-completed", "pipeline:review-needed", "pipeline:completed", "pipeline:failed",
-                   "pipeline:resumed", "pipeline:cancelled")
+PIPELINE_EVENTS = ("pipeline:started", "pipeline:stage-completed", "pipeline:review-needed", "pipeline:completed",
+                   "pipeline:failed", "pipeline:resumed", "pipeline:cancelled")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_three_stages_with_a_review_gate_run_in_turn_and_announce_each_step(
     assert all(cluster.job(j)["state"] == "completed" for j in job_ids)
 
     steps = [(m["event"], m["data"].get("stage")) for m in ws.events() if m["event"] in PIPELINE_EVENTS]
-    assert steps == [("pipeline:stage-completed", 0), ("pipeline:stage-completed", 1),
+    assert steps == [("pipeline:started", 0), ("pipeline:stage-completed", 0), ("pipeline:stage-completed", 1),
                      ("pipeline:review-needed", 1), ("pipeline:stage-completed", 2), ("pipeline:completed", 2)]
     order = [(m["event"], m["data"]["jobId"]) for m in ws.events()]
     for before, after in itertools.pairwise(job_ids):
