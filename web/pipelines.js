@@ -3,16 +3,13 @@
 // waiting for review.
 import { api, button, el, say } from './common.js';
 import { STATE_TEXT } from './jobs-view.js';
+import { stateAfter } from './live.js';
 
 const PIPELINE_TEXT = {
   running: 'running', review: 'waiting for your approval', completed: 'completed', failed: 'failed',
   cancelled: 'cancelled',
 };
 const STAGE_TEXT = { ...STATE_TEXT, pending: 'waiting', delayed: 'failed, will retry' };
-const JOB_EVENT_STATE = {
-  'job:queued': 'queued', 'job:started': 'running', 'job:stalled': 'queued', 'job:failed': 'delayed',
-  'job:completed': 'completed', 'job:permanent-failure': 'dead', 'job:cancelled': 'cancelled',
-};
 
 const pipelines = new Map(); // pipelineId -> the pipeline as the API shows it
 const sections = new Map(); // pipelineId -> its <section>
@@ -59,12 +56,12 @@ export async function applyPipelineEvent(msg) {
 /** A job event: the state of the stage whose job it is, if one is shown. */
 export function applyStageJobEvent(msg) {
   const where = msg.data && stageOfJob.get(msg.data.jobId);
-  const state = JOB_EVENT_STATE[msg.event];
+  const state = stateAfter(msg.event);
   if (!where || !state) return;
   const [pipelineId, index] = where;
   const pipeline = pipelines.get(pipelineId);
   const stage = pipeline && pipeline.stages[index];
-  if (!stage || stage.jobId !== msg.data.jobId) return;
+  if (!stage || stage.jobId !== msg.data.jobId || stage.state === state) return;
   stage.state = state;
   render(pipeline);
 }
