@@ -15,6 +15,7 @@ from typing import Any
 
 MAX_STAGES = 10
 MAX_NAME = 32
+MAX_TYPE = 32
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 KEY = re.compile(r"[a-zA-Z][a-zA-Z0-9_-]*")
 TYPE = re.compile(r"[a-z][a-z0-9-]*")
@@ -37,6 +38,8 @@ def check_stages(stages: Any) -> list[dict[str, Any]]:
             raise InvalidPipeline(f"stage {index}: must be an object {{type, ...params, review?}}")
         if not isinstance(stage.get("type"), str) or not stage["type"]:
             raise InvalidPipeline(f"stage {index}: type is required")
+        if len(stage["type"]) > MAX_TYPE or not TYPE.fullmatch(stage["type"]):
+            raise InvalidPipeline(f"stage {index}: type must be the name of a job type, such as resize")
         if not isinstance(stage.get("review", False), bool):
             raise InvalidPipeline(f"stage {index}: review must be true or false")
         if "videoId" in stage:

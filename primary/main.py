@@ -35,7 +35,7 @@ from primary.job_ops import Caller, JobOps
 from primary.limits import LoginFailures
 from primary.listener import bind_listener
 from primary.metrics import JobMetrics, LoopLag, MetricsOps
-from primary.pipeline_ops import PipelineConfigError, PipelineOps
+from primary.pipeline_ops import PipelineConfigError, PipelineOps, check_named
 from primary.pipeline_store import PipelineReads
 from primary.pipelines import Pipelines
 from primary.rate_limits import RateLimits, WebSocketCounts, limit_keys
@@ -445,13 +445,18 @@ def _release_run_dir(run_dir: Path, fd: int) -> None:
 def run_primary(config: ClusterConfig) -> int:
     configure_logging("primary", config.log_level, config.log_format)
     try:
+        check_named(config.pipelines)
+    except PipelineConfigError as e:
+        log.error("cannot start", error=str(e))
+        return 1
+    try:
         check_storage(config)  # a bucket that cannot be used is said now, not by a failing job later
     except RuntimeError as e:  # cluster.s3_storage.StorageUnavailable
         log.error("cannot start: the storage is unavailable", error=str(e))
         return 1
     try:
         return asyncio.run(Primary(config).run())
-    except (AlreadyRunning, CertError, PipelineConfigError) as e:
+    except (AlreadyRunning, CertError) as e:
         log.error(str(e))
         return 1
     except OSError as e:

@@ -23,15 +23,20 @@ class PipelineConfigError(ValueError):
     """A ``--pipeline`` the cluster cannot start with."""
 
 
+def check_named(named: dict[str, list[dict[str, Any]]]) -> None:
+    """Each configured pipeline names job kinds this cluster has (their parameters are checked against
+    each upload, when it starts one)."""
+    for name, stages in named.items():
+        unknown = [stage["type"] for stage in stages if not is_job_kind(stage["type"])]
+        if unknown:
+            raise PipelineConfigError(f"--pipeline {name!r}: unknown job type {unknown[0]!r}")
+
+
 class PipelineOps:
     def __init__(self, pipelines: Pipelines, job_ops: JobOps, named: dict[str, list[dict[str, Any]]]) -> None:
         self._pipelines = pipelines
         self._jobs = job_ops
         self._named = named
-        for name, stages in named.items():
-            unknown = [stage["type"] for stage in stages if not is_job_kind(stage["type"])]
-            if unknown:
-                raise PipelineConfigError(f"--pipeline {name!r}: unknown job type {unknown[0]!r}")
 
     def handlers(self) -> dict[str, Handler]:
         return {

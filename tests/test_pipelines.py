@@ -97,6 +97,9 @@ def test_three_stages_with_a_review_gate_run_in_turn_and_announce_each_step(
             < order.index(("job:queued", after)), "each stage is queued once the one before completed"
     seqs = [m["seq"] for m in ws.events()]
     assert seqs == sorted(seqs)
+    replay = ws_factory(cluster, since=0)  # stored with their seqs: a resume replays them in order
+    pipeline_event(replay, "pipeline:completed", pipeline_id)
+    assert [(m["event"], m["data"].get("stage")) for m in replay.events() if m["event"] in PIPELINE_EVENTS] == steps
 
     with cluster.client() as client:
         listed = client.get("/api/pipelines", params={"videoId": video_id}).json()
@@ -129,6 +132,7 @@ def test_every_stage_is_checked_when_the_pipeline_is_asked_for(
         ({"videoId": video_id, "stages": []}, 400, "non-empty list"),
         ({"videoId": video_id, "stages": [{**resize, "review": "yes"}]}, 400, "stage 0: review must be true or false"),
         ({"videoId": video_id, "stages": [{"width": 2}]}, 400, "stage 0: type is required"),
+        ({"videoId": video_id, "stages": [resize, {"type": "x" * 10_000}]}, 400, "stage 1: type must be the name"),
         ({"videoId": video_id, "stages": ["resize"]}, 400, "stage 0: must be an object"),
         ({"videoId": video_id, "stages": [{**resize, "videoId": silent_id}]}, 400, "stage 0: videoId belongs"),
         ({"stages": [resize]}, 400, "videoId is required"),
@@ -152,6 +156,16 @@ def test_every_stage_is_checked_when_the_pipeline_is_asked_for(
         assert client.get("/api/pipelines/nosuchpipeline").status_code == 404
     assert store_rows(cluster, "SELECT COUNT(*) FROM pipelines")[0][0] == 0, "nothing refused was stored"
     assert store_rows(cluster, "SELECT COUNT(*) FROM jobs")[0][0] == 0
+
+    made = [start(cluster, video_id, [{"type": "resize", "width": 16 * (i + 2), "height": 16}]) for i in range(3)]
+    twin = start(cluster, video_id, [{"type": "resize", "width": 32, "height": 16}, {"type": "extract-audio"}])
+    assert show(cluster, twin)["stages"][0]["jobId"] == show(cluster, made[0])["stages"][0]["jobId"], \
+        "an identical stage waits on the job already active"
+    with cluster.client() as client:
+        first = client.get("/api/pipelines", params={"limit": 3})
+        assert [p["pipelineId"] for p in first.json()] == [twin, *made[:0:-1]]
+        second = client.get("/api/pipelines", params={"limit": 3, "before": first.headers["X-Next-Cursor"]})
+        assert [p["pipelineId"] for p in second.json()] == [made[0]] and "X-Next-Cursor" not in second.headers
 
 
 def test_a_dead_stage_fails_the_pipeline_and_its_retry_resumes_it(
@@ -304,8 +318,13 @@ def test_an_upload_starts_a_named_pipeline(cluster_factory: Callable[..., Cluste
         response = client.post("/api/upload-video", params={"pipeline": "gated"}, content=clip.read_bytes(),
                                headers={"filename": "clip.mp4"})
     assert response.status_code == 201, response.text
-    pipeline_event(ws, "pipeline:review-needed", response.json()["pipelineId"])
-    assert show(cluster, response.json()["pipelineId"])["stages"][0]["params"] == {"renditions": [240]}
+    gated = response.json()["pipelineId"]
+    pipeline_event(ws, "pipeline:review-needed", gated)
+    assert show(cluster, gated)["stages"][0]["params"] == {"renditions": [240]}
+    with cluster.client() as client:
+        approved = client.post(f"/api/pipelines/{gated}/approve")
+    assert approved.status_code == 200 and approved.json()["state"] == "completed", "a last stage's approval ends it"
+    assert pipeline_event(ws, "pipeline:completed", gated)["data"]["stage"] == 0
 
 
 @pytest.mark.parametrize(("flag", "message"), [
@@ -329,3 +348,22 @@ def test_pipeline_events_reach_a_webhook_filter() -> None:
     assert pattern_matches(("pipeline:completed",), "pipeline:completed")
     assert not pattern_matches(("job:",), "pipeline:completed")
 
+
+
+def test_a_stage_that_completes_while_the_primary_drains_has_its_next_stage_queued_at_the_next_start(
+        cluster_factory: Callable[..., Cluster], long_clip: Path, ws_factory: Callable[..., EventClient]) -> None:
+    cluster = cluster_factory(workers=1, extra=["--shutdown-grace-s", "90"])
+    video_id = cluster.upload(long_clip)
+    ws = ws_factory(cluster)
+    pipeline_id = start(cluster, video_id, [{"type": "resize", "width": 320, "height": 240},
+                                            {"type": "extract-audio"}])
+    ws.wait_event("job:started", show(cluster, pipeline_id)["stages"][0]["jobId"])
+    ws.close()
+    assert cluster.stop(timeout_s=100) == 0  # the running stage finishes in the grace period; no new job then
+    log = cluster.log_path.read_text()
+    assert "pipeline waits for the next start" in log
+    cluster.start()
+    wait_until(lambda: show(cluster, pipeline_id)["state"] == "completed", 60, "the pipeline to complete",
+               interval_s=0.2)
+    assert_each_stage_ran_once(cluster, video_id, pipeline_id, ["resize", "extract-audio"])
+    assert "pipeline repaired" in cluster.log_path.read_text()
