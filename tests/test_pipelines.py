@@ -4,14 +4,17 @@ retry, a cancelled stage, a primary killed mid-pipeline, the start-up repair, an
 from __future__ import annotations
 
 import itertools
+import random
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.harness import ROOT, Cluster, EventClient, free_port, generate_clip, wait_until
@@ -244,6 +247,21 @@ def assert_each_stage_ran_once(cluster: Cluster, video_id: str, pipeline_id: str
     assert all(n == 1 for _, n in finals)
 
 
+def kill_and_restart(cluster: Cluster) -> None:
+    """SIGKILL the primary; its children exit by themselves (as test_crash_recovery checks); start again."""
+    children = cluster.descendants()
+    cluster.kill_primary()
+    wait_until(lambda: not any(alive(p) for p in children), 10, "the children of the killed primary to exit")
+    cluster.start()
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_a_primary_killed_during_a_stage_and_between_stages_runs_each_stage_once(
         cluster_factory: Callable[..., Cluster], long_clip: Path) -> None:
     cluster = cluster_factory(workers=1)
@@ -258,11 +276,9 @@ def test_a_primary_killed_during_a_stage_and_between_stages_runs_each_stage_once
         return bool(job_id) and cluster.job(job_id)["state"] == "running"
 
     wait_until(second_stage_running, 60, "the second stage to run", interval_s=0.1)
-    cluster.kill_primary()  # during a stage
-    cluster.start()
+    kill_and_restart(cluster)  # during a stage
     wait_until(lambda: show(cluster, pipeline_id)["state"] == "review", 60, "the review gate", interval_s=0.2)
-    cluster.kill_primary()  # between stages: the second completed, the third not queued
-    cluster.start()
+    kill_and_restart(cluster)  # between stages: the second completed, the third not queued
     assert show(cluster, pipeline_id)["stages"][2]["jobId"] is None
     with cluster.client() as client:
         assert client.post(f"/api/pipelines/{pipeline_id}/approve").status_code == 200
@@ -372,3 +388,21 @@ def test_a_stage_that_completes_while_the_primary_drains_has_its_next_stage_queu
                interval_s=0.2)
     assert_each_stage_ran_once(cluster, video_id, pipeline_id, ["resize", "extract-audio"])
     assert "pipeline repaired" in cluster.log_path.read_text()
+
+
+@pytest.mark.parametrize("seed", [13])
+def test_a_primary_killed_at_random_moments_neither_repeats_nor_skips_a_stage(
+        cluster_factory: Callable[..., Cluster], clip: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    cluster = cluster_factory(workers=1)
+    video_id = cluster.upload(clip)
+    sizes = [(32 + 16 * i, 32) for i in range(6)]
+    pipeline_id = start(cluster, video_id, [{"type": "resize", "width": w, "height": h} for w, h in sizes])
+    for _ in range(3):
+        time.sleep(rng.uniform(0.2, 1.5))  # the random moment of the crash
+        kill_and_restart(cluster)
+    wait_until(lambda: show(cluster, pipeline_id)["state"] == "completed", 90, "the pipeline to complete",
+               interval_s=0.2)
+    assert_each_stage_ran_once(cluster, video_id, pipeline_id, ["resize"] * len(sizes))
+    params = [(cluster.job(s["jobId"])["params"]["width"], s["index"]) for s in show(cluster, pipeline_id)["stages"]]
+    assert params == [(w, i) for i, (w, _) in enumerate(sizes)], "each stage's own job, in order"
