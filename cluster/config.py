@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from cluster.pipeline_spec import parse_named
 
 ENV_PREFIX = "VC_"
 # --remote-bind tcp://ADDR:PORT binds these on PORT, PORT+1, ... (CurveZMQ on each)
@@ -84,6 +88,7 @@ class ClusterConfig:
     s3_region: str = ""
     s3_url_expiry_s: float = 300.0
     scratch_dir: str = ""
+    pipeline: tuple[str, ...] = ()  # NAME=STAGE,STAGE,... (cluster/pipeline_spec.py); repeatable
 
     @property
     def run_dir(self) -> Path:
@@ -120,7 +125,13 @@ class ClusterConfig:
     def from_json(cls, text: str) -> ClusterConfig:
         values = json.loads(text)
         values["data_dir"] = Path(values["data_dir"])
+        values["pipeline"] = tuple(values.get("pipeline", ()))
         return cls(**values)
+
+    @functools.cached_property
+    def pipelines(self) -> dict[str, list[dict[str, Any]]]:
+        """The named pipelines an upload may start (``?pipeline=NAME``)."""
+        return parse_named(self.pipeline)
 
 
 _HELP = {
@@ -199,6 +210,9 @@ _HELP = {
     "s3_endpoint": "S3 endpoint URL, for an S3-compatible server (empty: AWS)",
     "s3_region": "S3 region (empty: boto3's usual chain, e.g. AWS_DEFAULT_REGION)",
     "s3_url_expiry_s": "lifetime of the presigned URLs downloads and HLS segments redirect to",
+    "pipeline": "a named pipeline an upload may start with ?pipeline=NAME: NAME=TYPE[:key=value...][+review],... "
+                "e.g. 'web=resize:width=320:height=240,convert:format=webm+review,hls' (repeatable; env: ';' "
+                "between pipelines)",
     "scratch_dir": "local directory for upload temp files and executors' job files with S3 storage "
                    "(empty: a directory under the system temp dir)",
 }
@@ -214,6 +228,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(ClusterConfig):
         default = os.environ.get(env_name(f.name), getattr(defaults, f.name))
         kind = _argument_type(f.type)
+        if kind is tuple:  # repeatable; its environment variable holds the values separated by ';'
+            env = os.environ.get(env_name(f.name), "")
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="append",
+                                default=[v for v in env.split(";") if v.strip()] or None,
+                                help=f"{_HELP[f.name]} (env {env_name(f.name)})")
+            continue
         if kind is bool:  # a switch: given or not; its environment variable is 1/true/yes
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_true",
                                 default=str(default).lower() in ("1", "true", "yes"),
@@ -230,6 +250,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ClusterConfig:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ClusterConfig)}
+    values["pipeline"] = tuple(values["pipeline"] or ())
     config = ClusterConfig(**values)
     validate(config)
     return config
@@ -266,6 +287,7 @@ def validate(config: ClusterConfig) -> None:
         _validate_remote_bind(config.remote_bind)
     if config.job_policies:
         _validate_job_policies(config.job_policies)
+    parse_named(config.pipeline)  # InvalidPipeline (a ValueError) names a malformed --pipeline
 
 
 def _validate_job_policies(text: str) -> None:
@@ -287,6 +309,8 @@ def _validate_remote_bind(endpoint: str) -> None:
 
 def _argument_type(annotation: object) -> type:
     text = str(annotation)
+    if text.startswith("tuple"):
+        return tuple
     if text == "bool":
         return bool
     if "int" in text:

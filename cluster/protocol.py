@@ -54,6 +54,19 @@ class EventName(str, Enum):
     STALLED = "job:stalled"
 
 
+class PipelineEvent(str, Enum):
+    """A pipeline's steps (primary/pipelines.py); each carries the jobId of its stage, so it is routed as
+    that job's events are (its video's rooms, its owner, administrators)."""
+
+    STARTED = "pipeline:started"
+    STAGE_COMPLETED = "pipeline:stage-completed"
+    REVIEW_NEEDED = "pipeline:review-needed"
+    COMPLETED = "pipeline:completed"
+    FAILED = "pipeline:failed"
+    RESUMED = "pipeline:resumed"
+    CANCELLED = "pipeline:cancelled"
+
+
 def _loads(frame: bytes) -> dict[str, Any]:
     try:
         value = json.loads(frame)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -37,9 +38,10 @@ class _Batch:
         self.events: list[Event] = []
         self.attempts: dict[tuple[str, int], Attempt] = {}
         self.after: list[Callable[[], None]] = []
+        self.writes: list[Callable[[sqlite3.Connection], None]] = []  # other parts' rows (pipelines)
 
     def holds_anything(self) -> bool:
-        return bool(self.jobs or self.events or self.after)
+        return bool(self.jobs or self.events or self.after or self.writes)
 
     def add(self, job: Job, event: Event, attempt: Attempt | None) -> None:
         self.jobs.pop(job.id, None)  # re-inserted: rows are written in the order of their last change
@@ -71,6 +73,8 @@ class JobEngine:
         self.on_work: Callable[[], None] = lambda: None
         self.on_cancel_run: Callable[[str], None] = lambda run_id: None
         self.on_commit: Callable[[Job, EventName], None] = lambda job, name: None  # metrics, after each transition
+        # inside the transition's batch: what it writes (a pipeline's next stage) is stored in the same transaction
+        self.on_transition: Callable[[Job, EventName], None] = lambda job, name: None
 
     # group commit
 
@@ -94,8 +98,9 @@ class JobEngine:
         """Write what the open batch holds now (before a direct write to the store that must follow it)."""
         while self._batch is not None and self._batch.holds_anything():
             batch, self._batch = self._batch, _Batch()  # what the actions below do goes in the next one
-            if batch.jobs or batch.events:
-                self.store.save_batch(list(batch.jobs.values()), batch.events, list(batch.attempts.values()))
+            if batch.jobs or batch.events or batch.writes:
+                self.store.save_batch(list(batch.jobs.values()), batch.events, list(batch.attempts.values()),
+                                      batch.writes)
             for event in batch.events:
                 self.bus.publish(event)
             for action in batch.after:
@@ -107,6 +112,18 @@ class JobEngine:
             action()
         else:
             self._batch.after.append(action)
+
+    def write_in_batch(self, write: Callable[[sqlite3.Connection], None]) -> None:
+        """Another part's write (a pipeline's rows), stored in the same transaction as the current transitions."""
+        with self.batch():
+            assert self._batch is not None
+            self._batch.writes.append(write)
+
+    def publish_in_batch(self, name: str, data: dict[str, Any]) -> None:
+        """Another part's event (a pipeline's), stored with its seq among the current transitions' events."""
+        with self.batch():
+            assert self._batch is not None
+            self._batch.events.append(self.bus.make(name, data))
 
     # intake
 
@@ -376,11 +393,10 @@ class JobEngine:
     def _commit(self, job: Job, name: EventName, record: Attempt | None = None, /, **data: Any) -> None:
         base = {"jobId": job.id, "type": job.type, "videoId": job.video_id, "userId": job.owner}
         event = self.bus.make(name.value, {**base, **data})
-        if self._batch is not None:
+        with self.batch():
+            assert self._batch is not None
             self._batch.add(job, event, record)
-        else:
-            self.store.save_batch([job], [event], [record] if record is not None else [])
-            self.bus.publish(event)
+            self.on_transition(job, name)
         self.on_commit(job, name)
 
     def close(self) -> None:

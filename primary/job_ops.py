@@ -61,6 +61,7 @@ class JobOps:
         self._max_timeout_s = max_timeout_s
         self._started = time.monotonic()
         self._monitor = ProcessMonitor()
+        self.on_video_deleted: Callable[[str], None] = lambda video_id: None
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -130,6 +131,7 @@ class JobOps:
         cancelled = sorted(active, key=lambda job_id: self._engine.active[job_id].queue_order)
         for job_id in cancelled:
             self._engine.cancel(job_id)
+        self.on_video_deleted(video["videoId"])  # its pipelines go in the same write as the cancellations
         self._engine.flush()  # the cancellations are stored before the rows go
         self._store.delete_video(video["videoId"])
         log.info("video removed", videoId=video["videoId"], cancelled=len(cancelled))
@@ -143,24 +145,40 @@ class JobOps:
         ``{"retryAfter": s}`` (the web worker makes it a 429 with Retry-After)."""
         caller = Caller(args)
         video = self._video(caller, str(args["videoId"]))
-        job_type, params, options = _job_request(str(args["type"]), dict(args.get("body") or {}), video)
-        if options.get("priority") == Priority.HIGH.value and not caller.admin:
-            raise RequestError(403, "priority high is for administrators")
-        if self._max_job_work:
-            _check_work(job_type, params, video, self._max_job_work)
+        job_type, params, options = self.job_request(caller, video, str(args["type"]), dict(args.get("body") or {}))
         if self._job_tokens is not None:
             wait_s = self._job_tokens(caller.user_id, args.get("ip"))
             if wait_s:
                 return {"retryAfter": wait_s}
         timeout = options.get("timeout")
-        if timeout is not None and float(timeout) > self._max_timeout_s:
-            raise RequestError(400, f"timeout must be at most {self._max_timeout_s:g} seconds")
         job, created = self._engine.submit(
             job_type, video["videoId"], params, priority=Priority(options.get("priority") or "normal"),
             timeout_s=float(timeout) if timeout is not None else None, owner=video["owner"],
             admit=lambda: self._check_active_jobs(video["owner"]),  # a repeat is answered, not capped
         )
         return {"jobId": job.id, "created": created}
+
+    def job_request(self, caller: Caller, video: dict[str, Any], job_type: str,
+                    body: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """A job request checked as every job route checks it: its kind's parameters, the options, who may
+        ask for priority high, its size, its timeout (400/403 when wrong). Pipelines check each stage so."""
+        job_type, params, options = _job_request(job_type, body, video)
+        if options.get("priority") == Priority.HIGH.value and not caller.admin:
+            raise RequestError(403, "priority high is for administrators")
+        if self._max_job_work:
+            _check_work(job_type, params, video, self._max_job_work)
+        timeout = options.get("timeout")
+        if timeout is not None and float(timeout) > self._max_timeout_s:
+            raise RequestError(400, f"timeout must be at most {self._max_timeout_s:g} seconds")
+        return job_type, params, options
+
+    def visible_video(self, caller: Caller, video_id: str) -> dict[str, Any]:
+        """The video, or 404 when it does not exist or is another user's."""
+        return self._video(caller, video_id)
+
+    def check_active_jobs(self, owner: str) -> None:
+        """429 when the owner has as many queued, delayed and running jobs as a user may."""
+        self._check_active_jobs(owner)
 
     def get_job(self, args: dict[str, Any]) -> dict[str, Any]:
         return self._view(self._job(Caller(args), str(args["jobId"])))

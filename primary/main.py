@@ -36,6 +36,9 @@ from primary.job_ops import Caller, JobOps
 from primary.limits import LoginFailures
 from primary.listener import bind_listener
 from primary.metrics import JobMetrics, LoopLag, MetricsOps
+from primary.pipeline_ops import PipelineConfigError, PipelineOps, check_named
+from primary.pipeline_store import PipelineReads
+from primary.pipelines import Pipelines
 from primary.queue_ops import QueueOps
 from primary.rate_limits import RateLimits, WebSocketCounts, limit_keys
 from primary.remote_access import RemoteAccess
@@ -86,6 +89,7 @@ class _Parts:
     control: ControlServer
     remote: _Remote | None
     loop_lag: LoopLag
+    pipelines: Pipelines
 
 
 class Primary:
@@ -139,6 +143,9 @@ class Primary:
         job_ops = JobOps(engine, store, processes, config.max_job_timeout_s, config.max_queued_jobs_per_user,
                          reads=reads, window=window, max_job_work=config.max_job_work,
                          job_tokens=lambda user, ip: rates.take("job", *limit_keys(user, ip)))
+        pipelines = Pipelines(engine, store, PipelineReads(store.writer))
+        job_ops.on_video_deleted = pipelines.forget_video
+        pipeline_ops = PipelineOps(pipelines, job_ops, config.pipelines)
         auth_ops = AuthOps(accounts, LoginFailures.from_config(config),
                            config.session_ttl_s, rates, SessionNotices(bus, store))
         registry = WorkerRegistry(config.worker_timeout_s, config.worker_boot_timeout_s)
@@ -156,11 +163,11 @@ class Primary:
         control = ControlServer(control_socket, job_ops.handlers(),
                                 auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
                                 rates.handlers(), self._ws_counts.handlers(), metrics.handlers(),
-                                webhook_ops.handlers(), QueueOps(engine, store, job_ops).handlers(),
-                                batch=engine.batch)
+                                webhook_ops.handlers(), pipeline_ops.handlers(),
+                                QueueOps(engine, store, job_ops).handlers(), batch=engine.batch)
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
         return _Parts(lock, listener, context, store, reads, accounts, webhook_store, bus, engine, webhooks, pool,
-                      supervisor, executor_socket, logs, control, remote, loop_lag)
+                      supervisor, executor_socket, logs, control, remote, loop_lag, pipelines)
 
     async def _serve(self, parts: _Parts) -> None:
         """Recover, start the loops, then the children."""
@@ -169,6 +176,7 @@ class Primary:
         parts.bus.subscribers.append(parts.webhooks.on_event)
         parts.webhooks.start()
         parts.engine.recover()
+        parts.pipelines.recover()  # after the jobs: each live pipeline is checked against its stage's job
         gc.freeze()  # what recovery loaded lives on: the collector need not walk a million queued jobs again
         store.checkpoint_elsewhere()
         storage = open_storage(config)
@@ -451,6 +459,11 @@ def _release_run_dir(run_dir: Path, fd: int) -> None:
 
 def run_primary(config: ClusterConfig) -> int:
     configure_logging("primary", config.log_level, config.log_format)
+    try:
+        check_named(config.pipelines)
+    except PipelineConfigError as e:
+        log.error("cannot start", error=str(e))
+        return 1
     try:
         check_storage(config)  # a bucket that cannot be used is said now, not by a failing job later
     except RuntimeError as e:  # cluster.s3_storage.StorageUnavailable

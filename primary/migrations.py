@@ -152,8 +152,38 @@ _V6_USER_STARTS = """
 CREATE INDEX jobs_owner_priority_started ON jobs(owner, priority, started_at);
 """
 
+# Pipelines (primary/pipeline_store.py): a row per pipeline, a row per stage; written in the engine's
+# transactions, so a stage's job and the pipeline's step are stored together.
+_V7_PIPELINES = """
+CREATE TABLE pipelines (
+    id TEXT PRIMARY KEY,
+    video_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    name TEXT,
+    state TEXT NOT NULL,
+    current INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX pipelines_created ON pipelines(created_at, id);
+CREATE INDEX pipelines_owner_created ON pipelines(owner, created_at, id);
+CREATE INDEX pipelines_video_created ON pipelines(video_id, created_at, id);
+CREATE INDEX pipelines_unfinished ON pipelines(state) WHERE state IN ('running', 'review', 'failed');
+CREATE TABLE pipeline_stages (
+    pipeline_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    params TEXT NOT NULL,
+    options TEXT NOT NULL,
+    review INTEGER NOT NULL,
+    job_id TEXT,
+    state TEXT NOT NULL,
+    PRIMARY KEY (pipeline_id, idx)
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: tuple[str, ...] = (_V1_BASE, _V2_INDEXES, _V3_EVENT_OWNERS, _V4_JOB_COUNTS, _V5_VIDEO_OUTPUTS,
-                               _V6_USER_STARTS)
+                               _V6_USER_STARTS, _V7_PIPELINES)
 LATEST = len(MIGRATIONS)
 
 

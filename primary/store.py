@@ -12,7 +12,7 @@ import json
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -222,6 +222,11 @@ class JobStore(StoreReads):
     def _db(self) -> sqlite3.Connection:
         return self._writer
 
+    @property
+    def writer(self) -> sqlite3.Connection:
+        """For the stores whose rows the engine writes in its own transactions (pipelines)."""
+        return self._writer
+
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.close()
@@ -256,14 +261,18 @@ class JobStore(StoreReads):
         """Write a job, the events of its transition and its attempt record in one transaction."""
         self._save(_SAVE_JOB, [job], list(events), [attempt] if attempt is not None else [])
 
-    def save_batch(self, jobs: Sequence[Job], events: Sequence[Event], attempts: Sequence[Attempt]) -> None:
+    def save_batch(self, jobs: Sequence[Job], events: Sequence[Event], attempts: Sequence[Attempt],
+                   writes: Sequence[Callable[[sqlite3.Connection], None]] = ()) -> None:
         """Several transitions in one transaction (group commit). Only for jobs whose identity (type,
-        video, owner, parameters, creation) never changes once stored: the engine's."""
-        self._save(_SAVE_TRANSITION, jobs, events, attempts)
+        video, owner, parameters, creation) never changes once stored: the engine's. ``writes``: other
+        tables' rows (a pipeline's) that must be stored with these transitions or not at all."""
+        self._save(_SAVE_TRANSITION, jobs, events, attempts, writes)
 
     def _save(self, statement: str, jobs: Sequence[Job], events: Sequence[Event],
-              attempts: Sequence[Attempt]) -> None:
+              attempts: Sequence[Attempt], writes: Sequence[Callable[[sqlite3.Connection], None]] = ()) -> None:
         with self._transaction():
+            for write in writes:
+                write(self._db)
             self._db.executemany(statement, [_job_row(job) for job in jobs])
             self._insert_events(events)
             if attempts:

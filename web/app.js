@@ -1,11 +1,14 @@
 // The app: log in, upload, the library of the user's videos as cards, their jobs live over the
-// WebSocket, downloads and the HLS player. The parts live in video-card.js, jobs-view.js, uploads.js
-// and player.js; this module holds the session and the library.
+// WebSocket, their pipelines, downloads and the HLS player. The parts live in video-card.js, jobs-view.js,
+// pipelines.js, uploads.js and player.js; this module holds the session and the library.
 import {
   $, api, apiPages, ApiError, logout, notify, say, showConnection, showLogin, showUser, bootPage,
 } from './common.js';
 import { applyJobEvent, configureJobs, forgetJobs, mergeJobs, tickCountdowns } from './jobs-view.js';
 import { LiveSocket } from './live.js';
+import {
+  applyPipelineEvent, applyStageJobEvent, configurePipelines, forgetPipelines, loadPipelines,
+} from './pipelines.js';
 import { closePlayer, playHls } from './player.js';
 import { bindUploads } from './uploads.js';
 import { buildCard, configureCards } from './video-card.js';
@@ -31,8 +34,11 @@ function start(user) {
           : `The ${type} queue is running again.`, 'ok');
       } else if (msg.event === 'queue:paused' || msg.event === 'queue:resumed') {
         $('paused-banner').hidden = msg.event === 'queue:resumed';
+      } else if (msg.event.startsWith('pipeline:')) {
+        applyPipelineEvent(msg);
       } else {
         applyJobEvent(msg);
+        applyStageJobEvent(msg);
       }
     },
     onControl: (msg) => {
@@ -66,6 +72,7 @@ function stop() {
   app.user = null;
   app.cards.clear();
   forgetJobs();
+  forgetPipelines();
   $('library').textContent = '';
   $('uploads').textContent = '';
   showUser(null, onLogout);
@@ -94,6 +101,7 @@ async function loadLibrary() {
     renderLibrary(videos);
     mergeJobs(jobs, videos, startedAt);
     $('paused-banner').hidden = !stats.paused;
+    await loadPipelines();
   } catch (e) {
     failed(e, null, 'Cannot load your videos');
   }
@@ -128,6 +136,7 @@ function removeCard(videoId, card) {
   card.root.remove();
   app.cards.delete(videoId);
   forgetJobs(videoId);
+  forgetPipelines(videoId);
 }
 
 // ---------- start ----------
@@ -138,6 +147,7 @@ configureJobs({
   failed,
   reload: scheduleReload,
 });
+configurePipelines({ cardOf: (videoId) => app.cards.get(videoId), failed });
 configureCards({
   failed,
   isAdmin: () => Boolean(app.user && app.user.admin),

@@ -212,4 +212,6 @@ export function stateAfter(eventName) {
 export const JOB_EVENTS = ['job:queued', 'job:started', 'job:progress', 'job:completed', 'job:failed',
   'job:permanent-failure', 'job:cancelled', 'job:stalled'];
 export const QUEUE_EVENTS = ['queue:paused', 'queue:resumed'];
+export const PIPELINE_EVENTS = ['pipeline:started', 'pipeline:stage-completed', 'pipeline:review-needed',
+  'pipeline:completed', 'pipeline:failed', 'pipeline:resumed', 'pipeline:cancelled'];
 export const FINAL_STATES = new Set(['completed', 'dead', 'cancelled']);

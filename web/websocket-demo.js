@@ -7,12 +7,12 @@ import {
   bootPage,
 } from './common.js';
 import { eventRow, jobLabel, summarize } from './events.js';
-import { JOB_EVENTS, LiveSocket, QUEUE_EVENTS } from './live.js';
+import { JOB_EVENTS, LiveSocket, PIPELINE_EVENTS, QUEUE_EVENTS } from './live.js';
 
 const MAX_ROWS = 500;
 const MAX_STATUS = 100;
 const MAX_BUFFERED = 5000;
-const EVENT_NAMES = [...JOB_EVENTS, ...QUEUE_EVENTS];
+const EVENT_NAMES = [...JOB_EVENTS, ...PIPELINE_EVENTS, ...QUEUE_EVENTS];
 
 const demo = {
   live: null,

@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from cluster import jobspec, kinds
 from cluster.config import ClusterConfig
 from cluster.logs import get_logger
-from workers.web import queue_routes, request_body, webhook_routes
+from workers.web import pipeline_routes, queue_routes, request_body, webhook_routes
 from workers.web.assets import asset_response, hls_file_response, text_file_response
 from workers.web.auth import RequireSession, SessionCache, login, logout, update_user, user_call
 from workers.web.client_ip import ForwardedHeaders, TrustedProxies, client_ip
@@ -119,6 +119,10 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/webhooks/{webhook_id}", webhook_routes.get_webhook),
         Route("/api/webhooks/{webhook_id}", webhook_routes.delete_webhook, methods=["DELETE"]),
         Route("/api/webhooks/{webhook_id}/deliveries", webhook_routes.list_deliveries),
+        Route("/api/pipelines", pipeline_routes.create_pipeline, methods=["POST"]),
+        Route("/api/pipelines", pipeline_routes.list_pipelines),
+        Route("/api/pipelines/{pipeline_id}", pipeline_routes.get_pipeline),
+        Route("/api/pipelines/{pipeline_id}/approve", pipeline_routes.approve_pipeline, methods=["POST"]),
         Route("/dashboard", page("dashboard.html")),
         Route("/get-video-asset", get_video_asset),
         Route("/hls/{video_id}/{path:path}", get_hls_file),
@@ -186,6 +190,7 @@ async def upload_video(request: Request) -> JSONResponse:
 
 async def _receive_upload(request: Request) -> JSONResponse:
     state = _state(request)
+    pipeline = pipeline_routes.named_pipeline(request)  # 400 for an unknown ?pipeline= before the body is read
     await _admit(request, "upload")  # before the body is read
     # ?filename= also works: a header cannot carry a name outside Latin-1 from a browser
     filename = request.query_params.get("filename") or request.headers.get("filename")
@@ -199,6 +204,9 @@ async def _receive_upload(request: Request) -> JSONResponse:
         await asyncio.to_thread(state.storage.remove_video, video_id)
         raise
     log.info("video uploaded", videoId=video_id, size=info["sizeBytes"], format=info["format"])
+    if pipeline is not None:
+        pipeline_id = await pipeline_routes.start_named(request, video_id, pipeline)
+        return JSONResponse({"videoId": video_id, "pipelineId": pipeline_id}, status_code=201)
     return JSONResponse({"videoId": video_id}, status_code=201)
 
 

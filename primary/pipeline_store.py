@@ -1,0 +1,149 @@
+"""Pipelines and their stages in the job store's SQLite file (tables of migration 6).
+
+The writes are functions of the writer's connection that the engine runs inside its batch's transaction
+(``JobEngine.write_in_batch``): a pipeline's step and the jobs it queues are stored together or not at all.
+The reads use the same connection, on the primary's loop; pipelines are few next to jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from primary.store import CursorError
+
+Write = Callable[[sqlite3.Connection], None]
+
+
+class PipelineState(str, Enum):
+    RUNNING = "running"  # a stage's job is queued, running or delayed
+    REVIEW = "review"  # a stage with ``review`` completed: waits for an approval
+    COMPLETED = "completed"
+    FAILED = "failed"  # a stage's job is dead; retrying it resumes the pipeline
+    CANCELLED = "cancelled"  # a stage's job was cancelled (or its video deleted): final
+
+    @property
+    def is_live(self) -> bool:
+        """Still able to move on (an approval, a retry): kept in the primary's memory."""
+        return self in (PipelineState.RUNNING, PipelineState.REVIEW, PipelineState.FAILED)
+
+
+PENDING = "pending"  # a stage whose job is not made yet
+ACTIVE = "active"  # a stage whose job is queued, running or delayed (the job tells which)
+_LIVE = tuple(state.value for state in PipelineState if state.is_live)
+
+
+@dataclass
+class Stage:
+    index: int
+    type: str
+    params: dict[str, Any]
+    options: dict[str, Any]  # priority, timeout: as a job route takes them
+    review: bool = False
+    job_id: str | None = None
+    state: str = PENDING  # pending, active, or the final state of its job (completed, dead, cancelled)
+
+
+@dataclass
+class Pipeline:
+    id: str
+    video_id: str
+    owner: str
+    stages: list[Stage]
+    created_at: float
+    updated_at: float
+    name: str | None = None  # the configured pipeline an upload started
+    state: PipelineState = PipelineState.RUNNING
+    current: int = 0  # the stage in progress, waiting for review, or failed
+
+    @property
+    def stage(self) -> Stage:
+        return self.stages[self.current]
+
+
+def save(pipeline: Pipeline) -> Write:
+    """The pipeline's rows as they are now (taken at once: the write runs when the batch is stored)."""
+    head = (pipeline.id, pipeline.video_id, pipeline.owner, pipeline.name, pipeline.state.value, pipeline.current,
+            pipeline.created_at, pipeline.updated_at)
+    stages = [(pipeline.id, s.index, s.type, json.dumps(s.params), json.dumps(s.options), int(s.review), s.job_id,
+               s.state) for s in pipeline.stages]
+
+    def write(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO pipelines (id, video_id, owner, name, state, current, created_at, updated_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
+                   "current = excluded.current, updated_at = excluded.updated_at", head)
+        db.executemany("INSERT INTO pipeline_stages (pipeline_id, idx, type, params, options, review, job_id, state) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline_id, idx) DO UPDATE SET "
+                       "job_id = excluded.job_id, state = excluded.state", stages)
+
+    return write
+
+
+def delete_of_video(video_id: str) -> Write:
+    def write(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM pipeline_stages WHERE pipeline_id IN (SELECT id FROM pipelines WHERE video_id = ?)",
+                   (video_id,))
+        db.execute("DELETE FROM pipelines WHERE video_id = ?", (video_id,))
+
+    return write
+
+
+class PipelineReads:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def get(self, pipeline_id: str) -> Pipeline | None:
+        row = self._db.execute("SELECT * FROM pipelines WHERE id = ?", (pipeline_id,)).fetchone()
+        return self._with_stages([row])[0] if row else None
+
+    def live(self) -> list[Pipeline]:
+        """Every pipeline that may still move on (running, waiting for review, failed), oldest first."""
+        marks = ",".join("?" for _ in _LIVE)
+        rows = self._db.execute(f"SELECT * FROM pipelines WHERE state IN ({marks}) ORDER BY created_at, id", _LIVE)
+        return self._with_stages(rows.fetchall())
+
+    def page(self, *, owner: str | None, video_id: str | None, limit: int, before: str | None) -> list[Pipeline]:
+        """Newest first, from just after the ``before`` cursor (``created_at~id``, as the job lists')."""
+        clauses, args = [], []
+        for column, value in (("owner", owner), ("video_id", video_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if before:
+            clauses.append("(created_at, id) < (?, ?)")
+            args.extend(parse_cursor(before))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(f"SELECT * FROM pipelines {where} ORDER BY created_at DESC, id DESC LIMIT ?",
+                                (*args, limit))
+        return self._with_stages(rows.fetchall())
+
+    def _with_stages(self, rows: list[sqlite3.Row]) -> list[Pipeline]:
+        if not rows:
+            return []
+        marks = ",".join("?" for _ in rows)
+        stages: dict[str, list[Stage]] = {row["id"]: [] for row in rows}
+        for r in self._db.execute(f"SELECT * FROM pipeline_stages WHERE pipeline_id IN ({marks}) "
+                                  "ORDER BY pipeline_id, idx", [row["id"] for row in rows]):
+            stages[r["pipeline_id"]].append(Stage(r["idx"], r["type"], json.loads(r["params"]), json.loads(r["options"]),
+                                                  bool(r["review"]), r["job_id"], r["state"]))
+        return [Pipeline(row["id"], row["video_id"], row["owner"], stages[row["id"]], row["created_at"],
+                         row["updated_at"], row["name"], PipelineState(row["state"]), row["current"]) for row in rows]
+
+
+def cursor(pipeline: Pipeline) -> str:
+    return f"{pipeline.created_at!r}~{pipeline.id}"
+
+
+def parse_cursor(text: str) -> tuple[float, str]:
+    created, sep, pipeline_id = text.partition("~")
+    try:
+        created_at = float(created)
+    except ValueError as e:
+        raise CursorError(f"not a cursor of this list: {text!r}") from e
+    if not sep or not pipeline_id:
+        raise CursorError(f"not a cursor of this list: {text!r}")
+    return created_at, pipeline_id

@@ -1,0 +1,51 @@
+"""The app's card shows a pipeline's stages live and lets its owner approve a stage waiting for review
+(a real headless Chromium against a real cluster)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+from tests.harness import Cluster
+from tests.test_pages import JOB_S, UI_S, USER, log_in, page, screenshot  # noqa: F401 - page is a fixture
+
+
+def test_a_card_shows_its_pipeline_live_and_its_owner_approves_the_review(
+        cluster_factory: Callable[..., Cluster], clip: Path, page: Page) -> None:  # noqa: F811
+    cluster = cluster_factory(workers=1)
+    cluster.add_user(*USER)
+    alice = cluster.login(*USER)
+    video_id = cluster.upload(clip, token=alice)
+    page.goto(cluster.url + "/")
+    log_in(page, *USER)
+    expect(page.locator("#conn-state")).to_have_text("open", timeout=UI_S)
+    card = page.locator(f".video-card[data-video-id='{video_id}']")
+    expect(card).to_be_visible(timeout=UI_S)
+
+    with cluster.client(alice) as client:
+        response = client.post("/api/pipelines", json={"videoId": video_id, "stages": [
+            {"type": "resize", "width": 160, "height": 120, "review": True}, {"type": "extract-audio"}]})
+    assert response.status_code == 202, response.text
+    pipeline = card.locator(f".pipeline[data-pipeline-id='{response.json()['pipelineId']}']")
+    expect(pipeline).to_be_visible(timeout=UI_S)  # from pipeline:started, without a reload
+    stages = pipeline.locator(".stage")
+    expect(stages).to_have_count(2)
+    expect(stages.nth(0)).to_contain_text("resize 160×120")
+    expect(stages.nth(0).locator(".stage-review")).to_have_text("review")
+
+    expect(pipeline).to_have_attribute("data-state", "review", timeout=JOB_S)
+    expect(stages.nth(0)).to_have_attribute("data-state", "completed")
+    expect(stages.nth(1)).to_have_attribute("data-state", "pending")
+    expect(pipeline.locator(".pipeline-state")).to_have_text("waiting for your approval")
+    screenshot(page, "pipeline-review")
+    approve = pipeline.locator(".approve-stage")
+    expect(approve).to_contain_text("extract-audio")
+    approve.click()
+
+    expect(pipeline).to_have_attribute("data-state", "completed", timeout=JOB_S)
+    expect(stages.nth(1)).to_have_attribute("data-state", "completed")
+    expect(pipeline.locator(".approve-stage")).to_have_count(0)
+    expect(card.locator(".card-message")).to_contain_text("Approved resize 160×120")
+    screenshot(page, "pipeline-completed")
