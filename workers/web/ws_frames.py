@@ -61,7 +61,7 @@ class FrameWriter:
     def __init__(self, protocol: FrameWriterProtocol) -> None:
         self._protocol = protocol
         self._listener: Listener | None = None
-        self._inbox: list[str] = []  # messages not yet handled, in order
+        self._inbox: list[str | bytes] = []  # messages not yet handled, in order
         self._reader: asyncio.Task[None] | None = None  # while there are messages to handle
         self._closed = False
 
@@ -98,19 +98,21 @@ class FrameWriter:
             self._inbox.clear()
             assert self._listener is not None
             self._listener.on_closed()
-        elif "text" in message:
-            self._inbox.append(message["text"])
+        else:
+            self._inbox.append(message["text"] if "text" in message else message["bytes"])
             if self._reader is None:
                 self._reader = asyncio.get_running_loop().create_task(self._read())
-        else:
-            self.close(CLOSE_UNSUPPORTED_DATA, "text messages only")
 
     async def _read(self) -> None:
         """One message at a time, in order; uvicorn paused reading on the first one, this resumes it."""
         assert self._listener is not None
         try:
             while self._inbox and not self._closed:
-                await self._listener.on_text(self._inbox.pop(0))
+                message = self._inbox.pop(0)
+                if isinstance(message, bytes):
+                    self.close(CLOSE_UNSUPPORTED_DATA, "text messages only")
+                    break
+                await self._listener.on_text(message)
         except Exception as e:  # noqa: BLE001 - a bug in a handler ends its connection, never the worker
             log.error("websocket message failed", error=f"{type(e).__name__}: {e}")
             self.close(CLOSE_INTERNAL_ERROR, "internal error")
@@ -183,7 +185,16 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
         self.resume_reading_if_paused()  # to read the peer's close frame
-        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+        # abort, not close: close() would wait for the buffer to drain, forever for a peer that reads nothing
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+
+    def keepalive_timeout(self) -> None:
+        """uvicorn's, then the connection goes at once: a peer that answers no ping reads nothing either, and
+        what is buffered for it (up to MAX_BUFFERED_BYTES) would wait for it for good."""
+        closing = self.close_sent or self.transport.is_closing()
+        super().keepalive_timeout()
+        if not closing:
+            self.transport.abort()
 
     def resume_reading_if_paused(self) -> None:
         if self.read_paused and not self.transport.is_closing():
