@@ -3,7 +3,8 @@ no task, queue or handshake object; messages reach the listener one at a time an
 (the app's, the peer's, one asked for before the accept) ends the connection once; keepalive pings go on.
 
 A real uvicorn server with FrameWriterProtocol runs on a thread of its own, real clients connect to it (the
-websockets library, raw sockets), and the checks of the server's insides run on its loop.
+websockets library, raw sockets), and the checks of the server's insides run on its loop; a real cluster's
+web worker reports its tasks, which idle connections do not add to.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.harness import free_port, wait_until
+from tests.harness import Cluster, EventClient, free_port, wait_until
+from tests.test_metrics import Scrape
 from workers.web.hub import WsClient
 from workers.web.resume import Resume
 from workers.web.websocket import Conversation
@@ -270,3 +272,31 @@ def test_a_client_that_reads_nothing_is_refused_past_the_buffer_limit_then_cut_o
                    WAIT_S, "the connection to be cut off")
     finally:
         sock.close()
+
+
+# the web worker itself: its real /ws endpoint
+
+
+IDLE_CLIENTS = 40
+
+
+def test_idle_websockets_add_no_task_to_a_web_worker(
+        cluster_factory: Callable[..., Cluster], ws_factory: Callable[..., EventClient]) -> None:
+    """Each heartbeat reports the worker's asyncio tasks (vc_web_asyncio_tasks); through ASGI each connection
+    would add one for its whole life."""
+    cluster = cluster_factory(workers=1, executors=0)
+    (pid,) = cluster.pids("web")
+    tasks = {"pid": str(pid)}
+    before = wait_until(lambda: Scrape(cluster).value("vc_web_asyncio_tasks", tasks), WAIT_S, "a heartbeat")
+    clients = [ws_factory(cluster) for _ in range(IDLE_CLIENTS)]
+    for client in clients:
+        client.send({"type": "subscribe-all"})  # a message handled once the endpoint's task has ended
+        client.wait_for(lambda ms: {"type": "subscribed", "all": True} in ms, what="its answer")
+
+    def with_every_client() -> Scrape | None:
+        scrape = Scrape(cluster)
+        return scrape if scrape.value("vc_websocket_clients") == IDLE_CLIENTS else None
+
+    after = wait_until(with_every_client, WAIT_S, "a heartbeat that counts every client").value(
+        "vc_web_asyncio_tasks", tasks)
+    assert after is not None and after - before < IDLE_CLIENTS / 2, (before, after)
