@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.responses import JSONResponse
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cluster.passwords import token_hash
 from cluster.protocol import ClientMessage
@@ -68,7 +68,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             resume.start(hub, client)
         else:
             await resume.resume(hub, client, state.rpc, since)
-    except BaseException:  # the peer left during the accept (WebSocketDisconnect), or the worker stops
+    except (WebSocketDisconnect, RuntimeError):  # the peer left during the accept
+        conversation.on_closed()
+        return
+    except BaseException:  # the worker stops, or a bug (uvicorn logs it)
         conversation.on_closed()
         raise
     writer.listen(conversation)  # a connection that closed meanwhile ends the conversation at once
