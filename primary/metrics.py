@@ -220,6 +220,8 @@ class MetricsOps:
                    [({}, sum(int(s.get("eventsDelivered") or 0) for s in stats))])
         out.family("vc_websocket_clients", "gauge", "open WebSocket connections, summed over the web workers",
                    [({}, sum(int(s.get("wsClients") or 0) for s in stats))])
+        out.family("vc_web_asyncio_tasks", "gauge", "asyncio tasks of each web worker, at its last heartbeat",
+                   [({"pid": str(pid)}, int(s.get("tasks") or 0)) for pid, s in self._worker_stats().items()])
         out.family("vc_http_requests_total", "counter",
                    "HTTP responses by route template and status, summed over the live web workers "
                    "(a replaced worker's counts are lost)",

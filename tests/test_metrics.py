@@ -20,7 +20,7 @@ FAMILIES = {
     "vc_process_resident_bytes": "gauge", "vc_child_restarts": "counter",
     "vc_primary_loop_lag_seconds": "histogram", "vc_primary_loop_lag_max_seconds": "gauge",
     "vc_primary_loop_lag_p99_seconds": "gauge",
-    "vc_webhook_deliveries": "counter",
+    "vc_webhook_deliveries": "counter", "vc_web_asyncio_tasks": "gauge",
 }  # as the parser names them: a counter's family drops "_total"
 RESIZE_ACCEPTED = ("vc_http_requests_total", {"method": "PUT", "route": "/api/video/resize", "status": "202"})
 RESIZE_COMPLETED = ("vc_jobs_total", {"type": "resize", "state": "completed"})

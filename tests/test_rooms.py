@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -213,7 +212,7 @@ def test_the_hub_finds_an_events_clients_through_its_index() -> None:
     hub = Hub(held_max=100)
 
     def connect(user: str, admin: bool = False) -> Any:
-        client = hub.connect(SimpleNamespace(), FakeWriter(), user, admin, f"session-{user}")  # type: ignore[arg-type]
+        client = hub.connect(FakeWriter(), user, admin, f"session-{user}")  # type: ignore[arg-type]
         client.resume.release(client)  # live, as after the first moments of a connection
         return client
 

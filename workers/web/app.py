@@ -71,6 +71,7 @@ class WorkerState:
             "requestsByRoute": [[method, route, status, n] for (method, route, status), n in self.requests.items()],
             "wsClients": len(self.hub.clients),
             "eventsDelivered": self.hub.delivered,
+            "tasks": len(asyncio.all_tasks()),  # an idle WebSocket holds none: a count that grows with them leaks
         }
 
 

@@ -40,7 +40,7 @@ async def drain(server: uvicorn.Server, state: Any, hub: Hub, linger_s: float = 
     state.draining = True
     for listener in server.servers:
         listener.close()  # the shared socket stays open in the other workers, which take new connections
-    await hub.close_all(CLOSE_SERVICE_RESTART, "service restart")
+    hub.close_all(CLOSE_SERVICE_RESTART, "service restart")
     deadline = time.monotonic() + linger_s
     while server.server_state.connections and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

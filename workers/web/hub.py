@@ -7,11 +7,7 @@ reconnect and resume) and never slows the others. Held events and replays are re
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Iterable
-
-from starlette.websockets import WebSocket
 
 from cluster.protocol import CLOSE_SESSION_ENDED, Event
 from workers.web.resume import Resume
@@ -22,11 +18,9 @@ CLOSE_TOO_SLOW = 1013  # "try again later"
 
 
 class WsClient:
-    __slots__ = ("_writer", "admin", "resume", "rooms", "session", "user_id", "websocket")
+    __slots__ = ("_writer", "admin", "resume", "rooms", "session", "user_id")
 
-    def __init__(self, websocket: WebSocket, writer: FrameWriter, user_id: str, admin: bool, session: str,
-                 held_max: int) -> None:
-        self.websocket = websocket
+    def __init__(self, writer: FrameWriter, user_id: str, admin: bool, session: str, held_max: int) -> None:
         self._writer = writer
         self.user_id = user_id
         self.admin = admin
@@ -52,12 +46,14 @@ class WsClient:
         """Send now; False when the client can't keep up (or is gone)."""
         return self._writer.write(frame or text_frame(text.encode()))
 
+    def close(self, code: int, reason: str) -> None:
+        self._writer.close(code, reason)
+
 
 class Hub:
     def __init__(self, held_max: int) -> None:
         self._held_max = held_max  # live events held for one client during a resume before it is dropped
         self.index: RoomIndex[WsClient] = RoomIndex()
-        self._closing: set[asyncio.Task[None]] = set()
         self.delivered = 0
         self.last_seq = 0  # of the newest event this worker has seen
 
@@ -65,9 +61,8 @@ class Hub:
     def clients(self) -> set[WsClient]:
         return self.index.everyone
 
-    def connect(self, websocket: WebSocket, writer: FrameWriter, user_id: str, admin: bool,
-                session: str) -> WsClient:
-        client = WsClient(websocket, writer, user_id, admin, session, self._held_max)
+    def connect(self, writer: FrameWriter, user_id: str, admin: bool, session: str) -> WsClient:
+        client = WsClient(writer, user_id, admin, session, self._held_max)
         self.index.add(client)
         return client
 
@@ -103,24 +98,19 @@ class Hub:
         closed = 0
         for token_hash in token_hashes:
             for client in self.index.of_session(token_hash):
-                self._close_later(client, CLOSE_SESSION_ENDED, "session ended")
+                self._close(client, CLOSE_SESSION_ENDED, "session ended")
                 closed += 1
         return closed
 
     def drop(self, client: WsClient) -> None:
         """Too slow: close it rather than buffer without bound; it can reconnect and resume."""
-        self._close_later(client, CLOSE_TOO_SLOW, "too slow: resume")
+        self._close(client, CLOSE_TOO_SLOW, "too slow: resume")
 
-    async def close_all(self, code: int, reason: str) -> None:
-        await asyncio.gather(*(_close(c.websocket, code, reason) for c in list(self.clients)))
+    def close_all(self, code: int, reason: str) -> None:
+        for client in list(self.clients):
+            self._close(client, code, reason)
 
-    def _close_later(self, client: WsClient, code: int, reason: str) -> None:
+    def _close(self, client: WsClient, code: int, reason: str) -> None:
+        """Hears nothing more from now on; the closing handshake starts at once (no task waits to send it)."""
         self.index.remove(client)
-        task = asyncio.get_running_loop().create_task(_close(client.websocket, code, reason))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    with contextlib.suppress(Exception):  # the peer may be gone already
-        await websocket.close(code, reason)
+        client.close(code, reason)

@@ -62,12 +62,12 @@ class RoomIndex(Generic[M]):
     def join(self, client: M, kind: RoomKind, room_id: str) -> None:
         if client.rooms is None:
             self._stop_listening_to_all(client)
-            client.rooms = {k.key: set() for k in ROOM_KINDS}
-        client.rooms[kind.key].add(room_id)
+            client.rooms = {}  # a set per kind of room it joins: most join rooms of one kind
+        client.rooms.setdefault(kind.key, set()).add(room_id)
         _put(self._rooms[kind.key], room_id, client)
 
     def leave(self, client: M, kind: RoomKind, room_id: str) -> None:
-        if client.rooms is not None and room_id in client.rooms[kind.key]:
+        if client.rooms is not None and room_id in client.rooms.get(kind.key, ()):
             client.rooms[kind.key].discard(room_id)
             _take(self._rooms[kind.key], room_id, client)
 

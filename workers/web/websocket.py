@@ -3,6 +3,7 @@ what; resume.py holds, replays and releases)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -28,6 +29,8 @@ MAX_ROOM_ID = 200  # characters
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
+    """The handshake and the first moments run as an ASGI task; then the connection is handed to a
+    ``Conversation`` and the task ends (ws_frames.py), so an idle connection holds no task."""
     state = websocket.app.state.worker
     hub = state.hub
     if problem := websocket_problem(websocket):  # before anything else: a page elsewhere has the cookie too
@@ -44,7 +47,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await _deny(websocket, 503, f"this worker has its {limit} WebSocket connections: try again")
         return
     # before accept: an event published once the client is connected reaches it
-    client = hub.connect(websocket, frame_writer(websocket.scope), str(user["userId"]), bool(user.get("admin")),
+    writer = frame_writer(websocket.scope)
+    client = hub.connect(writer, str(user["userId"]), bool(user.get("admin")),
                          token_hash(session_token(websocket) or ""))
     try:
         if state.sessions.changes != changes:  # a session ended while this one was looked up: perhaps this one
@@ -54,6 +58,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         hub.disconnect(client)
         await _deny(websocket, e.status, str(e))
         return
+    conversation = Conversation(client, state)
     try:
         await websocket.accept()
         # lastSeq lets a client that has seen no event yet resume from here after a drop
@@ -63,14 +68,42 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             resume.start(hub, client)
         else:
             await resume.resume(hub, client, state.rpc, since)
-        while True:
-            await _handle(client, await websocket.receive_text(), state)
-    except (WebSocketDisconnect, RuntimeError):
-        pass  # closed by the client, or by the hub (too slow, session ended)
-    finally:
-        hub.disconnect(client)
-        with contextlib.suppress(RpcError):  # however it ended; if this worker dies, the primary forgets its count
-            await state.rpc.call("ws_close", user=user, pid=os.getpid())
+    except (WebSocketDisconnect, RuntimeError):  # the peer left during the accept
+        conversation.on_closed()
+        return
+    except BaseException:  # the worker stops, or a bug (uvicorn logs it)
+        conversation.on_closed()
+        raise
+    writer.listen(conversation)  # a connection that closed meanwhile ends the conversation at once
+
+
+class Conversation:
+    """One connection's messages after the handshake, and its end (``ws_frames.Listener``)."""
+
+    __slots__ = ("client", "state")
+
+    def __init__(self, client: WsClient, state: Any) -> None:
+        self.client = client
+        self.state = state
+
+    async def on_text(self, text: str) -> None:
+        await _handle(self.client, text, self.state)
+
+    def on_closed(self) -> None:
+        """However it ended (the client, the hub, the worker); if this worker dies, the primary forgets its count."""
+        client, state = self.client, self.state
+        state.hub.disconnect(client)
+        task = asyncio.get_running_loop().create_task(_ws_close(state.rpc, client))
+        _closing_calls.add(task)
+        task.add_done_callback(_closing_calls.discard)
+
+
+_closing_calls: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
+
+
+async def _ws_close(rpc: Any, client: WsClient) -> None:
+    with contextlib.suppress(RpcError):
+        await rpc.call("ws_close", user={"userId": client.user_id, "admin": client.admin}, pid=os.getpid())
 
 
 async def _deny(websocket: WebSocket, status: int, message: str) -> None:
