@@ -119,7 +119,8 @@ class Cluster:
                 return None
             if "processes" not in health:
                 return None
-            serving = [p for p in health["processes"] if p["role"] == "web" and p.get("serving")]
+            serving = [p for p in health["processes"]
+                       if p["role"] == "web" and p.get("serving") and not p.get("remote")]  # remote tiers: their own
             if len(serving) == self.workers and len(self.executor_pids(health)) == self.executors:
                 return health
             return None
