@@ -80,7 +80,8 @@ class Refusal:
 
     def __init__(self, rpc: ControlClient, cert_name: str) -> None:
         self._cert_name = cert_name
-        self._monitor = rpc.socket.get_monitor_socket(HANDSHAKE_EVENTS)
+        assert rpc.monitor is not None, "made with monitor_events=HANDSHAKE_EVENTS"
+        self._monitor = rpc.monitor
         self.connected = asyncio.Event()
         self.refused = asyncio.Event()
         self.reason = ""
@@ -147,7 +148,8 @@ async def serve(base: ClusterConfig, settings: RemoteSettings, parent: int) -> i
     context = zmq.asyncio.Context()
     shipper = LogShipper(context, base, settings.endpoint("logs"), settings.secure)
     configure_logging("web", base.log_level, base.log_format, sink=shipper)
-    rpc = ControlClient(context, settings.endpoint("control"), secure=settings.secure)
+    rpc = ControlClient(context, settings.endpoint("control"), secure=settings.secure,
+                        monitor_events=HANDSHAKE_EVENTS)
     refusal = Refusal(rpc, settings.cert.name)
     watching = asyncio.create_task(refusal.watch())
     receiving = asyncio.create_task(rpc.receive_replies())

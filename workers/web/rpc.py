@@ -27,11 +27,14 @@ class RpcError(Exception):
 
 class ControlClient:
     def __init__(self, context: zmq.asyncio.Context, endpoint: str,
-                 secure: Callable[[zmq.Socket], None] | None = None) -> None:
+                 secure: Callable[[zmq.Socket], None] | None = None, monitor_events: int = 0) -> None:
+        """``secure``: a remote web tier's CURVE keys; ``monitor_events``: a monitor socket for these events,
+        made before the connection so that none is missed."""
         self._socket = context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
-        if secure is not None:  # a remote web tier's: CURVE keys, TCP heartbeats
+        if secure is not None:
             secure(self._socket)
+        self.monitor = self._socket.get_monitor_socket(monitor_events) if monitor_events else None
         self._socket.connect(endpoint)
         self.on_refused: Callable[[str], None] = lambda reason: None
         self._ids = itertools.count(1)
@@ -65,10 +68,6 @@ class ControlClient:
             future = self._pending.get(reply.id)
             if future is not None and not future.done():
                 future.set_result(reply)
-
-    @property
-    def socket(self) -> zmq.asyncio.Socket:
-        return self._socket
 
     def close(self) -> None:
         self._socket.close(linger=0)
