@@ -317,8 +317,9 @@ class Site:
         config = root / "haproxy.cfg"
         config.write_text(HAPROXY_CONFIG.format(port=self.lb_port, a=f"{self.links[0].ns_ip}:{self.web_port}",
                                                 b=f"{self.links[1].ns_ip}:{self.web_port}"))
-        self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
-                                        stderr=(root / "haproxy.log").open("wb"))
+        with (root / "haproxy.log").open("wb") as log:
+            self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
+                                            stderr=log)
         wait_until(self._lb_answers, 20, "HAProxy to answer")
         self.token = self.login()
         return self
