@@ -487,6 +487,6 @@ def run_primary(config: ClusterConfig) -> int:
     except (AlreadyRunning, CertError) as e:
         log.error(str(e))
         return 1
-    except OSError as e:
+    except (OSError, zmq.ZMQError) as e:  # a port in use, say
         log.error("cannot start", error=str(e))
         return 1
