@@ -99,10 +99,12 @@ class Peer:
         return sock
 
     def call(self, op: str, request_id: int) -> list[Reply]:
-        """The replies that came for this request (and any notice), within 10 s."""
+        """What came until this request's reply (notices the primary sent before it included), within 10 s."""
         self.control.send(Request(request_id, op, {}).encode())
-        replies = []
-        while self.control.poll(10_000 if not replies else 300):
+        replies: list[Reply] = []
+        deadline = time.monotonic() + 10
+        while request_id not in {r.id for r in replies} and self.control.poll(max(0, deadline - time.monotonic())
+                                                                              * 1000):
             replies.append(Reply.decode(self.control.recv()))
         return replies
 
