@@ -12,6 +12,7 @@ other goes on.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from typing import Any
 
 import boto3
 import httpx
+import psutil
 import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -33,7 +35,7 @@ from cluster.protocol import Reply, Request
 from cluster.remote_web import HANDED_OUT, HOST_LOCAL, REFUSAL_ID, REFUSED_STATUS, apply_settings, web_settings
 from tests.harness import ADMIN, ROOT, Cluster, EventClient, free_port, wait_until
 from tests.netns import Link, Namespaces, netns_refusal
-from tests.test_remote import REFUSAL_DEADLINE_S, add_key, free_port_block, keys
+from tests.test_remote import REFUSAL_DEADLINE_S, _cmdline_has, add_key, free_port_block, keys
 
 pytest.importorskip("moto.server")
 
@@ -166,8 +168,6 @@ class WebHost:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WebHost:
-        import os
-
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True, env={**os.environ, **(self.env or {})})
@@ -175,6 +175,14 @@ class WebHost:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def worker_pids(self) -> list[int]:
+        assert self.process is not None
+        try:
+            children = psutil.Process(self.process.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        return [p.pid for p in children if _cmdline_has(p, WEB_MODULE)]
 
     def wait(self, timeout_s: float) -> int:
         assert self.process is not None
@@ -210,8 +218,6 @@ def web_hosts(tmp_path: Path) -> Iterator[Callable[..., WebHost]]:
 
 def _kill_group(host: WebHost) -> None:
     """Its workers, should a test have left any (they die with the host anyway)."""
-    import os
-
     if host.process is not None:
         try:
             os.killpg(host.process.pid, signal.SIGKILL)
@@ -432,6 +438,24 @@ def _state(site: Site, job_id: str) -> str | None:
     with site.client("a") as client:
         response = client.get(f"/api/jobs/{job_id}")
     return response.json().get("state") if response.status_code == 200 else None
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_web_worker_is_replaced_by_its_host_and_the_tiers_rejoin_a_restarted_primary(site: Site) -> None:
+    host = site.tiers["a"]
+    before = host.worker_pids()
+    assert len(before) == 2
+    os.kill(before[0], signal.SIGKILL)
+    wait_until(lambda: len(host.worker_pids()) == 2 and before[0] not in host.worker_pids(), 30,
+               "the host to replace its killed worker")
+    wait_until(lambda: {p["pid"] for p in remote_web(site.cluster) if p["address"] == site.links[0].ns_ip}
+               == set(host.worker_pids()), 30, "the replacement to be listed, the dead one not")
+    site.cluster.stop()
+    site.cluster.start()
+    wait_until(lambda: len(remote_web(site.cluster)) == 4, 60, "both tiers to rejoin by themselves")
+    assert all(tier.process is not None and tier.process.poll() is None for tier in site.tiers.values())
+    with site.client("b") as client:
+        assert client.get("/api/videos").status_code == 200, "the session outlived the restart"
 
 
 @pytest.mark.timeout(300)
