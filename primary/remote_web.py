@@ -96,7 +96,8 @@ class RemoteWebWorkers:
     def _describe(worker: RemoteWorker, args: dict[str, Any]) -> None:
         host = args.get("host") if isinstance(args.get("host"), dict) else {}
         worker.hostname = str(host.get("hostname", worker.hostname))[:255]
-        worker.pid = int(host.get("pid", worker.pid) or 0)
+        pid = host.get("pid", worker.pid)
+        worker.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else worker.pid
         usage = host.get("usage")
         if isinstance(usage, dict):
             worker.usage = {k: usage[k] for k in ("cpuPercent", "rssBytes", "threads")

@@ -75,6 +75,55 @@ def test_every_setting_a_web_worker_reads_is_either_handed_out_or_its_hosts_own(
     assert not unclassified, f"say in cluster/remote_web.py whether the primary hands these out: {unclassified}"
 
 
+# --- the primary's side of remote web workers, with fake frames ---------------------------------
+
+class FakeFrame:
+    """What the TCP control socket receives: a body, and the key and address its connection proved."""
+
+    def __init__(self, request: Request, key: str) -> None:
+        self.bytes = request.encode()
+        self._properties = {"User-Id": key, "Peer-Address": "10.0.0.5"}
+
+    def get(self, name: str) -> str:
+        return self._properties[name]
+
+
+def test_a_remote_web_worker_is_known_by_its_connection_never_by_a_pid_of_ours() -> None:
+    from primary.rate_limits import WebSocketCounts
+    from primary.remote_web import RemoteControlServer, RemoteWebWorkers
+
+    sent: list[list[bytes]] = []
+
+    class Sent:
+        send_multipart = sent.append
+
+    counts = WebSocketCounts(max_per_user=1)
+    workers = RemoteWebWorkers({"max_upload_mb": 7}, 10.0, counts.forget_worker)
+    authorised = {"KEY"}
+    server = RemoteControlServer(Sent(), workers, authorised.__contains__, counts.handlers())  # type: ignore[arg-type]
+    user = {"userId": "u1"}
+    local_pid = os.getpid()
+    counts.open({"pid": local_pid, "user": {"userId": "u2"}})  # a local worker's client
+    hello = server.answer_from(b"w1", FakeFrame(Request(1, "web_hello", {"pid": local_pid, "host": {
+        "hostname": "web-host-1", "pid": local_pid}}), "KEY"))
+    assert isinstance(hello, Reply) and hello.result == {"max_upload_mb": 7}
+    opened = server.answer_from(b"w1", FakeFrame(Request(2, "ws_open", {"pid": local_pid, "user": user}), "KEY"))
+    assert isinstance(opened, Reply) and opened.status == 200
+    server.answer_from(b"w1", FakeFrame(Request(3, "worker_ready", {"pid": local_pid, "host": {
+        "hostname": "web-host-1", "pid": local_pid, "usage": {"rssBytes": 5}}}), "KEY"))
+    assert workers.processes() == [{"role": "web", "pid": local_pid, "serving": True, "remote": True,
+                                    "hostname": "web-host-1", "address": "10.0.0.5", "rssBytes": 5}]
+    counts.forget_worker(local_pid)  # the local worker exits: the remote one's count stays
+    assert counts.count("u1") == 1
+    authorised.clear()  # as the key watcher does, before it tells the control server
+    server.revoke({"KEY"})
+    assert counts.count("u1") == 0 and workers.processes() == []
+    assert Reply.decode(sent[-1][1]) == Reply(REFUSAL_ID, error="the key of this web tier is revoked",
+                                              status=REFUSED_STATUS) and sent[-1][0] == b"w1"
+    again = server.answer_from(b"w1", FakeFrame(Request(4, "last_seq", {}), "KEY"))
+    assert isinstance(again, Reply) and again.status == REFUSED_STATUS
+
+
 # --- the primary's TCP sockets check keys on every message, over loopback ---------------------
 
 class Peer:
