@@ -451,6 +451,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def test_two_web_tiers_behind_haproxy_serve_one_cluster(site: Site, clip: Path) -> None:
     listed = remote_web(site.cluster)
     assert sorted(p["address"] for p in listed) == sorted([site.links[0].ns_ip] * 2 + [site.links[1].ns_ip] * 2)
+    metrics = httpx.get(site.cluster.url + "/metrics", headers=site.cluster.operator_headers, timeout=10).text
+    for p in listed:
+        assert f'vc_process_resident_bytes{{role="web",pid="{p["pid"]}",host="{p["hostname"]}",' \
+               f'address="{p["address"]}"}}' in metrics
     listener = site.ws("b")  # the other tier
     try:
         with site.client("a") as client:
@@ -527,3 +531,18 @@ def test_a_revoked_web_tier_is_cut_off_while_the_other_goes_on(site: Site, clip:
     finally:
         staying.close()
         leaving.close()
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_drains_a_web_host_its_websockets_told_to_reconnect(site: Site) -> None:
+    tier = next(t for t in site.tiers.values() if t.process is not None and t.process.poll() is None)
+    name = next(n for n, t in site.tiers.items() if t is tier)
+    client = site.ws(name)
+    try:
+        client.wait_for(lambda messages: bool(messages), 10, "the WebSocket's first message")
+        assert tier.process is not None
+        tier.process.send_signal(signal.SIGTERM)
+        assert tier.wait(30) == 0
+        assert client.closed.wait(5) and client.connection.close_code == 1012
+    finally:
+        client.close()
