@@ -39,6 +39,7 @@ from primary.listener import bind_listener
 from primary.metrics import JobMetrics, LoopLag, MetricsOps
 from primary.rate_limits import RateLimits, WebSocketCounts, limit_keys
 from primary.remote_access import RemoteAccess
+from primary.remote_events import RemoteEvents
 from primary.remote_web import RemoteControlServer, RemoteWebWorkers
 from primary.retention import Retention, in_batches, keep_rules
 from primary.retry import RetryPolicy, RetryTracker, parse_policies
@@ -361,7 +362,7 @@ class _Remote:
     """What ``--remote-bind`` adds: the authenticator, the TCP sockets of remote executors, web tiers and their
     logs, the key watcher. A revoked key is cut off on every one of them at once."""
 
-    def __init__(self, access: RemoteAccess, pool: ExecutorPool, events: zmq.Socket, sockets: _RemoteSockets,
+    def __init__(self, access: RemoteAccess, pool: ExecutorPool, events: RemoteEvents, sockets: _RemoteSockets,
                  web: RemoteWebWorkers, control: RemoteControlServer, publish_log: Callable[[bytes], None]) -> None:
         self.access, self.pool, self.events, self.sockets = access, pool, events, sockets
         self.web, self.control, self._publish_log = web, control, publish_log
@@ -379,7 +380,7 @@ class _Remote:
     def _revoked(self, keys: set[str]) -> None:
         self.pool.revoke(keys)
         self.control.revoke(keys)
-        task = asyncio.create_task(self.access.drop_connections(self.events, "events"))  # a PUB cannot refuse
+        task = asyncio.create_task(self.events.reopen())  # a PUB cannot refuse: all its connections go
         self._drops.add(task)
         task.add_done_callback(self._drops.discard)
 
@@ -387,6 +388,7 @@ class _Remote:
         for task in self._drops:
             task.cancel()
         self.control.close()
+        self.events.close()
         for sock in (self.sockets.executors, self.sockets.logs):
             sock.close(linger=0)
         self.access.close()
@@ -401,20 +403,22 @@ class _RemoteSockets:
 def _listen_remote(context: zmq.asyncio.Context, config: ClusterConfig, pool: ExecutorPool, bus: EventBus,
                    handler_maps: tuple[Mapping[str, Any], ...], batch: Callable[[], Any],
                    ws_counts: WebSocketCounts) -> _Remote | None:
-    """The events PUB socket is the local one, bound on TCP too; the executor, control and log sockets of remote
-    processes are their own, so that each message's key can be checked."""
+    """Remote processes have sockets of their own: each message's key is checked on the executor, control and
+    log sockets, and the event socket can be closed on a revocation without touching the local ones."""
     if not config.remote_bind:
         return None
     access = RemoteAccess(context, config)
     sockets = _RemoteSockets(_socket(context, zmq.ROUTER), _socket(context, zmq.PULL))
     control_socket = _socket(context, zmq.ROUTER)
-    bound = [access.bind(sockets.executors, "executors"), access.bind(bus.socket, "events"),
-             access.bind(control_socket, "control"), access.bind(sockets.logs, "logs")]
+    events = RemoteEvents(zmq.Context.shadow(context.underlying), access, config.pub_hwm)
+    bus.subscribers.append(events.on_event)
+    bound = [access.bind(sockets.executors, "executors"), events.endpoint, access.bind(control_socket, "control"),
+             access.bind(sockets.logs, "logs")]
     log.info("listening for remote processes (CurveZMQ)", endpoints=bound, serverKey=access.server_public)
     web = RemoteWebWorkers(web_settings(config) if config.storage else None, config.worker_timeout_s,
                            ws_counts.forget_worker)
     control = RemoteControlServer(control_socket, web, access.authorised, *handler_maps, batch=batch)
-    return _Remote(access, pool, bus.socket, sockets, web, control, bus.publish_log)
+    return _Remote(access, pool, events, sockets, web, control, bus.publish_log)
 
 
 def _socket(context: zmq.asyncio.Context, kind: int) -> zmq.asyncio.Socket:

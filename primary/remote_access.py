@@ -4,10 +4,8 @@ a ZAP callback against ``<data-dir>/keys/authorized/``, which is watched so that
 
 ZAP runs only at a connection's handshake, and ZMQ never drops a connection that has authenticated: a revoked
 key is cut off by the application. The executor and control sockets check the key of every message (ZAP's
-User-Id) and refuse those of revoked keys; so does the log socket (it drops their lines). A PUB socket cannot
-check what it sends to whom, so on a revocation its TCP endpoint is unbound (which closes every connection
-made through it) and bound again: the processes whose keys still hold reconnect at once and fetch from the
-store the events they missed; a revoked key's handshake is refused.
+User-Id) and refuse those of revoked keys; so does the log socket (it drops their lines). The event socket,
+which cannot check what it sends, is closed and made again (primary/remote_events.py).
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ log = get_logger()
 
 WATCH_INTERVAL_S = 0.2  # one stat() of the keys directory each time; it is read only when it changed
 FULL_READ_INTERVAL_S = 10.0  # and read anyway now and then: a key file edited in place leaves the dir's mtime
-REBIND_PATIENCE_S = 5.0  # an unbound port is released by ZMQ's I/O thread a moment later
 # ZMQ heartbeats on TCP: a connection whose peer went silent (a cut link) is dropped and remade
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
@@ -70,21 +67,6 @@ class RemoteAccess:
         endpoint = self._config.remote_endpoint(name)
         socket.bind(endpoint)
         return endpoint
-
-    async def drop_connections(self, socket: zmq.Socket, name: str) -> None:
-        """Close every TCP connection of this socket's endpoint; the processes allowed in reconnect."""
-        endpoint = self._config.remote_endpoint(name)
-        socket.unbind(endpoint)
-        deadline = time.monotonic() + REBIND_PATIENCE_S
-        while True:
-            try:
-                socket.bind(endpoint)
-                return
-            except zmq.ZMQError as e:
-                if e.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
-                    log.error("cannot listen again for remote processes", endpoint=endpoint, error=str(e))
-                    return
-                await asyncio.sleep(0.01)
 
     async def forward_logs(self, pull: zmq.asyncio.Socket, publish: Callable[[bytes], None]) -> None:
         """The log lines of remote processes, but not of a process whose key was revoked since it connected."""
