@@ -415,7 +415,11 @@ class Site:
             _kill_group(host)
         if self.haproxy is not None:
             self.haproxy.terminate()
-            self.haproxy.wait(10)
+            try:
+                self.haproxy.wait(10)
+            except subprocess.TimeoutExpired:
+                self.haproxy.kill()
+                self.haproxy.wait(10)
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster.kill_leftovers()
