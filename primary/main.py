@@ -410,6 +410,7 @@ def _listen_remote(context: zmq.asyncio.Context, config: ClusterConfig, pool: Ex
     access = RemoteAccess(context, config)
     sockets = _RemoteSockets(_socket(context, zmq.ROUTER), _socket(context, zmq.PULL))
     control_socket = _socket(context, zmq.ROUTER)
+    control_socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a web worker that reconnects keeps its identity
     events = RemoteEvents(zmq.Context.shadow(context.underlying), access, config.pub_hwm)
     bus.subscribers.append(events.on_event)
     bound = [access.bind(sockets.executors, "executors"), events.endpoint, access.bind(control_socket, "control"),

@@ -516,6 +516,33 @@ def test_a_killed_web_worker_is_replaced_by_its_host_and_the_tiers_rejoin_a_rest
 
 
 @pytest.mark.timeout(300)
+def test_a_web_tier_cut_off_is_forgotten_then_serves_again_once_healed(site: Site, clip: Path) -> None:
+    link, host = site.links[1], site.tiers["b"]
+    pids = set(host.worker_pids())
+    listener = site.ws("b")  # its TCP connections outlive the cut (retransmits; no ping of ours meanwhile)
+    link.cut()
+    try:
+        wait_until(lambda: {p["address"] for p in remote_web(site.cluster)} == {site.links[0].ns_ip}, 30,
+                   "the primary to forget the silent tier")
+    finally:
+        link.heal()
+    wait_until(lambda: {p["pid"] for p in remote_web(site.cluster) if p["address"] == link.ns_ip} == pids, 30,
+               "the same workers to be listed again, by themselves")
+    assert set(host.worker_pids()) == pids, "none respawned"
+    try:
+        with site.client("a") as client:
+            video_id = client.post("/api/upload-video", content=clip.read_bytes(),
+                                   headers={"filename": clip.name}).json()["videoId"]
+            job_id = client.put("/api/video/resize", json={"videoId": video_id, "width": 64, "height": 48}
+                                ).json()["jobId"]
+        listener.wait_event("job:completed", job_id, timeout_s=90)
+        with site.client("b") as client:
+            assert client.get(f"/api/jobs/{job_id}").status_code == 200
+    finally:
+        listener.close()
+
+
+@pytest.mark.timeout(300)
 def test_a_revoked_web_tier_is_cut_off_while_the_other_goes_on(site: Site, clip: Path) -> None:
     staying = site.ws("a")  # connected before the revocation: its tier's event connection is remade under it
     leaving = site.ws("b")

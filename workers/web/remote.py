@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket as sockets
 import sys
@@ -67,6 +68,13 @@ class RemoteSettings:
         socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         socket.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
         make_client(socket, self.cert)
+
+    def secure_control(self, socket: zmq.Socket) -> None:
+        """One identity for the process's life: after a reconnect (a flapping link) the primary still knows
+        it as the same worker (its control socket takes the identity over)."""
+        socket.setsockopt(zmq.IDENTITY, f"web-{sockets.gethostname()[:64]}-{os.getpid()}-"
+                                        f"{secrets.token_hex(4)}".encode())
+        self.secure(socket)
 
     def link(self) -> PrimaryLink:
         me = psutil.Process()
@@ -148,7 +156,7 @@ async def serve(base: ClusterConfig, settings: RemoteSettings, parent: int) -> i
     context = zmq.asyncio.Context()
     shipper = LogShipper(context, base, settings.endpoint("logs"), settings.secure)
     configure_logging("web", base.log_level, base.log_format, sink=shipper)
-    rpc = ControlClient(context, settings.endpoint("control"), secure=settings.secure,
+    rpc = ControlClient(context, settings.endpoint("control"), secure=settings.secure_control,
                         monitor_events=HANDSHAKE_EVENTS)
     refusal = Refusal(rpc, settings.cert.name)
     watching = asyncio.create_task(refusal.watch())
