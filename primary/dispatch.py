@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,13 +177,15 @@ class ExecutorPool:
             return
         state.run_id = None
         self._engine.completing.add(run_id)
-        task = asyncio.get_running_loop().create_task(self._accept(self._files, job, run_id, result))
+        accepting = self._files.accept(job, run_id)  # from now on, a repeated report discards nothing
+        task = asyncio.get_running_loop().create_task(self._accept(self._files, accepting, job, run_id, result))
         self._accepting.add(task)
         task.add_done_callback(self._accepting.discard)
 
-    async def _accept(self, files: RunFiles, job: Job, run_id: str, result: dict[str, Any]) -> None:
+    async def _accept(self, files: RunFiles, accepting: Coroutine[Any, Any, None], job: Job, run_id: str,
+                      result: dict[str, Any]) -> None:
         try:
-            await files.accept(job, run_id)
+            await accepting
         except (OutputMissing, OSError) as e:  # StorageError: S3 failed past its retries
             self._engine.completing.discard(run_id)
             log.warning("run refused: its outputs cannot be accepted", jobId=job.id, error=str(e))
