@@ -153,6 +153,28 @@ def test_a_run_whose_outputs_are_missing_fails_and_is_retried(pool: Pool, s3: An
     asyncio.run(scenario())
 
 
+def test_a_publish_that_s3_refuses_fails_the_run_transiently(tmp_path: Path, s3_server: str,  # noqa: F811
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    gone = Pool(tmp_path, s3_server, f"gone-{uuid.uuid4().hex[:12]}")  # its bucket was deleted under it
+
+    async def scenario() -> None:
+        job, _ = gone.engine.submit("resize", "v1", {"width": 64, "height": 48}, priority=Priority.NORMAL)
+        run_id = gone.join(b"a")
+        gone.report(b"a", "done", run_id, result={})
+        await gone.settle()
+        [failed] = gone.events("job:failed")
+        assert failed["jobId"] == job.id and failed["error"].startswith("S3 transfer failed")
+        assert failed["retryInMs"] > 0 and gone.events("job:completed") == []
+        assert gone.engine.completing == set()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        gone.close()
+
+
 def test_a_directory_is_published_master_last_and_replaces_the_older_version(
         pool: Pool, s3: Any, bucket: str, s3_server: str) -> None:  # noqa: F811
     async def scenario() -> None:
