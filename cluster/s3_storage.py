@@ -191,7 +191,8 @@ class S3Storage(Layout):
     # --- removal -----------------------------------------------------------------
 
     def remove_video(self, video_id: str) -> None:
-        """Every object under the video's prefix (its run-scoped keys too). Blocking: call it in a thread.
+        """Every object under the video's prefix (its runs' keys are elsewhere: its jobs' cancellation and the
+        sweep delete them). Blocking: call it in a thread.
         The video is gone from the store by then: objects S3 would not delete are logged, not raised."""
         try:
             self._delete_keys([o["Key"] for o in self._list(self.video_dir(video_id))])
