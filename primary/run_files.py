@@ -42,7 +42,7 @@ class RunFiles:
         self._video_lookup = video_lookup
         self._accepting: set[str] = set()  # runs whose outputs are being made visible: never discarded meanwhile
         self._aside: set[asyncio.Task[Any]] = set()
-        self._swept_to = ""  # the last run id the previous sweep looked at
+        self._swept_to = ""  # the run id the next sweep lists past ("": from the first)
 
     def sweep_at_start(self) -> int:
         """Remove every run's files and what writers left half-written; blocking, before any run starts."""
