@@ -87,6 +87,7 @@ class ClusterConfig:
     s3_endpoint: str = ""
     s3_region: str = ""
     s3_url_expiry_s: float = 300.0
+    s3_run_sweep_s: float = 300.0
     scratch_dir: str = ""
     pipeline: tuple[str, ...] = ()  # NAME=STAGE,STAGE,... (cluster/pipeline_spec.py); repeatable
 
@@ -210,6 +211,8 @@ _HELP = {
     "s3_endpoint": "S3 endpoint URL, for an S3-compatible server (empty: AWS)",
     "s3_region": "S3 region (empty: boto3's usual chain, e.g. AWS_DEFAULT_REGION)",
     "s3_url_expiry_s": "lifetime of the presigned URLs downloads and HLS segments redirect to",
+    "s3_run_sweep_s": "how often the primary deletes the S3 run keys of runs no longer running (left by executors "
+                      "killed mid-upload); all of them at its start",
     "pipeline": "a named pipeline an upload may start with ?pipeline=NAME: NAME=TYPE[:key=value...][+review],... "
                 "e.g. 'web=resize:width=320:height=240,convert:format=webm+review,hls' (repeatable; env: ';' "
                 "between pipelines)",
@@ -259,7 +262,7 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
 # The numeric fields with a bound, by bound: one table, not an if per field.
 _AT_LEAST_ONE = ("workers", "event_retention", "max_json_body_kb", "webhook_max_attempts", "webhook_retry_initial_ms")
 _POSITIVE = ("max_source_pixels", "max_source_fps", "max_source_duration_s", "max_job_work", "webhook_timeout_s",
-             "header_timeout_s", "upload_idle_s", "s3_url_expiry_s")
+             "header_timeout_s", "upload_idle_s", "s3_url_expiry_s", "s3_run_sweep_s")
 _NOT_NEGATIVE = ("executors", "upload_rate_per_min", "job_rate_per_min", "login_rate_per_min",
                  "max_queued_jobs_per_user", "max_ws_per_worker", "max_ws_per_user", "keep_completed_s",
                  "keep_dead_s", "keep_cancelled_s", "keep_completed", "keep_dead", "keep_cancelled",

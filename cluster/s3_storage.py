@@ -2,8 +2,11 @@
 
 Uploads stream in by multipart (`MultipartWriter`: memory bounded by the part size and the parts in
 flight); an executor works on local copies in its scratch dir (`S3Storage.workspace`) and puts its
-outputs under run-scoped keys ``<prefix>/<videoId>/.runs/<run_id>/...``, which `publish_run` copies
-to their final keys (a directory's index file, an HLS master playlist, last) before deleting them. Downloads are presigned URLs.
+outputs under run-scoped keys ``<prefix>/.runs/<run_id>/<videoId>/...`` (`save_outputs`), and only there.
+The primary, when it accepts the run (primary/run_files.py), has `publish_run` copy them to their final
+keys (a directory's index file, an HLS master playlist, last) and delete them; `discard_run` deletes
+those of a run it refused or gave up on, and `listed_runs` finds the runs whose keys nobody removed. All run keys live under
+one prefix, so finding them costs a listing of the runs, not of every video. Downloads are presigned URLs.
 
 boto3 is blocking: every call runs in this storage's thread pool. A transfer that is cancelled is told
 to stop (a `threading.Event` it checks between chunks) and awaited, so no thread writes into a
@@ -47,7 +50,8 @@ ASSEMBLY_READ_TIMEOUT_S = 900.0
 COPY_OBJECT_LIMIT = 5 * 1024**3  # copy_object's limit; larger objects go by boto3's managed (multipart) copy
 DOWNLOAD_CHUNK = 1024 * 1024
 STALE_UPLOAD_S = 24 * 3600.0  # a multipart upload older than this at start belongs to no live writer
-RUNS_DIR = ".runs"
+RUNS_DIR = ".runs"  # never a video id (those are alphanumeric)
+RUNS_LISTED = 1000  # run ids one sweep looks at (one page of a listing): its cost is bounded
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 T = TypeVar("T")
@@ -132,10 +136,18 @@ class S3Storage(Layout):
     def video_dir(self, video_id: str) -> PurePosixPath:  # type: ignore[override]
         return PurePosixPath(self.settings.prefix or ".", self.check_video_id(video_id))
 
-    def run_dir(self, video_id: str, run_id: str) -> PurePosixPath:
+    def runs_dir(self) -> PurePosixPath:
+        return PurePosixPath(self.settings.prefix or ".", RUNS_DIR)
+
+    def run_root(self, run_id: str) -> PurePosixPath:
+        """Every key one run wrote is under here."""
         if not _RUN_ID.fullmatch(run_id):
             raise ValueError(f"bad run id {run_id!r}")
-        return self.video_dir(video_id) / RUNS_DIR / run_id
+        return self.runs_dir() / run_id
+
+    def run_dir(self, video_id: str, run_id: str) -> PurePosixPath:
+        """The run's keys of a video's files: ``run_dir(v, r) / name`` becomes ``video_dir(v) / name``."""
+        return self.run_root(run_id) / self.check_video_id(video_id)
 
     def new_temp(self, suffix: str = "") -> Path:
         return self.temp_dir / f"{os.getpid()}-{secrets.token_hex(8)}{suffix}.part"
@@ -179,7 +191,8 @@ class S3Storage(Layout):
     # --- removal -----------------------------------------------------------------
 
     def remove_video(self, video_id: str) -> None:
-        """Every object under the video's prefix (its run-scoped keys too). Blocking: call it in a thread.
+        """Every object under the video's prefix (its runs' keys are elsewhere: its jobs' cancellation and the
+        sweep delete them). Blocking: call it in a thread.
         The video is gone from the store by then: objects S3 would not delete are logged, not raised."""
         try:
             self._delete_keys([o["Key"] for o in self._list(self.video_dir(video_id))])
@@ -187,8 +200,14 @@ class S3Storage(Layout):
             log.error("S3 objects of a deleted video not removed", prefix=str(self.video_dir(video_id)), error=str(e))
 
     def sweep_partials(self, older_than_s: float = STALE_UPLOAD_S) -> int:
-        """Abort the multipart uploads under the prefix older than `older_than_s`: left by web workers
-        that died mid-upload (a live one aborts its own). Local scratch is swept by `prepare`."""
+        """At the primary's start, when no run is running: delete every run's keys, and abort the multipart
+        uploads under the prefix older than `older_than_s` (left by web workers that died mid-upload; a live
+        one aborts its own). Local scratch is swept by `prepare`."""
+        runs = [o["Key"] for o in self._list(self.runs_dir())]
+        self._delete_keys(runs)
+        return len(runs) + self._abort_stale_uploads(older_than_s)
+
+    def _abort_stale_uploads(self, older_than_s: float) -> int:
         cutoff = time.time() - older_than_s
         prefix = f"{self.settings.prefix}/" if self.settings.prefix else ""
         stale = [u for page in self.client.get_paginator("list_multipart_uploads").paginate(
@@ -223,9 +242,9 @@ class S3Storage(Layout):
 
     async def save_outputs(self, work: LocalStorage, video_id: str, run_id: str, output: Path,
                            last: str | None = None) -> None:
-        """Put the job's output under the run's keys, then make them visible (`publish_run`). A directory
-        output (an HLS ladder, a storyboard) goes file by file, its `last` file (the one naming the others)
-        after every other."""
+        """Put the job's output under the run's keys, never the final ones: the primary publishes them if it
+        accepts the run. A directory output (an HLS ladder, a storyboard) goes file by file, its `last` file
+        (the one naming the others) after every other."""
         local_dir, run_dir = work.video_dir(video_id), self.run_dir(video_id, run_id)
         files = _files(output) if last is not None else [output]
         final = output / last if last is not None else output
@@ -235,34 +254,55 @@ class S3Storage(Layout):
 
         await self.transfers([put(p) for p in files if p != final])
         await self.transfer(put(final))
-        directory = output.relative_to(local_dir).as_posix() if last is not None else None
-        await self.transfer(functools.partial(self.publish_run, video_id, run_id, directory, last))
 
-    def publish_run(self, video_id: str, run_id: str, directory: str | None = None, last: str | None = None,
-                    stop: threading.Event | None = None) -> None:
-        """Copy a run's objects to their final keys, then delete the run's keys. Blocking.
+    def publish_run(self, video_id: str, run_id: str, name: str, last: str | None = None,
+                    stop: threading.Event | None = None) -> int:
+        """Copy the run's output `name` (a file, or with `last` a directory, under the video's dir) to its
+        final keys, then delete every key of the run; the number of objects published. Blocking.
 
-        For a directory output, its `last` file is copied after the others, then the files of an older
-        version of the directory not in this one are removed."""
+        Only `name` is published, whatever else the run wrote. A directory's `last` file is copied after
+        the others, then the files of an older version of the directory not in this one are removed.
+        FileNotFoundError when the run's output is not there."""
         run_dir, video_dir = self.run_dir(video_id, run_id), self.video_dir(video_id)
-        objects = list(self._list(run_dir))
+        if last is None:
+            objects = [o for o in self._list(run_dir) if o["Key"] == f"{run_dir}/{name}"]
+        else:
+            objects = list(self._list(run_dir / name))
+        if last is not None and not any(o["Key"] == f"{run_dir}/{name}/{last}" for o in objects):
+            objects = []  # without its index file a directory is not complete
         if not objects:
-            raise StorageError(f"run {run_id} has no outputs to publish")
+            raise FileNotFoundError(f"output missing: the run's {name} is not in storage")
         final = {o["Key"]: f"{video_dir}/{o['Key'][len(str(run_dir)) + 1:]}" for o in objects}
-        index = f"{video_dir}/{directory}/{last}" if directory and last else None
+        index = f"{video_dir}/{name}/{last}" if last is not None else None
         first = [o for o in objects if final[o["Key"]] != index]
         then = [o for o in objects if final[o["Key"]] == index]
         with ThreadPoolExecutor(8, thread_name_prefix="s3-publish") as pool:
             for batch in (first, then):
                 list(pool.map(lambda o: self._copy(o, final[o["Key"]], stop), batch))
-        if directory:
+        if last is not None:
             kept = set(final.values())
-            self._delete_keys([o["Key"] for o in self._list(video_dir / directory) if o["Key"] not in kept])
-        self._delete_keys(list(final))
+            self._delete_keys([o["Key"] for o in self._list(video_dir / name) if o["Key"] not in kept])
+        self.discard_run(video_id, run_id)
+        return len(objects)
 
-    def discard_run(self, video_id: str, run_id: str, stop: threading.Event | None = None) -> None:
-        """Delete whatever a run put under its keys. Blocking."""
-        self._delete_keys([o["Key"] for o in self._list(self.run_dir(video_id, run_id))])
+    def discard_run(self, video_id: str | None, run_id: str, stop: threading.Event | None = None) -> int:
+        """Delete whatever a run put under its keys (of any video); the number of keys deleted. Blocking."""
+        keys = [o["Key"] for o in self._list(self.run_root(run_id))]
+        self._delete_keys(keys)
+        return len(keys)
+
+    def listed_runs(self, after: str = "") -> tuple[list[str], str]:
+        """The ids of runs with keys in storage, in order: at most `RUNS_LISTED` of them past `after`, in
+        one request whatever the bucket holds; and where the next listing goes on ("": from the start).
+        Blocking."""
+        runs_dir = str(self.runs_dir())
+        listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{runs_dir}/", Delimiter="/",
+                                             MaxKeys=RUNS_LISTED,
+                                             # past every key of `after` ("~" sorts after the characters of a video id)
+                                             **({"StartAfter": f"{runs_dir}/{after}/~"} if after else {}))
+        runs = [p["Prefix"][len(runs_dir) + 1:].rstrip("/") for p in listed.get("CommonPrefixes", [])]
+        more = bool(listed.get("IsTruncated")) and bool(runs)
+        return [run_id for run_id in runs if _RUN_ID.fullmatch(run_id)], runs[-1] if more else ""
 
     # --- calls in the pool ------------------------------------------------------------
 

@@ -9,8 +9,10 @@ What the processes need of a storage, either kind:
 - the names of a video's files (`Layout`);
 - the web worker: `upload_sink` (an upload's body), `remove_video`, and for downloads `is_remote`:
   local files are served, S3 objects redirected to (`exists`, `presigned_url`, `read_bytes`);
-- an executor: `workspace` (local files to run ffmpeg on) and `save_outputs` (make them visible);
-- the primary: `sweep_partials` at start.
+- an executor: `workspace` (local files to run ffmpeg on) and `save_outputs` (put them under the run's
+  names in storage: on local disk they are there already);
+- the primary (primary/run_files.py): make an accepted run's outputs visible (`commit`, `commit_dir`;
+  S3: `publish_run`), remove a refused one's (`discard_run`), `sweep_partials` at start.
 """
 
 from __future__ import annotations
@@ -169,7 +171,8 @@ class LocalStorage(Layout):
 
     async def save_outputs(self, work: LocalStorage, video_id: str, run_id: str, output: Path,
                            last: str | None = None) -> None:
-        """Nothing to do: the job moved its output in place itself (or left it for the primary to)."""
+        """Nothing to do: the job moved its output in place itself (or left it under its run-scoped name for
+        the primary to)."""
 
     @staticmethod
     def partial(final: Path, tag: str = "") -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,7 @@ class ExecutorPool:
         self._kill = kill
         self._run_grace_s = run_grace_s
         self.executors: dict[bytes, ExecutorState] = {}
+        self._accepting: set[asyncio.Task[None]] = set()  # accepted runs whose outputs are being made visible
         engine.on_work = self.dispatch
         engine.on_cancel_run = self.cancel
 
@@ -160,25 +161,51 @@ class ExecutorPool:
             self._engine.progress(message.run_id, float(p["progress"]), p.get("speed"), p.get("etaSeconds"))
             return
         if message.kind == ExecutorKind.DONE:
-            self._complete(job, message.run_id, dict(p.get("result") or {}))
+            self._complete(state, job, message.run_id, dict(p.get("result") or {}))
             return
         if self._files is not None:
             self._files.discard(job.video_id, message.run_id)
         self._engine.fail(message.run_id, str(p.get("error", "unknown error")), bool(p.get("permanent")),
                           p.get("command"), p.get("stderr"))
 
-    def _complete(self, job: Job, run_id: str, result: dict[str, Any]) -> None:
-        """Accept the run: its outputs move in place, then the job completes (never the other way round)."""
+    def _complete(self, state: ExecutorState, job: Job, run_id: str, result: dict[str, Any]) -> None:
+        """Accept the run: its outputs are made visible, then the job completes (never the other way round).
+        Meanwhile the job stays running and cannot be cancelled, and the run is no longer its executor's:
+        losing the executor now loses nothing."""
+        if self._files is None:
+            self._engine.complete(run_id, result)
+            return
+        state.run_id = None
+        self._engine.completing.add(run_id)
+        accepting = self._files.accept(job, run_id)  # from now on, a repeated report discards nothing
+        task = asyncio.get_running_loop().create_task(self._accept(self._files, accepting, job, run_id, result))
+        self._accepting.add(task)
+        task.add_done_callback(self._accepting.discard)
+
+    async def _accept(self, files: RunFiles, accepting: Coroutine[Any, Any, None], job: Job, run_id: str,
+                      result: dict[str, Any]) -> None:
         try:
-            if self._files is not None:
-                self._files.accept(job, run_id)
-        except (OutputMissing, OSError) as e:
+            await accepting
+        except (OutputMissing, OSError) as e:  # StorageError: S3 failed past its retries
+            self._engine.completing.discard(run_id)
             log.warning("run refused: its outputs cannot be accepted", jobId=job.id, error=str(e))
-            if self._files is not None:
-                self._files.discard(job.video_id, run_id)
+            files.discard(job.video_id, run_id)
             self._engine.fail(run_id, str(e), False)
             return
+        self._engine.completing.discard(run_id)
         self._engine.complete(run_id, result)
+
+    async def settle(self) -> None:
+        """Wait until the runs accepted so far have completed (or failed)."""
+        while self._accepting:
+            await asyncio.gather(*self._accepting, return_exceptions=True)
+
+    async def close(self) -> None:
+        """At shutdown: stop the acceptances still under way; their jobs are still running, so they run
+        again at the next start, and the start-up sweep removes their run's files."""
+        for task in self._accepting:
+            task.cancel()
+        await asyncio.gather(*self._accepting, return_exceptions=True)
 
     def dispatch(self) -> None:
         for state in self.executors.values():
@@ -267,9 +294,13 @@ class ExecutorPool:
             state.on_retired()
 
     def cancel(self, run_id: str) -> None:
+        """The run's job was cancelled: its executor is told to stop, and what the run wrote goes (what it
+        writes afterwards goes with its late report, or with the sweep)."""
         for state in self.executors.values():
             if state.run_id == run_id:
                 self._send(state, ExecutorMessage(ExecutorKind.CANCEL, run_id))
+                if self._files is not None:
+                    self._files.discard(state.video_id, run_id)
 
 
 def _video_of(message: ExecutorMessage) -> str | None:

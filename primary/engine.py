@@ -63,6 +63,7 @@ class JobEngine:
         self.gates = TypeGates(store.get_setting(PAUSED_TYPES_SETTING))  # paused types, concurrency limits
         self.draining = False
         self._by_run: dict[str, str] = {}
+        self.completing: set[str] = set()  # accepted runs whose outputs are being made visible (dispatch.py)
         # hash of the dedupe key -> job id: an int costs less than the key; a match is checked against the job
         self._by_key: dict[int, str] = {}
         self._attempts: dict[str, Attempt] = {}  # run id -> the attempt it runs
@@ -266,6 +267,7 @@ class JobEngine:
         job = self.active.get(job_id)
         if job is None:
             raise EngineError(409, f"job {job_id} is not queued, delayed or running")
+        self.check_cancellable(job_id)
         if job.state is JobState.RUNNING and job.run_id:
             run_id = job.run_id
             self._end_run(run_id)
@@ -279,6 +281,13 @@ class JobEngine:
         self._finish(job)
         self._commit(job, EventName.CANCELLED, attempt, cancelledAt=job.cancelled_at)
         return job
+
+    def check_cancellable(self, job_id: str) -> None:
+        """A job whose outputs are being made visible is completing: a cancel now would come after them."""
+        job = self.active.get(job_id)
+        if job is not None and job.run_id is not None and job.run_id in self.completing:
+            raise EngineError(409, f"job {job_id} is completing (its outputs are being made visible): "
+                                   "it can no longer be cancelled")
 
     def retry(self, job: Job) -> Job:
         """Put a dead or cancelled job back with fresh attempts."""

@@ -130,6 +130,8 @@ class JobOps:
         active = [job_id for job_id in self._store.unfinished_of_video(video["videoId"]) if job_id in self._engine.active]
         cancelled = sorted(active, key=lambda job_id: self._engine.active[job_id].queue_order)
         for job_id in cancelled:
+            self._engine.check_cancellable(job_id)  # before any is cancelled: all or none
+        for job_id in cancelled:
             self._engine.cancel(job_id)
         self.on_video_deleted(video["videoId"])  # its pipelines go in the same write as the cancellations
         self._engine.flush()  # the cancellations are stored before the rows go

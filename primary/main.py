@@ -26,7 +26,7 @@ from cluster.kinds import KINDS
 from cluster.logs import configure_logging, get_logger
 from cluster.passwords import random_password
 from cluster.remote_web import web_settings
-from cluster.storage import LocalStorage, StorageSettings, check_storage, open_storage
+from cluster.storage import StorageSettings, check_storage, open_storage
 from primary import permissions
 from primary.accounts import AccountStore
 from primary.auth_ops import AuthOps
@@ -94,6 +94,7 @@ class _Parts:
     remote: _Remote | None
     loop_lag: LoopLag
     pipelines: Pipelines
+    files: RunFiles
 
 
 class Primary:
@@ -136,9 +137,10 @@ class Primary:
         loop_lag = LoopLag()
         executor_socket = _bind(context, zmq.ROUTER, config.endpoint("executors"))
         supervisor = Supervisor(config, lambda child, code: self._child_exited(pool, child, code))
+        files = RunFiles(open_storage(config), store.get_video)
         pool = ExecutorPool(executor_socket, engine, store.get_video, config.executor_timeout_s,
                             config.threads_per_ffmpeg, supervisor.kill, run_grace_s=config.job_stall_grace_s,
-                            files=_run_files(config, store),
+                            files=files,
                             welcome=_executor_settings(config))
         accounts = AccountStore(config.db_path)
         _ensure_an_administrator(accounts)
@@ -171,7 +173,7 @@ class Primary:
         remote = _listen_remote(context, config, pool, bus, handler_maps, engine.batch, self._ws_counts)
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
         return _Parts(lock, listener, context, store, reads, accounts, webhook_store, bus, engine, webhooks, pool,
-                      supervisor, executor_socket, logs, control, remote, loop_lag, pipelines)
+                      supervisor, executor_socket, logs, control, remote, loop_lag, pipelines, files)
 
     async def _serve(self, parts: _Parts) -> None:
         """Recover, start the loops, then the children."""
@@ -183,11 +185,7 @@ class Primary:
         parts.pipelines.recover()  # after the jobs: each live pipeline is checked against its stage's job
         gc.freeze()  # what recovery loaded lives on: the collector need not walk a million queued jobs again
         store.checkpoint_elsewhere()
-        storage = open_storage(config)
-        try:
-            swept = storage.sweep_partials()  # no child runs yet
-        finally:
-            storage.close()
+        swept = parts.files.sweep_at_start()  # no child runs yet
         if swept:
             log.info("removed partial files", count=swept)
         pool, remote = parts.pool, parts.remote
@@ -196,6 +194,8 @@ class Primary:
             _prune_events(store, config.event_retention, config.event_retention_s), _prune_sessions(parts.accounts),
             self._watch_workers(),
             parts.loop_lag.run(), Retention(store, keep_rules(config)).run(), _checkpoint(store),
+            parts.files.sweep_forever(lambda run_id: parts.engine.job_for_run(run_id) is not None,
+                                      config.s3_run_sweep_s),
             *(remote.serve() if remote else ()),
         )]
         self._install_signal_handlers()
@@ -209,6 +209,8 @@ class Primary:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await parts.pool.close()
+        await parts.files.close()
         await parts.webhooks.close()
         parts.engine.close()
         parts.listener.close()
@@ -332,12 +334,6 @@ def _ensure_an_administrator(accounts: AccountStore) -> None:
 def _retry_tracker(config: ClusterConfig) -> RetryTracker:
     default = RetryPolicy(config.max_retries, config.retry_initial_ms, timeout_s=config.job_timeout_s)
     return RetryTracker(default, parse_policies(config.job_policies, default))
-
-
-def _run_files(config: ClusterConfig, store: JobStore) -> RunFiles | None:
-    """Local disk: the primary moves an accepted run's files in place. S3: the executor publishes its run's
-    keys once ffmpeg is done (the primary does not copy objects on its loop)."""
-    return None if config.storage else RunFiles(LocalStorage(config.storage_dir), store.get_video)
 
 
 def _webhook_settings(config: ClusterConfig) -> WebhookSettings:

@@ -31,7 +31,7 @@ def test_storyboard_preview_and_thumbnail_on_s3(s3_cluster: Cluster, s3: Any, bu
     preview = make(s3_cluster, ws, video_id, "preview", start=1, length=1, fps=5)
     make(s3_cluster, ws, video_id, "thumbnail", at=2, width=100)
     stored = keys(s3, bucket, video_prefix)
-    assert [k for k in stored if "/.runs/" in k] == [], "nothing left under run-scoped keys"
+    assert [k for k in keys(s3, bucket) if "/.runs/" in k] == [], "nothing left under run-scoped keys"
     assert [k for k in stored if "/storyboard/" in k] == [f"{video_prefix}/storyboard/sprite.jpg",
                                                           f"{video_prefix}/storyboard/storyboard.vtt"]
     assert f"{video_prefix}/preview.webp" in stored

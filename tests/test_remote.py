@@ -327,6 +327,7 @@ def test_the_pool_accepts_one_run_and_refuses_what_a_lost_run_sends_later(tmp_pa
         assert not late.exists(), "a late report naming no video: its run's files are found under any video"
         pool.handle(b"b", ExecutorMessage("done", run_b, {"result": {"from": "b"}, "videoId": "v1"}), remote,
                     "KEY-B")
+        await pool.settle()
         assert final.read_text() == "b" and not list(final.parent.glob(".*.part"))
         completed = [e.data for e in store.events_since(0) if e.event == "job:completed"]
         assert [(e["jobId"], e["result"]) for e in completed] == [(job.id, {"from": "b"})]

@@ -102,7 +102,7 @@ def test_a_fenced_storyboard_is_moved_in_place_whole_by_the_primary(tmp_path: Pa
     partial = LocalStorage.run_partial(final, "run1")
     assert not final.exists() and sorted(p.name for p in partial.iterdir()) == ["sprite.jpg", "storyboard.vtt"]
     job = StoredJob(id="j1", type="storyboard", video_id=VIDEO_ID, params=params)
-    RunFiles(storage, lambda _v: video).accept(job, "run1")
+    asyncio.run(RunFiles(storage, lambda _v: video).accept(job, "run1"))
     assert not partial.exists() and len(cues_of(storage)) == 3
 
 

@@ -122,7 +122,8 @@ class Session:
         if executor is not None:
             await executor.kill_jobs()
         if self._storage is not None:
-            # an S3 run's keys went with its workspace (cancelled, failed or published); local runs leave files
+            # an S3 run's keys went with its workspace (cancelled or failed; a finished run's are the primary's
+            # to publish or delete); local runs leave files
             if isinstance(self._storage, LocalStorage):
                 await asyncio.to_thread(_discard_runs, self._storage, self._runs)
             await asyncio.to_thread(self._storage.close)  # the next session opens its own (an S3 pool, clients)
