@@ -4,6 +4,7 @@ retention once finished, in batches. Real cluster, real ffmpeg."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -158,36 +159,42 @@ def test_finished_pipelines_are_removed_by_age_in_batches(
     restore = hide_original(cluster, video_id)
     kept_dead = start(cluster, video_id, [{"type": "resize", "width": 128, "height": 96}])
     gone_dead = start(cluster, video_id, [{"type": "resize", "width": 192, "height": 144}])
-    dead = {p: pipeline_event(ws, "pipeline:failed", p)["data"]["jobId"] for p in (kept_dead, gone_dead)}
+    discarded = start(cluster, video_id, [{"type": "resize", "width": 256, "height": 192}])
+    dead = {p: pipeline_event(ws, "pipeline:failed", p)["data"]["jobId"] for p in (kept_dead, gone_dead, discarded)}
     restore()
     with cluster.client() as client:
-        assert client.delete(f"/api/queue/dead-letter/{dead[gone_dead]}").status_code == 200
+        assert client.delete(f"/api/queue/dead-letter/{dead[discarded]}").status_code == 200
     ws.close()
     assert cluster.stop() == 0
 
     now_ms = time.time() * 1000
-    aged = [completed, review, cancelled, kept_dead, gone_dead]
+    aged = [completed, review, cancelled, kept_dead, gone_dead, discarded]
     synthetic = [f"aged{n:04d}" for n in range(450)]  # more than two of retention's batches
     with closing(sqlite3.connect(cluster.data_dir / "cluster.db")) as db, db:
         owner = db.execute("SELECT owner FROM pipelines WHERE id = ?", (completed,)).fetchone()[0]
         db.executemany("UPDATE pipelines SET updated_at = ? WHERE id = ?", [(now_ms - 31 * DAY_MS, p) for p in aged])
+        db.execute("UPDATE jobs SET created_at = ?, failed_at = ? WHERE id = ?",  # the jobs' retention removes it
+                   (now_ms - 32 * DAY_MS, now_ms - 31 * DAY_MS, dead[gone_dead]))
         db.executemany("INSERT INTO pipelines (id, video_id, owner, name, state, current, created_at, updated_at) "
                        "VALUES (?, ?, ?, NULL, 'completed', 0, ?, ?)",
                        [(p, video_id, owner, now_ms - 9 * DAY_MS, now_ms - 8 * DAY_MS) for p in synthetic])
         db.executemany("INSERT INTO pipeline_stages (pipeline_id, idx, type, params, options, review, job_id, state) "
                        "VALUES (?, 0, 'resize', '{}', '{}', 0, NULL, 'completed')", [(p,) for p in synthetic])
-    cluster.start()  # retention sweeps at the start
+    cluster.start()  # retention sweeps at the start: the jobs, then the pipelines
 
     with cluster.client() as client:
         wait_until(lambda: client.get(f"/api/pipelines/{completed}").status_code == 404, 30,
                    "retention to remove the aged pipelines")
-        for gone in (completed, cancelled, gone_dead):
+        for gone in (completed, cancelled, gone_dead, discarded):
             assert client.get(f"/api/pipelines/{gone}").status_code == 404, gone
     left = {row[0] for row in store_rows(cluster, "SELECT id FROM pipelines")}
     assert left == {recent, review, kept_dead}, "live ones, a failed one whose dead job is kept, the recent one"
+    assert store_rows(cluster, "SELECT id FROM jobs WHERE id = ?", dead[gone_dead]) == []
     stages = {row[0] for row in store_rows(cluster, "SELECT DISTINCT pipeline_id FROM pipeline_stages")}
     assert stages == left, "their stages with them"
-    assert "finished pipelines removed by retention" in cluster.log_path.read_text()
+    swept = [json.loads(line) for line in cluster.log_path.read_text().splitlines()
+             if "finished pipelines removed by retention" in line]
+    assert [entry["removed"] for entry in swept] == [len(synthetic) + 4], "450 aged ones and the four above"
 
     ws = EventClient(cluster.ws_url, cluster.token)
     try:
@@ -196,3 +203,24 @@ def test_finished_pipelines_are_removed_by_age_in_batches(
         pipeline_event(ws, "pipeline:completed", kept_dead)  # still live: its retry resumed it
     finally:
         ws.close()
+
+
+def test_cancelling_one_of_two_pipelines_waiting_on_the_same_job_leaves_the_job_to_the_other(
+        cluster_factory: Callable[..., Cluster], long_clip: Path, ws_factory: Callable[..., EventClient]) -> None:
+    cluster = cluster_factory(workers=1)
+    video_id = cluster.upload(long_clip)
+    ws = ws_factory(cluster)
+    resize = {"type": "resize", "width": 320, "height": 240}
+    leaving = start(cluster, video_id, [resize, {"type": "extract-audio"}])
+    staying = start(cluster, video_id, [resize, RESIZE])
+    shared = show(cluster, leaving)["stages"][0]["jobId"]
+    assert show(cluster, staying)["stages"][0]["jobId"] == shared
+    ws.wait_event("job:started", shared)
+    with cluster.client() as client:
+        response = client.delete(f"/api/pipelines/{leaving}")
+    assert response.status_code == 200, response.text
+    pipeline_event(ws, "pipeline:completed", staying, timeout_s=90)
+    assert cluster.job(shared)["state"] == "completed", "the job went on for the other pipeline"
+    assert show(cluster, leaving)["state"] == "cancelled"
+    types = [t for (t,) in store_rows(cluster, "SELECT type FROM jobs WHERE video_id = ? ORDER BY created_at", video_id)]
+    assert types == ["resize", "resize"], "only the other pipeline's next stage was queued"
