@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: cluster test tap bench lint clean browser
+.PHONY: cluster test tap bench lint clean browser haproxy
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +23,17 @@ cluster: $(STAMP)
 tap: $(STAMP)
 	$(PY) run_cluster.py tap $(ARGS)
 
-test: $(STAMP) browser
+test: $(STAMP) browser haproxy
 	$(VENV)/bin/pytest -q $(ARGS)
 
 # Debian's Chromium for the page tests (Playwright drives it; it cannot download its own here)
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# Debian's HAProxy, the load balancer in front of two remote web tiers in tests/test_remote_web.py
+# (which skips, saying why, where it cannot be installed)
+haproxy:
+	@command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; } || echo "haproxy could not be installed: the load-balancer tests will skip"
 
 bench: $(STAMP)
 	bash bench/install-tools.sh

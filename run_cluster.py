@@ -8,6 +8,8 @@
     python run_cluster.py keys add NAME       authorise a remote process (add [--out FILE], list, revoke NAME)
     python run_cluster.py executor --primary tcp://HOST:PORT --cert FILE [--executors M]
                                               run executors on this host for a primary on another
+    python run_cluster.py web --primary tcp://HOST:PORT --cert FILE [--host H] [--port P] [--workers N]
+                                              serve the API and pages on this host for a primary on another
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def run_parser() -> argparse.ArgumentParser:
                     "Sub-commands: 'tap' prints the cluster's events and logs (run_cluster.py tap --help); "
                     "'user' manages accounts (run_cluster.py user --help); 'keys' authorises remote processes "
                     "(run_cluster.py keys --help); 'executor' runs executors for a remote primary "
-                    "(run_cluster.py executor --help).",
+                    "(run_cluster.py executor --help); 'web' serves the API and pages on another host "
+                    "(run_cluster.py web --help).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_config_arguments(parser)
@@ -63,7 +66,7 @@ def banner(config: ClusterConfig) -> str:
     )
 
 
-SUB_COMMANDS = ("tap", "user", "keys", "executor")
+SUB_COMMANDS = ("tap", "user", "keys", "executor", "web")
 
 
 def split_cluster_flags(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -114,6 +117,10 @@ def main(argv: list[str]) -> int:
         from workers.executor.host import run_executor_host
 
         return run_executor_host(config, rest[1:])
+    if command == "web":
+        from workers.web.host import run_web_host
+
+        return run_web_host(config, rest[1:])
     from primary.main import run_primary
 
     print(banner(config), file=sys.stderr, flush=True)

@@ -34,11 +34,12 @@ class RequestError(Exception):
         self.status = status
 
 
-async def receive_burst(socket: zmq.asyncio.Socket) -> list[list[bytes]]:
-    """One message (waiting for it), then every message already waiting, up to MAX_BURST."""
-    burst = [await socket.recv_multipart()]
+async def receive_burst(socket: zmq.asyncio.Socket, copy: bool = True) -> list[list[Any]]:
+    """One message (waiting for it), then every message already waiting, up to MAX_BURST.
+    ``copy=False``: zmq.Frame objects, which carry their connection's properties (ZAP's User-Id)."""
+    burst = [await socket.recv_multipart(copy=copy)]
     while len(burst) < MAX_BURST and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-        burst.append(await socket.recv_multipart())
+        burst.append(await socket.recv_multipart(copy=copy))
     return burst
 
 
@@ -55,10 +56,10 @@ class ControlServer:
     async def serve(self) -> None:
         while True:
             replies = []
-            burst = await receive_burst(self._socket)
+            burst = await self.receive()
             with self._batch():
                 for identity, frame in burst:
-                    answer = self.answer(frame)
+                    answer = self.answer_from(identity, frame)
                     if isinstance(answer, Reply):
                         replies.append([identity, answer.encode()])
                     else:
@@ -66,13 +67,24 @@ class ControlServer:
             for reply in replies:  # after the batch is stored
                 self._socket.send_multipart(reply)
 
+    async def receive(self) -> list[list[Any]]:
+        """A burst of [identity, frame] messages (primary/remote_web.py checks each one's key)."""
+        return await receive_burst(self._socket)
+
+    def answer_from(self, _identity: bytes, frame: bytes) -> Reply | tuple[Request, Any]:
+        return self.answer(frame)
+
     def answer(self, frame: bytes) -> Reply | tuple[Request, Any]:
         """The reply, or (the request, its handler's coroutine) for a coroutine handler."""
         try:
             request = Request.decode(frame)
         except ProtocolError as e:
             return Reply(0, error=str(e), status=400)
-        handler = self._handlers.get(request.op)
+        return self.run(request)
+
+    def run(self, request: Request, handler: Handler | None = None) -> Reply | tuple[Request, Any]:
+        """Answer a decoded request, with its registered handler unless another is given."""
+        handler = handler or self._handlers.get(request.op)
         if handler is None:
             return Reply(request.id, error=f"unknown operation {request.op!r}", status=400)
         try:

@@ -10,10 +10,11 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -24,6 +25,7 @@ from cluster.curve import CertError
 from cluster.kinds import KINDS
 from cluster.logs import configure_logging, get_logger
 from cluster.passwords import random_password
+from cluster.remote_web import web_settings
 from cluster.storage import LocalStorage, StorageSettings, check_storage, open_storage
 from primary import permissions
 from primary.accounts import AccountStore
@@ -43,6 +45,8 @@ from primary.pipelines import Pipelines
 from primary.queue_ops import QueueOps
 from primary.rate_limits import RateLimits, WebSocketCounts, limit_keys
 from primary.remote_access import RemoteAccess
+from primary.remote_events import RemoteEvents
+from primary.remote_web import RemoteControlServer, RemoteWebWorkers
 from primary.retention import Retention, in_batches, keep_rules
 from primary.retry import RetryPolicy, RetryTracker, parse_policies
 from primary.run_files import RunFiles
@@ -139,7 +143,7 @@ class Primary:
                             welcome=_executor_settings(config))
         accounts = AccountStore(config.db_path)
         _ensure_an_administrator(accounts)
-        processes = lambda: _describe_processes(supervisor, pool, registry)
+        processes = lambda: _describe_processes(supervisor, pool, registry, remote)
         rates = RateLimits.from_config(config)
         job_ops = JobOps(engine, store, processes, config.max_job_timeout_s, config.max_queued_jobs_per_user,
                          reads=reads, window=window, max_job_work=config.max_job_work,
@@ -157,16 +161,16 @@ class Primary:
         webhooks = WebhookDispatcher(webhook_store, _webhook_settings(config), store.events_since,
                                      lambda user_id: accounts.user_by_id(user_id) is not None)
         webhook_ops = WebhookOps(webhooks, lambda: bus.last_seq, config.webhook_max_per_user)
-        metrics = MetricsOps(job_metrics, engine, lambda: registry.stats, lambda: supervisor.restarts, processes,
+        metrics = MetricsOps(job_metrics, engine, lambda: {**registry.stats, **(remote.web_stats if remote else {})},
+                             lambda: supervisor.restarts, processes,
                              counts=store.count_by_state, loop_lag=loop_lag, sources=[webhooks.render_metrics])
         control_socket = _bind(context, zmq.ROUTER, config.endpoint("control"))
         logs = _bind(context, zmq.PULL, config.endpoint("logs"))
-        remote = _listen_remote(context, config, pool, bus.socket, control_socket, logs)
-        control = ControlServer(control_socket, job_ops.handlers(),
-                                auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
-                                rates.handlers(), self._ws_counts.handlers(), metrics.handlers(),
-                                webhook_ops.handlers(), pipeline_ops.handlers(),
-                                QueueOps(engine, store, job_ops).handlers(), batch=engine.batch)
+        handler_maps = (job_ops.handlers(), auth_ops.handlers(), registry.handlers(), {"reload": self._reload_request},
+                        rates.handlers(), self._ws_counts.handlers(), metrics.handlers(), webhook_ops.handlers(),
+                        pipeline_ops.handlers(), QueueOps(engine, store, job_ops).handlers())
+        control = ControlServer(control_socket, *handler_maps, batch=engine.batch)
+        remote = _listen_remote(context, config, pool, bus, handler_maps, engine.batch, self._ws_counts)
         self._supervisor, self._pool, self._registry = supervisor, pool, registry
         return _Parts(lock, listener, context, store, reads, accounts, webhook_store, bus, engine, webhooks, pool,
                       supervisor, executor_socket, logs, control, remote, loop_lag, pipelines)
@@ -345,8 +349,8 @@ def _webhook_settings(config: ClusterConfig) -> WebhookSettings:
                            config.webhook_allow_private)
 
 
-def _describe_processes(supervisor: Supervisor, pool: ExecutorPool,
-                        registry: WorkerRegistry) -> list[dict[str, object]]:
+def _describe_processes(supervisor: Supervisor, pool: ExecutorPool, registry: WorkerRegistry,
+                        remote: _Remote | None) -> list[dict[str, object]]:
     """The live processes; an executor is ``joined`` once it has said hello to the pool, a web worker
     ``serving`` once it has said it serves. Remote executors follow, with their host (their pid is one
     of that host)."""
@@ -358,7 +362,7 @@ def _describe_processes(supervisor: Supervisor, pool: ExecutorPool,
         elif process["role"] == "web":
             process = {**process, "serving": registry.serving(process["pid"])}
         local.append(process)
-    return [*local, *pool.remote_processes()]
+    return [*local, *pool.remote_processes(), *(remote.web.processes() if remote else ())]
 
 
 def _executor_settings(config: ClusterConfig) -> dict[str, object]:
@@ -373,31 +377,73 @@ def _executor_settings(config: ClusterConfig) -> dict[str, object]:
 
 
 class _Remote:
-    """What ``--remote-bind`` adds: the authenticator, the remote executors' TCP socket, the key watcher."""
+    """What ``--remote-bind`` adds: the authenticator, the TCP sockets of remote executors, web tiers and their
+    logs, the key watcher. A revoked key is cut off on every one of them at once."""
 
-    def __init__(self, access: RemoteAccess, executors: zmq.asyncio.Socket, pool: ExecutorPool) -> None:
-        self.access, self.executors, self.pool = access, executors, pool
-        access.on_revoked = pool.revoke
+    def __init__(self, access: RemoteAccess, pool: ExecutorPool, events: RemoteEvents, sockets: _RemoteSockets,
+                 web: RemoteWebWorkers, control: RemoteControlServer, publish_log: Callable[[bytes], None]) -> None:
+        self.access, self.pool, self.events, self.sockets = access, pool, events, sockets
+        self.web, self.control, self._publish_log = web, control, publish_log
+        self._drops: set[asyncio.Task[None]] = set()
+        access.on_revoked = self._revoked
+
+    @property
+    def web_stats(self) -> dict[int, dict[str, object]]:
+        return self.web.stats
 
     def serve(self) -> tuple[Awaitable[None], ...]:
-        return self.pool.serve_remote(self.executors, self.access.authorised), self.access.watch()
+        return (self.pool.serve_remote(self.sockets.executors, self.access.authorised), self.access.watch(),
+                self.control.serve(), self.web.watch(), self.access.forward_logs(self.sockets.logs, self._publish_log))
+
+    def _revoked(self, keys: set[str]) -> None:
+        self.pool.revoke(keys)
+        self.control.revoke(keys)
+        task = asyncio.create_task(self.events.reopen())  # a PUB cannot refuse: all its connections go
+        self._drops.add(task)
+        task.add_done_callback(self._drops.discard)
 
     def close(self) -> None:
-        self.executors.close(linger=0)
+        for task in self._drops:
+            task.cancel()
+        self.control.close()
+        self.events.close()
+        for sock in (self.sockets.executors, self.sockets.logs):
+            sock.close(linger=0)
         self.access.close()
 
 
-def _listen_remote(context: zmq.asyncio.Context, config: ClusterConfig, pool: ExecutorPool,
-                   events: zmq.Socket, control: zmq.Socket, logs: zmq.Socket) -> _Remote | None:
+@dataclass
+class _RemoteSockets:
+    executors: zmq.asyncio.Socket
+    logs: zmq.asyncio.Socket
+
+
+def _listen_remote(context: zmq.asyncio.Context, config: ClusterConfig, pool: ExecutorPool, bus: EventBus,
+                   handler_maps: tuple[Mapping[str, Any], ...], batch: Callable[[], Any],
+                   ws_counts: WebSocketCounts) -> _Remote | None:
+    """Remote processes have sockets of their own: each message's key is checked on the executor, control and
+    log sockets, and the event socket can be closed on a revocation without touching the local ones."""
     if not config.remote_bind:
         return None
     access = RemoteAccess(context, config)
-    executors = context.socket(zmq.ROUTER)
-    executors.setsockopt(zmq.LINGER, 0)
-    bound = [access.bind(executors, "executors"), access.bind(events, "events"), access.bind(control, "control"),
-             access.bind(logs, "logs")]
+    sockets = _RemoteSockets(_socket(context, zmq.ROUTER), _socket(context, zmq.PULL))
+    control_socket = _socket(context, zmq.ROUTER)
+    control_socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a web worker that reconnects keeps its identity
+    events = RemoteEvents(zmq.Context.shadow(context.underlying), access, config.pub_hwm)
+    bus.subscribers.append(events.on_event)
+    bound = [access.bind(sockets.executors, "executors"), events.endpoint, access.bind(control_socket, "control"),
+             access.bind(sockets.logs, "logs")]
     log.info("listening for remote processes (CurveZMQ)", endpoints=bound, serverKey=access.server_public)
-    return _Remote(access, executors, pool)
+    web = RemoteWebWorkers(web_settings(config) if config.storage else None, config.worker_timeout_s,
+                           ws_counts.forget_worker)
+    control = RemoteControlServer(control_socket, web, access.authorised, *handler_maps, batch=batch)
+    return _Remote(access, pool, events, sockets, web, control, bus.publish_log)
+
+
+def _socket(context: zmq.asyncio.Context, kind: int) -> zmq.asyncio.Socket:
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    return sock
 
 
 def _bind(context: zmq.asyncio.Context, kind: int, endpoint: str) -> zmq.asyncio.Socket:
@@ -478,6 +524,6 @@ def run_primary(config: ClusterConfig) -> int:
     except (AlreadyRunning, CertError) as e:
         log.error(str(e))
         return 1
-    except OSError as e:
+    except (OSError, zmq.ZMQError) as e:  # a port in use, say
         log.error("cannot start", error=str(e))
         return 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from primary.store import CursorError
+from primary.store import parse_cursor, row_cursor
 
 Write = Callable[[sqlite3.Connection], None]
 
@@ -165,15 +165,5 @@ class PipelineReads:
 
 
 def cursor(pipeline: Pipeline) -> str:
-    return f"{pipeline.created_at!r}~{pipeline.id}"
+    return row_cursor(pipeline.created_at, pipeline.id)
 
-
-def parse_cursor(text: str) -> tuple[float, str]:
-    created, sep, pipeline_id = text.partition("~")
-    try:
-        created_at = float(created)
-    except ValueError as e:
-        raise CursorError(f"not a cursor of this list: {text!r}") from e
-    if not sep or not pipeline_id:
-        raise CursorError(f"not a cursor of this list: {text!r}")
-    return created_at, pipeline_id

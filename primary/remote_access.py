@@ -2,13 +2,16 @@
 a ZAP callback against ``<data-dir>/keys/authorized/``, which is watched so that a key added or revoked with
 ``run_cluster.py keys`` takes effect at once.
 
-ZMQ never drops a connection that has authenticated; a revoked key is cut off by the application: the
-executor pool checks the key of every message (ZAP's User-Id) and refuses those of revoked keys.
+ZAP runs only at a connection's handshake, and ZMQ never drops a connection that has authenticated: a revoked
+key is cut off by the application. The executor and control sockets check the key of every message (ZAP's
+User-Id) and refuse those of revoked keys; so does the log socket (it drops their lines). The event socket,
+which cannot check what it sends, is closed and made again (primary/remote_events.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import zmq
@@ -22,7 +25,8 @@ from primary.keys import KeyStore
 
 log = get_logger()
 
-WATCH_INTERVAL_S = 0.2
+WATCH_INTERVAL_S = 0.2  # one stat() of the keys directory each time; it is read only when it changed
+FULL_READ_INTERVAL_S = 10.0  # and read anyway now and then: a key file edited in place leaves the dir's mtime
 # ZMQ heartbeats on TCP: a connection whose peer went silent (a cut link) is dropped and remade
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
@@ -33,6 +37,7 @@ class RemoteAccess:
         self._config = config
         self._keys = KeyStore(config.data_dir)
         self._server = self._keys.server_keys()  # no keys, no TCP: made here on first use
+        self._stamp = self._dir_stamp()
         self._authorised = self._keys.authorised()
         # on the sockets' own context, before any TCP bind: without a ZAP handler CURVE lets every key in
         self._auth = AsyncioAuthenticator(context)
@@ -63,13 +68,37 @@ class RemoteAccess:
         socket.bind(endpoint)
         return endpoint
 
+    async def forward_logs(self, pull: zmq.asyncio.Socket, publish: Callable[[bytes], None]) -> None:
+        """The log lines of remote processes, but not of a process whose key was revoked since it connected."""
+        while True:
+            frame = await pull.recv(copy=False)
+            try:
+                key = str(frame.get("User-Id"))
+            except zmq.ZMQError:
+                continue
+            if key in self._authorised:
+                publish(frame.bytes)
+
     async def watch(self) -> None:
         """Follow the keys directory; a revoked key's processes are cut off at once."""
+        last_full_read = time.monotonic()
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
-            self._refresh()
+            stamp = self._dir_stamp()
+            if stamp != self._stamp or time.monotonic() - last_full_read > FULL_READ_INTERVAL_S:
+                last_full_read = time.monotonic()
+                self._refresh()
+
+    def _dir_stamp(self) -> tuple[int, int] | None:
+        """Adding or revoking a key creates, renames or removes a file: the directory's mtime moves."""
+        try:
+            info = self._keys.authorized_dir.stat()
+        except FileNotFoundError:
+            return None
+        return info.st_mtime_ns, info.st_ino
 
     def _refresh(self) -> None:
+        self._stamp = self._dir_stamp()  # before reading: a change while we read is seen next time
         current = self._keys.authorised()
         if current == self._authorised:
             return

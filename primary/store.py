@@ -50,11 +50,11 @@ class CursorError(ValueError):
 
 
 def job_cursor(job: Job) -> str:
-    return _cursor(job.created_at or 0.0, job.id)
+    return row_cursor(job.created_at or 0.0, job.id)
 
 
 def video_cursor(video: dict[str, Any]) -> str:
-    return _cursor(video["createdAt"], video["videoId"])
+    return row_cursor(video["createdAt"], video["videoId"])
 
 
 class StoreReads:
@@ -190,7 +190,7 @@ class StoreReads:
         clauses, args = _filters(**equal)
         if before:
             clauses.append("(created_at, id) < (?, ?)")
-            args.extend(_parse_cursor(before))
+            args.extend(parse_cursor(before))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         return self._db.execute(f"SELECT * FROM {table} {where} ORDER BY created_at DESC, id DESC LIMIT ?",
                                 (*args, limit))
@@ -437,11 +437,12 @@ def _filters(**values: str | None) -> tuple[list[str], list[Any]]:
     return clauses, args
 
 
-def _cursor(created_at: float, row_id: str) -> str:
+def row_cursor(created_at: float, row_id: str) -> str:
+    """The cursor of a list ordered by (created_at, id), newest first: ``?before=`` takes it back."""
     return f"{created_at!r}~{row_id}"
 
 
-def _parse_cursor(cursor: str) -> tuple[float, str]:
+def parse_cursor(cursor: str) -> tuple[float, str]:
     created, sep, row_id = cursor.partition("~")
     try:
         created_at = float(created)

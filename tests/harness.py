@@ -119,7 +119,8 @@ class Cluster:
                 return None
             if "processes" not in health:
                 return None
-            serving = [p for p in health["processes"] if p["role"] == "web" and p.get("serving")]
+            serving = [p for p in health["processes"]
+                       if p["role"] == "web" and p.get("serving") and not p.get("remote")]  # remote tiers: their own
             if len(serving) == self.workers and len(self.executor_pids(health)) == self.executors:
                 return health
             return None
@@ -235,8 +236,9 @@ class Cluster:
 class EventClient:
     """A real WebSocket client; a reader thread collects every message it receives."""
 
-    def __init__(self, url: str, token: str = "", since: int | None = None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else None
+    def __init__(self, url: str, token: str = "", since: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})} or None
         if since is not None:  # a resume in the URL: no timer on the server can race it
             url = f"{url}?since={since}"
         # no keepalive pings of its own: a test may stop the worker (SIGSTOP) for longer than a ping's timeout

@@ -48,6 +48,10 @@ class Link:
         """Run a command on the remote host: ``[*link.exec_prefix(), "python", ...]``."""
         return ["ip", "netns", "exec", self.namespace]
 
+    def reach(self, other: Link) -> None:
+        """Let this host reach the root end of another link (a server the root namespace runs there)."""
+        _ip("-n", self.namespace, "route", "add", f"{other.root_ip}/32", "via", self.root_ip)
+
     def cut(self) -> None:
         _ip("link", "set", self.root_dev, "down")
 

@@ -27,7 +27,7 @@ class FakeSocket:
     def send_multipart(self, frames: list[bytes]) -> None:
         self.sent.append((frames[0], ExecutorMessage.decode(frames[1])))
 
-    async def recv_multipart(self) -> list[bytes]:
+    async def recv_multipart(self, copy: bool = True) -> list[bytes]:
         if not self._incoming:
             raise asyncio.CancelledError
         return self._incoming.pop(0)

@@ -9,7 +9,9 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import psutil
 import uvicorn
@@ -55,23 +57,44 @@ class WorkerServer(uvicorn.Server):
             self.serving.set()
 
 
-async def report_to_primary(server: WorkerServer, state: WorkerState, config: ClusterConfig) -> None:
+@dataclass(frozen=True)
+class PrimaryLink:
+    """How this worker reaches the primary: its ipc endpoints, or (a remote web tier, workers/web/remote.py)
+    TCP endpoints with CURVE keys, this host's figures in every report, and recycling by draining itself."""
+
+    events: str
+    control: str
+    logs: str
+    secure: Callable[[zmq.Socket], None] | None = None
+    describe: Callable[[], dict[str, Any]] = dict
+    recycles_itself: bool = False
+
+    @classmethod
+    def local(cls, config: ClusterConfig) -> PrimaryLink:
+        return cls(config.endpoint("events"), config.endpoint("control"), config.endpoint("logs"))
+
+
+async def report_to_primary(server: WorkerServer, state: WorkerState, config: ClusterConfig, link: PrimaryLink,
+                            start_drain: Callable[[], None]) -> None:
     """Say when this worker serves, then heart-beat with its figures: silence gets it replaced.
-    Past its request or memory budget it asks to be recycled, once."""
+    Past its request or memory budget it asks to be recycled, once (or drains, for its host to replace it)."""
     await server.serving.wait()
-    await state.rpc.call("worker_ready", pid=os.getpid())
+    await state.rpc.call("worker_ready", pid=os.getpid(), **link.describe())
     budget = Budget(config)
     recycling = False
     while True:
         await asyncio.sleep(config.heartbeat_interval_s)
         stats = state.stats()
         with contextlib.suppress(RpcError):
-            await state.rpc.call("worker_heartbeat", pid=os.getpid(), stats=stats)
+            await state.rpc.call("worker_heartbeat", pid=os.getpid(), stats=stats, **link.describe())
             reason = budget.exceeded(stats["requests"])
             if reason and not recycling:
                 recycling = True
                 log.info("asking to be recycled", reason=reason)
-                await state.rpc.call("worker_recycle", pid=os.getpid(), reason=reason)
+                if link.recycles_itself:
+                    start_drain()
+                else:
+                    await state.rpc.call("worker_recycle", pid=os.getpid(), reason=reason)
 
 
 class Budget:
@@ -93,15 +116,24 @@ class Budget:
 
 async def serve(config: ClusterConfig, parent: int) -> None:
     context = zmq.asyncio.Context()
+    link = PrimaryLink.local(config)
     shipper = LogShipper(context, config)
     configure_logging("web", config.log_level, config.log_format, sink=shipper)
+    await run_worker(config, parent, context, link, ControlClient(context, link.control), shipper)
+
+
+async def run_worker(config: ClusterConfig, parent: int, context: zmq.asyncio.Context, link: PrimaryLink,
+                     rpc: ControlClient, shipper: LogShipper,
+                     watchers: Sequence[Callable[[uvicorn.Server], Awaitable[None]]] = ()) -> None:
+    """Serve until told to stop; the context, the control client and the log shipper are closed here."""
     sub = context.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.RCVHWM, config.pub_hwm)
     for topic in EVENT_TOPICS:
         sub.setsockopt(zmq.SUBSCRIBE, topic)
-    sub.connect(config.endpoint("events"))
-    rpc = ControlClient(context, config.endpoint("control"))
+    if link.secure:
+        link.secure(sub)
+    sub.connect(link.events)
     hub = Hub(config.ws_queue_size)
     feed = EventFeed(sub, rpc)
     sessions = SessionCache(rpc, feed.up_to_date)
@@ -125,11 +157,12 @@ async def serve(config: ClusterConfig, parent: int) -> None:
     orphaned = asyncio.Event()
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[None]] = []
-    loop.add_signal_handler(signal.SIGTERM, lambda: draining or draining.append(
-        asyncio.create_task(drain(server, state, hub))))
+    start_drain = lambda: draining or draining.append(asyncio.create_task(drain(server, state, hub)))
+    loop.add_signal_handler(signal.SIGTERM, start_drain)
     tasks = [asyncio.create_task(c) for c in (rpc.receive_replies(), feed.pump(event_sink(hub, sessions)),
                                                watch_parent(parent, orphaned), _exit_when(orphaned, server),
-                                               report_to_primary(server, state, config))]
+                                               report_to_primary(server, state, config, link, start_drain),
+                                               *(watch(server) for watch in watchers))]
     log.info("web worker serving")
     try:
         await server.serve(sockets=[listener])

@@ -9,7 +9,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,9 +20,9 @@ from starlette.staticfiles import StaticFiles
 from cluster import jobspec, kinds
 from cluster.config import ClusterConfig
 from cluster.logs import get_logger
-from workers.web import pipeline_routes, queue_routes, request_body, webhook_routes
+from workers.web import paging, pipeline_routes, queue_routes, request_body, webhook_routes
 from workers.web.assets import asset_response, hls_file_response, text_file_response
-from workers.web.auth import RequireSession, SessionCache, login, logout, update_user, user_call
+from workers.web.auth import RequireSession, SessionCache, admit, login, logout, update_user, user_call
 from workers.web.client_ip import ForwardedHeaders, TrustedProxies, client_ip
 from workers.web.csrf import CsrfGuard
 from workers.web.draining import CloseWhenDraining
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 HEALTH_TTL_S = 0.2
-MAX_CURSOR_CHARS = 300
 
 log = get_logger()
 
@@ -174,7 +172,7 @@ async def metrics(request: Request) -> Response:
 
 
 async def login_route(request: Request) -> Response:
-    return await login(request, await _json_body(request))
+    return await login(request, await request_body.api_json(request))
 
 
 async def get_user(request: Request) -> JSONResponse:
@@ -182,7 +180,7 @@ async def get_user(request: Request) -> JSONResponse:
 
 
 async def put_user(request: Request) -> Response:
-    return await update_user(request, await _json_body(request))
+    return await update_user(request, await request_body.api_json(request))
 
 
 async def upload_video(request: Request) -> JSONResponse:
@@ -193,7 +191,7 @@ async def upload_video(request: Request) -> JSONResponse:
 async def _receive_upload(request: Request) -> JSONResponse:
     state = _state(request)
     pipeline = pipeline_routes.named_pipeline(request)  # 400 for an unknown ?pipeline= before the body is read
-    await _admit(request, "upload")  # before the body is read
+    await admit(request, "upload")  # before the body is read
     # ?filename= also works: a header cannot carry a name outside Latin-1 from a browser
     filename = request.query_params.get("filename") or request.headers.get("filename")
     ext = upload_extension(filename)
@@ -213,28 +211,28 @@ async def _receive_upload(request: Request) -> JSONResponse:
 
 
 async def resize_video(request: Request) -> JSONResponse:
-    body = await _json_body(request)
+    body = await request_body.api_json(request)
     return await _submit(request, "resize", body)
 
 
 async def convert_video(request: Request) -> JSONResponse:
-    body = await _json_body(request)
+    body = await request_body.api_json(request)
     return await _submit(request, "convert", body)
 
 
 async def extract_audio(request: Request) -> JSONResponse:
-    body = await _json_body(request)
+    body = await request_body.api_json(request)
     return await _submit(request, "extract-audio", body)
 
 
 async def make_hls(request: Request) -> JSONResponse:
-    body = await _json_body(request)
+    body = await request_body.api_json(request)
     return await _submit(request, "hls", body)
 
 
 async def create_job(request: Request) -> JSONResponse:
     """A job of any kind (`cluster.kinds`): ``{videoId, type, ...its params, priority?, timeout?}``."""
-    body = await _json_body(request)
+    body = await request_body.api_json(request)
     job_type = body.get("type")
     if not isinstance(job_type, str) or not job_type:
         raise ApiError(400, f"type is required: one of {', '.join(kinds.KINDS)}")
@@ -262,23 +260,23 @@ async def get_hls_file(request: Request) -> Response:
 
 
 async def list_videos(request: Request) -> JSONResponse:
-    page = await user_call(request, "list_videos", limit=_limit(request), before=_before(request))
-    return _page(request, [_video_view(v) for v in page["items"]], page["next"])
+    page = await user_call(request, "list_videos", limit=paging.limit(request), before=paging.before(request))
+    return paging.page(request, [_video_view(v) for v in page["items"]], page["next"])
 
 
 async def list_video_jobs(request: Request) -> JSONResponse:
     """A video's whole job history, newest first, a page at a time."""
     video_id = _video_id(request.path_params["video_id"])
-    page = await user_call(request, "list_jobs", videoId=video_id, limit=_limit(request), before=_before(request),
+    page = await user_call(request, "list_jobs", videoId=video_id, limit=paging.limit(request), before=paging.before(request),
                        requireVideo=True)
-    return _page(request, page["items"], page["next"])
+    return paging.page(request, page["items"], page["next"])
 
 
 async def list_jobs(request: Request) -> JSONResponse:
     q = request.query_params
     page = await user_call(request, "list_jobs", state=q.get("state"), videoId=q.get("videoId"),
-                       type=q.get("type"), limit=_limit(request), before=_before(request))
-    return _page(request, page["items"], page["next"])
+                       type=q.get("type"), limit=paging.limit(request), before=paging.before(request))
+    return paging.page(request, page["items"], page["next"])
 
 
 async def get_job(request: Request) -> JSONResponse:
@@ -291,7 +289,7 @@ async def cancel_job(request: Request) -> JSONResponse:
 
 
 async def retry_job(request: Request) -> JSONResponse:
-    await _admit(request, "job")
+    await admit(request, "job")
     job = await user_call(request, "retry_job", jobId=request.path_params["job_id"])
     return JSONResponse({"jobId": job["jobId"], "state": job["state"]}, status_code=202)
 
@@ -301,8 +299,8 @@ async def queue_stats(request: Request) -> JSONResponse:
 
 
 async def dead_letter(request: Request) -> JSONResponse:
-    page = await user_call(request, "dead_letter", limit=_limit(request), before=_before(request))
-    return _page(request, page["items"], page["next"])
+    page = await user_call(request, "dead_letter", limit=paging.limit(request), before=paging.before(request))
+    return paging.page(request, page["items"], page["next"])
 
 
 async def discard_dead_job(request: Request) -> JSONResponse:
@@ -319,7 +317,7 @@ async def resume_queue(request: Request) -> JSONResponse:
 
 
 async def clean_queue(request: Request) -> JSONResponse:
-    body = await _json_body(request)
+    body = await request_body.api_json(request)
     older_than = body.get("olderThan", request.query_params.get("olderThan", 3600))
     try:
         older_than_s = float(older_than)
@@ -374,29 +372,7 @@ def download_name(video: dict[str, Any], path: PurePath) -> str:
     return f"{stem}-{path.name}"
 
 
-def _limit(request: Request) -> int:
-    limit = request_body.ascii_int(request.query_params.get("limit", "100"), 4)
-    if limit is None or not 0 < limit <= 1000:
-        raise ApiError(400, "limit must be between 1 and 1000")
-    return limit
 
-
-def _before(request: Request) -> str | None:
-    """The cursor of a list's next page, as the previous page's X-Next-Cursor gave it."""
-    before = request.query_params.get("before")
-    if before is not None and not 0 < len(before) <= MAX_CURSOR_CHARS:
-        raise ApiError(400, "before must be the X-Next-Cursor of the previous page")
-    return before
-
-
-def _page(request: Request, items: list[Any], next_cursor: str | None) -> JSONResponse:
-    """Every list answers a bare JSON array; when more follows, ``X-Next-Cursor`` holds the cursor to pass
-    as ``?before=`` and ``Link: <...>; rel="next"`` the whole URL of the next page."""
-    headers = {}
-    if next_cursor:
-        query = {**request.query_params, "before": next_cursor}
-        headers = {"X-Next-Cursor": next_cursor, "Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}
-    return JSONResponse(items, headers=headers)
 
 
 def _asset_path(storage: Storage, video: dict[str, Any], kind: str | None, q: Any) -> PurePath:
@@ -413,16 +389,6 @@ def _asset_path(storage: Storage, video: dict[str, Any], kind: str | None, q: An
         raise ApiError(400, str(e)) from e
 
 
-async def _admit(request: Request, kind: str) -> None:
-    """The primary's rate limit for this user and address (it holds across the web workers)."""
-    answer = await user_call(request, "admit", kind=kind, ip=client_ip(request))
-    if not answer["allowed"]:
-        raise too_many(f"too many {kind} requests", answer["retryAfter"])
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    config = _state(request).config
-    return await request_body.json_object(request, config.max_json_body_kb * 1024, config.upload_idle_s)
 
 
 def _video_id(video_id: Any) -> str:

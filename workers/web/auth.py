@@ -79,6 +79,13 @@ async def user_call(request: Request, op: str, **args: Any) -> Any:
     return await request.app.state.worker.rpc.call(op, user=request.state.user, **args)
 
 
+async def admit(request: Request, kind: str) -> None:
+    """The primary's rate limit for this user and address (it holds across the web workers); 429 past it."""
+    answer = await user_call(request, "admit", kind=kind, ip=client_ip(request))
+    if not answer["allowed"]:
+        raise too_many(f"too many {kind} requests", answer["retryAfter"])
+
+
 def session_token(connection: HTTPConnection) -> str | None:
     header = connection.headers.get("authorization", "")
     if header.lower().startswith("bearer "):

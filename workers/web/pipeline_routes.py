@@ -8,27 +8,23 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from cluster import pipeline_spec
 from cluster.logs import get_logger
-from workers.web import request_body
-from workers.web.auth import user_call
-from workers.web.client_ip import client_ip
-from workers.web.errors import ApiError, too_many
+from workers.web import paging, request_body
+from workers.web.auth import admit, user_call
+from workers.web.errors import ApiError
 
 log = get_logger()
 
 MAX_ID_LENGTH = 64
-MAX_CURSOR_CHARS = 300
 
 
 async def create_pipeline(request: Request) -> JSONResponse:
-    config = request.app.state.worker.config
-    body = await request_body.json_object(request, config.max_json_body_kb * 1024, config.upload_idle_s)
+    body = await request_body.api_json(request)
     video_id = body.get("videoId")
     if not isinstance(video_id, str) or not video_id:
         raise ApiError(400, "videoId is required")
@@ -38,9 +34,7 @@ async def create_pipeline(request: Request) -> JSONResponse:
         stages = pipeline_spec.check_stages(body.get("stages"))
     except pipeline_spec.InvalidPipeline as e:
         raise ApiError(400, str(e)) from e
-    answer = await user_call(request, "admit", kind="job", ip=client_ip(request))  # one job request's worth
-    if not answer["allowed"]:
-        raise too_many("too many job requests", answer["retryAfter"])
+    await admit(request, "job")  # one job request's worth
     created = await user_call(request, "create_pipeline", videoId=video_id, stages=stages)
     log.info("pipeline requested", pipelineId=created["pipelineId"], videoId=video_id, stages=len(stages))
     return JSONResponse({"pipelineId": created["pipelineId"]}, status_code=202)
@@ -63,19 +57,9 @@ async def cancel_pipeline(request: Request) -> JSONResponse:
 
 async def list_pipelines(request: Request) -> JSONResponse:
     """A bare JSON array, newest first; ``X-Next-Cursor`` and ``Link`` name the next page, as /api/jobs does."""
-    q = request.query_params
-    limit = request_body.ascii_int(q.get("limit", "100"), 4)
-    if limit is None or not 0 < limit <= 1000:
-        raise ApiError(400, "limit must be between 1 and 1000")
-    before = q.get("before")
-    if before is not None and not 0 < len(before) <= MAX_CURSOR_CHARS:
-        raise ApiError(400, "before must be the X-Next-Cursor of the previous page")
-    page = await user_call(request, "list_pipelines", videoId=q.get("videoId") or None, limit=limit, before=before)
-    headers = {}
-    if page["next"]:
-        query = {**q, "before": page["next"]}
-        headers = {"X-Next-Cursor": page["next"], "Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}
-    return JSONResponse(page["items"], headers=headers)
+    page = await user_call(request, "list_pipelines", videoId=request.query_params.get("videoId") or None,
+                           limit=paging.limit(request), before=paging.before(request))
+    return paging.page(request, page["items"], page["next"])
 
 
 # an upload's ?pipeline=NAME

@@ -4,20 +4,15 @@ video's active jobs. The primary checks who may do what and which types exist; t
 from __future__ import annotations
 
 import math
-from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from cluster.protocol import JobState
-from workers.web import request_body
-from workers.web.auth import user_call
-from workers.web.client_ip import client_ip
-from workers.web.errors import ApiError, too_many
+from workers.web import paging, request_body
+from workers.web.auth import admit, user_call
+from workers.web.errors import ApiError
 
-MAX_BODY_BYTES = 16 * 1024
-MAX_CURSOR_CHARS = 300
 MAX_NAME_CHARS = 64
 STATES = tuple(state.value for state in JobState)
 
@@ -40,7 +35,7 @@ async def resume_type(request: Request) -> JSONResponse:
 
 
 async def clean_type(request: Request) -> JSONResponse:
-    body = await _json_body(request)
+    body = await request_body.api_json(request)
     older_than = body.get("olderThan", request.query_params.get("olderThan", 3600))
     if isinstance(older_than, bool):
         raise ApiError(400, "olderThan must be a number of seconds")
@@ -60,9 +55,9 @@ async def type_jobs(request: Request) -> JSONResponse:
     state = request.query_params.get("state") or None
     if state is not None and state not in STATES:
         raise ApiError(400, f"state must be one of {', '.join(STATES)}")
-    page = await user_call(request, "list_type_jobs", type=_type(request), state=state, limit=_limit(request),
-                           before=_before(request))
-    return _page(request, page["items"], page["next"])
+    page = await user_call(request, "list_type_jobs", type=_type(request), state=state, limit=paging.limit(request),
+                           before=paging.before(request))
+    return paging.page(request, page["items"], page["next"])
 
 
 async def dead_letter_stats(request: Request) -> JSONResponse:
@@ -71,14 +66,12 @@ async def dead_letter_stats(request: Request) -> JSONResponse:
 
 async def dead_letter_jobs(request: Request) -> JSONResponse:
     """The caller's dead jobs (an administrator's: everyone's), newest first, with their attempts."""
-    page = await user_call(request, "dead_letter", limit=_limit(request), before=_before(request))
-    return _page(request, page["items"], page["next"])
+    page = await user_call(request, "dead_letter", limit=paging.limit(request), before=paging.before(request))
+    return paging.page(request, page["items"], page["next"])
 
 
 async def retry_dead_job(request: Request) -> JSONResponse:
-    answer = await user_call(request, "admit", kind="job", ip=client_ip(request))
-    if not answer["allowed"]:
-        raise too_many("too many job requests", answer["retryAfter"])
+    await admit(request, "job")
     job = await user_call(request, "retry_dead_job", jobId=_name(request, "job_id", "job"))
     return JSONResponse({"jobId": job["jobId"], "state": job["state"]}, status_code=202)
 
@@ -103,28 +96,4 @@ def _name(request: Request, param: str, what: str) -> str:
     return value
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    return await request_body.json_object(request, MAX_BODY_BYTES, request.app.state.worker.config.upload_idle_s)
 
-
-def _limit(request: Request) -> int:
-    limit = request_body.ascii_int(request.query_params.get("limit", "100"), 4)
-    if limit is None or not 0 < limit <= 1000:
-        raise ApiError(400, "limit must be between 1 and 1000")
-    return limit
-
-
-def _before(request: Request) -> str | None:
-    before = request.query_params.get("before")
-    if before is not None and not 0 < len(before) <= MAX_CURSOR_CHARS:
-        raise ApiError(400, "before must be the X-Next-Cursor of the previous page")
-    return before
-
-
-def _page(request: Request, items: list[Any], next_cursor: str | None) -> JSONResponse:
-    """A bare JSON array; ``X-Next-Cursor`` and ``Link: rel="next"`` when more follows (as GET /api/jobs)."""
-    headers = {}
-    if next_cursor:
-        query = {**request.query_params, "before": next_cursor}
-        headers = {"X-Next-Cursor": next_cursor, "Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}
-    return JSONResponse(items, headers=headers)

@@ -131,3 +131,9 @@ def _check_shape(value: Any) -> None:
                 raise BadJson(f"JSON nested deeper than {MAX_DEPTH} levels")
             children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
+
+
+async def api_json(request: Request) -> dict[str, Any]:
+    """A route's JSON object body, within the worker's ``--max-json-body-kb`` and ``--upload-idle-s``."""
+    config = request.app.state.worker.config
+    return await json_object(request, config.max_json_body_kb * 1024, config.upload_idle_s)

@@ -1,15 +1,20 @@
-"""The web worker's side of the control socket: concurrent calls to the primary."""
+"""The web worker's side of the control socket: concurrent calls to the primary.
+
+An answer to no request (id 0) with status 403 says the primary refuses this process's key (a remote web tier
+whose key was revoked): ``on_refused`` hears it."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from cluster.protocol import ProtocolError, Reply, Request
+from cluster.remote_web import REFUSAL_ID, REFUSED_STATUS
 
 CALL_TIMEOUT_S = 10.0
 
@@ -21,10 +26,17 @@ class RpcError(Exception):
 
 
 class ControlClient:
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str) -> None:
+    def __init__(self, context: zmq.asyncio.Context, endpoint: str,
+                 secure: Callable[[zmq.Socket], None] | None = None, monitor_events: int = 0) -> None:
+        """``secure``: a remote web tier's CURVE keys; ``monitor_events``: a monitor socket for these events,
+        made before the connection so that none is missed."""
         self._socket = context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if secure is not None:
+            secure(self._socket)
+        self.monitor = self._socket.get_monitor_socket(monitor_events) if monitor_events else None
         self._socket.connect(endpoint)
+        self.on_refused: Callable[[str], None] = lambda reason: None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
 
@@ -49,6 +61,9 @@ class ControlClient:
             try:
                 reply = Reply.decode(frame)
             except ProtocolError:
+                continue
+            if reply.id == REFUSAL_ID and reply.status == REFUSED_STATUS:
+                self.on_refused(reply.error or "refused")
                 continue
             future = self._pending.get(reply.id)
             if future is not None and not future.done():

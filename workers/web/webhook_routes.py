@@ -12,13 +12,12 @@ from workers.web import request_body
 from workers.web.auth import user_call
 from workers.web.errors import ApiError
 
-MAX_BODY_BYTES = 16 * 1024
 MAX_CURSOR_DIGITS = 18
 MAX_ID_LENGTH = 64
 
 
 async def create_webhook(request: Request) -> JSONResponse:
-    body = await request_body.json_object(request, MAX_BODY_BYTES, request.app.state.worker.config.upload_idle_s)
+    body = await request_body.api_json(request)
     url, events = body.get("url"), body.get("events")
     if not isinstance(url, str) or not url:
         raise ApiError(400, "url is required")
