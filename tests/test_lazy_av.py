@@ -23,7 +23,8 @@ def imports_av(*modules: str) -> bool:
 
 
 def test_the_web_worker_modules_do_not_import_av() -> None:
-    assert not imports_av("workers.web.app", "workers.web.__main__", "workers.web.uploads", "cluster.kinds")
+    assert not imports_av("workers.web.app", "workers.web.__main__", "workers.web.host", "workers.web.remote",
+                          "workers.web.uploads", "cluster.kinds")
     assert imports_av("cluster.media", "av"), "the check itself tells an import of av"
 
 
