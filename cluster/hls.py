@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
-
 from cluster.media import (
     BASE_ARGS,
     PROGRESS_ARGS,
@@ -203,6 +201,8 @@ def avc_codec_string(annexb: bytes) -> str | None:
 
 
 def _video_segment_facts(path: Path) -> tuple[int, int, str]:
+    import av  # loaded on first use: the web workers import this module but never read a segment
+
     try:
         with av.open(os.fspath(path)) as container:
             stream = container.streams.video[0]
@@ -218,6 +218,8 @@ def _video_segment_facts(path: Path) -> tuple[int, int, str]:
 
 
 def _audio_segment_facts(path: Path) -> tuple[int, str]:
+    import av
+
     try:
         with av.open(os.fspath(path)) as container:
             context = container.streams.audio[0].codec_context

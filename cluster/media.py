@@ -8,10 +8,12 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import av
 import imageio_ffmpeg
+
+if TYPE_CHECKING:  # PyAV (~28 MB) loads on the first probe: a web worker needs it only for uploads
+    import av
 
 VIDEO_FORMATS = ("mp4", "mov", "avi", "webm", "mkv", "flv")
 
@@ -165,6 +167,8 @@ def _codec_name(stream: av.stream.Stream) -> str:
 
 
 def _duration_s(container: av.container.InputContainer, video: av.VideoStream) -> float:
+    import av
+
     if container.duration is not None and container.duration > 0:
         return container.duration / av.time_base
     if video.duration is not None and video.duration > 0 and video.time_base:
@@ -176,6 +180,8 @@ def _open(path: str | os.PathLike[str], options: dict[str, str],
           decoder: dict[str, str] | None = None) -> tuple[str, int, av.container.InputContainer]:
     """The file's base name (errors never show a server path), size and PyAV container; ProbeError if it is
     not media."""
+    import av
+
     full = os.fspath(path)
     name = os.path.basename(full)
     try:
@@ -272,6 +278,8 @@ def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
     Reads every packet (no decoding): a raw ADTS stream has no index, and the header-only
     estimate PyAV offers for it is derived from the bit rate and can be off by a lot.
     """
+    import av
+
     name, size, container = _open(path, _LOCAL_ONLY)
     with container:
         if not container.streams.audio:

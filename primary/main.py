@@ -39,6 +39,7 @@ from primary.limits import LoginFailures
 from primary.listener import bind_listener
 from primary.metrics import JobMetrics, LoopLag, MetricsOps
 from primary.pipeline_ops import PipelineConfigError, PipelineOps, check_named
+from primary.pipeline_retention import PipelineRetention, pipeline_keep_rules
 from primary.pipeline_store import PipelineReads
 from primary.pipelines import Pipelines
 from primary.queue_ops import QueueOps
@@ -151,6 +152,7 @@ class Primary:
                          job_tokens=lambda user, ip: rates.take("job", *limit_keys(user, ip)))
         pipelines = Pipelines(engine, store, PipelineReads(store.writer))
         job_ops.on_video_deleted = pipelines.forget_video
+        store.on_jobs_deleted = pipelines.jobs_removed  # a failed pipeline whose dead job goes fails for good
         pipeline_ops = PipelineOps(pipelines, job_ops, config.pipelines)
         auth_ops = AuthOps(accounts, LoginFailures.from_config(config),
                            config.session_ttl_s, rates, SessionNotices(bus, store))
@@ -193,7 +195,9 @@ class Primary:
             parts.control.serve(), pool.serve(), pool.watch_heartbeats(), _forward_logs(parts.logs, parts.bus),
             _prune_events(store, config.event_retention, config.event_retention_s), _prune_sessions(parts.accounts),
             self._watch_workers(),
-            parts.loop_lag.run(), Retention(store, keep_rules(config)).run(), _checkpoint(store),
+            parts.loop_lag.run(), _checkpoint(store),
+            Retention(store, keep_rules(config),
+                      also=[PipelineRetention(parts.engine, pipeline_keep_rules(config)).sweep]).run(),
             parts.files.sweep_forever(lambda run_id: parts.engine.job_for_run(run_id) is not None,
                                       config.s3_run_sweep_s),
             *(remote.serve() if remote else ()),

@@ -182,8 +182,13 @@ CREATE TABLE pipeline_stages (
 ) WITHOUT ROWID;
 """
 
+# Pipeline retention (primary/pipeline_retention.py): the finished pipelines of a state, oldest change first.
+_V8_PIPELINES_ENDED = """
+CREATE INDEX pipelines_state_updated ON pipelines(state, updated_at);
+"""
+
 MIGRATIONS: tuple[str, ...] = (_V1_BASE, _V2_INDEXES, _V3_EVENT_OWNERS, _V4_JOB_COUNTS, _V5_VIDEO_OUTPUTS,
-                               _V6_USER_STARTS, _V7_PIPELINES)
+                               _V6_USER_STARTS, _V7_PIPELINES, _V8_PIPELINES_ENDED)
 LATEST = len(MIGRATIONS)
 
 

@@ -45,6 +45,7 @@ class PipelineOps:
             "get_pipeline": self.get,
             "list_pipelines": self.list,
             "approve_pipeline": self.approve,
+            "cancel_pipeline": self.cancel,
         }
 
     def create(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +88,10 @@ class PipelineOps:
     def approve(self, args: dict[str, Any]) -> dict[str, Any]:
         """The owner or an administrator lets a pipeline waiting for review go on."""
         return self._pipelines.view(self._pipelines.approve(self._visible(args)))
+
+    def cancel(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The owner or an administrator stops a pipeline that has not ended (409 when it has)."""
+        return self._pipelines.view(self._pipelines.cancel(self._visible(args)))
 
     def _stage(self, caller: Caller, video: dict[str, Any], index: int, raw: dict[str, Any]) -> Stage:
         body = {k: v for k, v in raw.items() if k not in pipeline_spec.RESERVED}

@@ -23,8 +23,8 @@ class PipelineState(str, Enum):
     RUNNING = "running"  # a stage's job is queued, running or delayed
     REVIEW = "review"  # a stage with ``review`` completed: waits for an approval
     COMPLETED = "completed"
-    FAILED = "failed"  # a stage's job is dead; retrying it resumes the pipeline
-    CANCELLED = "cancelled"  # a stage's job was cancelled (or its video deleted): final
+    FAILED = "failed"  # a stage's job is dead; retrying it resumes the pipeline (final once the job is removed)
+    CANCELLED = "cancelled"  # cancelled (DELETE), or a stage's job was: final
 
     @property
     def is_live(self) -> bool:
@@ -34,6 +34,7 @@ class PipelineState(str, Enum):
 
 PENDING = "pending"  # a stage whose job is not made yet
 ACTIVE = "active"  # a stage whose job is queued, running or delayed (the job tells which)
+REMOVED = "removed"  # a dead stage whose job was removed (retention, a discard): its pipeline failed for good
 _LIVE = tuple(state.value for state in PipelineState if state.is_live)
 
 
@@ -79,6 +80,35 @@ def save(pipeline: Pipeline) -> Write:
         db.executemany("INSERT INTO pipeline_stages (pipeline_id, idx, type, params, options, review, job_id, state) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline_id, idx) DO UPDATE SET "
                        "job_id = excluded.job_id, state = excluded.state", stages)
+
+    return write
+
+
+def mark_removed(pipeline: Pipeline) -> Write:
+    """The failed stage's dead job is gone: the stage says so; ``updated_at`` stays the time of the failure,
+    from which the pipeline's retention counts."""
+    key = (REMOVED, pipeline.id, pipeline.current)
+
+    def write(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE pipeline_stages SET state = ? WHERE pipeline_id = ? AND idx = ?", key)
+
+    return write
+
+
+def delete_ended(state: PipelineState, before_ms: float, limit: int, removed: list[int]) -> Write:
+    """Remove at most ``limit`` pipelines in final ``state`` last changed before ``before_ms``, oldest first,
+    with their stages; a failed one only once its stage's job is removed. Appends how many went to ``removed``."""
+    stranded = " AND EXISTS (SELECT 1 FROM pipeline_stages s WHERE s.pipeline_id = p.id AND s.idx = p.current " \
+               "AND s.state = ?)" if state is PipelineState.FAILED else ""
+    args = (state.value, before_ms, *([REMOVED] if stranded else []), limit)
+
+    def write(db: sqlite3.Connection) -> None:
+        ids = [(row[0],) for row in db.execute(
+            f"SELECT id FROM pipelines p WHERE state = ? AND updated_at < ?{stranded} ORDER BY updated_at LIMIT ?",
+            args)]
+        db.executemany("DELETE FROM pipeline_stages WHERE pipeline_id = ?", ids)
+        db.executemany("DELETE FROM pipelines WHERE id = ?", ids)
+        removed.append(len(ids))
 
     return write
 

@@ -8,7 +8,9 @@ against its stage's job and finishes a step the store shows half-taken (a stage 
 primary was draining, when no new job may be queued).
 
 A stage with ``review`` waits, once completed, for ``approve``. A dead stage fails the pipeline; retrying
-its job resumes it. A cancelled stage cancels the pipeline for good (retrying that job runs it alone).
+its job resumes it, until the job is removed (retention, a discard): then the pipeline has failed for good,
+its stage shows ``removed``. A cancelled stage cancels the pipeline for good (retrying that job runs it
+alone); so does ``cancel``, which cancels the stage's job in the same transaction.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from primary import pipeline_store
 from primary.control import RequestError
 from primary.engine import EngineError, JobEngine
 from primary.jobs import Job, now_ms
-from primary.pipeline_store import ACTIVE, PENDING, Pipeline, PipelineReads, PipelineState, Stage
+from primary.pipeline_store import ACTIVE, PENDING, REMOVED, Pipeline, PipelineReads, PipelineState, Stage
 from primary.store import JobStore
 
 log = get_logger()
@@ -34,7 +36,7 @@ class Pipelines:
         self._engine = engine
         self._store = store
         self.reads = reads
-        self.live: dict[str, Pipeline] = {}  # running, waiting for review, failed
+        self.live: dict[str, Pipeline] = {}  # running, waiting for review, failed (its dead job still kept)
         self._by_job: dict[str, set[str]] = {}  # a current stage's job id -> the pipelines waiting on it
         engine.on_transition = self.on_transition
 
@@ -66,6 +68,42 @@ class Pipelines:
             self._complete(pipeline)
         log.info("pipeline stage approved", pipelineId=pipeline.id, stage=pipeline.current)
         return pipeline
+
+    def cancel(self, pipeline: Pipeline) -> Pipeline:
+        """Stop the pipeline for good: its stage's queued, delayed or running job is cancelled (its ffmpeg
+        killed) unless another pipeline waits on it too; the job's end, the pipeline's and its event are
+        stored in one transaction. 409 once it has ended."""
+        if pipeline.id not in self.live:
+            raise RequestError(409, f"pipeline {pipeline.id} is {pipeline.state.value}: it has ended")
+        with self._engine.batch():
+            stage = pipeline.stage
+            self._retire(pipeline)  # first: the job's cancellation below is not taken for a step of its own
+            if stage.state == ACTIVE:
+                job_id = stage.job_id or ""
+                if job_id in self._engine.active and not self._by_job.get(job_id):
+                    self._engine.cancel(job_id)
+                stage.state = JobState.CANCELLED.value
+            pipeline.state = PipelineState.CANCELLED
+            self._save(pipeline)
+            self._publish(pipeline, PipelineEvent.CANCELLED)
+        log.info("pipeline cancelled", pipelineId=pipeline.id, stage=pipeline.current)
+        return pipeline
+
+    def jobs_removed(self, job_ids: list[str]) -> None:
+        """The store removed these jobs (``JobStore.on_jobs_deleted``): a failed pipeline whose dead job went
+        can no longer resume; it leaves memory and its stage shows ``removed``."""
+        for job_id in job_ids:
+            for pipeline_id in list(self._by_job.get(job_id, ())):
+                pipeline = self.live[pipeline_id]
+                if pipeline.state is PipelineState.FAILED:
+                    self._strand(pipeline)
+
+    def _strand(self, pipeline: Pipeline) -> None:
+        self._retire(pipeline)
+        pipeline.stage.state = REMOVED
+        self._engine.write_in_batch(pipeline_store.mark_removed(pipeline))
+        log.info("pipeline failed for good: its dead job was removed", pipelineId=pipeline.id,
+                 jobId=pipeline.stage.job_id)
 
     def forget_video(self, video_id: str) -> None:
         """The video is being deleted: its pipelines go with it (in the batch that cancels its jobs)."""
@@ -177,12 +215,16 @@ class Pipelines:
         """Load the live pipelines (after ``engine.recover``) and repair any step left half-taken."""
         with self._engine.batch():
             for pipeline in self.reads.live():
-                self.live[pipeline.id] = pipeline
                 stage = pipeline.stage
+                if pipeline.state is PipelineState.FAILED and stage.state == REMOVED:
+                    continue  # failed for good: only its retention is left
+                self.live[pipeline.id] = pipeline
                 if stage.job_id and stage.state in (ACTIVE, JobState.DEAD.value):
                     self._by_job.setdefault(stage.job_id, set()).add(pipeline.id)
                 if pipeline.state is PipelineState.RUNNING:
                     self._repair(pipeline)
+                elif pipeline.state is PipelineState.FAILED and self._store.get_job(stage.job_id or "") is None:
+                    self._strand(pipeline)  # removed while the primary was stopping, before the step was stored
         log.info("pipelines recovered", live=len(self.live))
 
     def _repair(self, pipeline: Pipeline) -> None:

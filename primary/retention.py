@@ -1,13 +1,14 @@
 """Retention: finished jobs (and their attempts) removed by age and by count per final state, like
 BullMQ's removeOnComplete / removeOnFail. A periodic task on the primary's loop; it removes DELETE_BATCH
 rows per transaction and yields to the loop between batches, so neither the writer nor the loop is held.
+The sweeps of other rows whose end follows their jobs' (``also``: finished pipelines) run after each sweep.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from cluster.config import ClusterConfig
@@ -37,14 +38,18 @@ def keep_rules(config: ClusterConfig) -> tuple[Keep, ...]:
 
 
 class Retention:
-    def __init__(self, store: JobStore, rules: tuple[Keep, ...], interval_s: float = RETENTION_INTERVAL_S) -> None:
+    def __init__(self, store: JobStore, rules: tuple[Keep, ...], interval_s: float = RETENTION_INTERVAL_S,
+                 also: Sequence[Callable[[], Awaitable[int]]] = ()) -> None:
         self._store = store
         self._rules = rules
         self._interval_s = interval_s
+        self._also = also
 
     async def run(self) -> None:
         while True:
             await self.sweep()
+            for sweep in self._also:  # after the jobs: a failed pipeline goes once its dead job has
+                await sweep()
             await asyncio.sleep(self._interval_s)
 
     async def sweep(self, now_ms: float | None = None) -> int:

@@ -217,6 +217,7 @@ class JobStore(StoreReads):
         self.schema_version = migrate(self._writer)
         self._checkpointer: sqlite3.Connection | None = None
         self._videos: dict[str, dict[str, Any]] = {}  # video id -> row, oldest first
+        self.on_jobs_deleted: Callable[[list[str]], None] = lambda job_ids: None  # after each commit (pipelines)
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -288,6 +289,7 @@ class JobStore(StoreReads):
         with self._transaction():
             self._db.execute("DELETE FROM attempts WHERE job_id = ?", (job_id,))
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        self.on_jobs_deleted([job_id])
 
     def delete_finished(self, before_ms: float) -> int:
         """Remove completed, dead and cancelled jobs that ended before ``before_ms``, with their attempts."""
@@ -317,6 +319,7 @@ class JobStore(StoreReads):
                 ids = [(r[0],) for r in self._db.execute(select, (*args, batch))]
                 self._db.executemany("DELETE FROM attempts WHERE job_id = ?", ids)
                 self._db.executemany("DELETE FROM jobs WHERE id = ?", ids)
+            self.on_jobs_deleted([job_id for (job_id,) in ids])
             removed += len(ids)
             if len(ids) < batch:
                 break

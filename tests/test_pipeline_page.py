@@ -49,3 +49,37 @@ def test_a_card_shows_its_pipeline_live_and_its_owner_approves_the_review(
     expect(pipeline.locator(".approve-stage")).to_have_count(0)
     expect(card.locator(".card-message")).to_contain_text("Approved resize 160×120")
     screenshot(page, "pipeline-completed")
+
+
+def test_its_owner_cancels_a_pipeline_from_the_card(
+        cluster_factory: Callable[..., Cluster], clip: Path, page: Page) -> None:  # noqa: F811
+    cluster = cluster_factory(workers=1)
+    cluster.add_user(*USER)
+    alice = cluster.login(*USER)
+    video_id = cluster.upload(clip, token=alice)
+    page.goto(cluster.url + "/")
+    log_in(page, *USER)
+    card = page.locator(f".video-card[data-video-id='{video_id}']")
+    expect(card).to_be_visible(timeout=UI_S)
+    with cluster.client(alice) as client:
+        response = client.post("/api/pipelines", json={"videoId": video_id, "stages": [
+            {"type": "extract-audio", "review": True}, {"type": "resize", "width": 160, "height": 120}]})
+    assert response.status_code == 202, response.text
+    pipeline_id = response.json()["pipelineId"]
+    pipeline = card.locator(f".pipeline[data-pipeline-id='{pipeline_id}']")
+    expect(pipeline).to_have_attribute("data-state", "review", timeout=JOB_S)
+    cancel = pipeline.locator(".cancel-pipeline")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    cancel.click()  # dismissed: nothing happens
+    expect(pipeline).to_have_attribute("data-state", "review")
+    page.once("dialog", lambda dialog: dialog.accept())
+    cancel.click()
+
+    expect(pipeline).to_have_attribute("data-state", "cancelled", timeout=UI_S)
+    expect(pipeline.locator(".cancel-pipeline")).to_have_count(0)
+    expect(pipeline.locator(".approve-stage")).to_have_count(0)
+    expect(card.locator(".card-message")).to_contain_text("Pipeline cancelled")
+    with cluster.client(alice) as client:
+        shown = client.get(f"/api/pipelines/{pipeline_id}").json()
+    assert shown["state"] == "cancelled" and [s["state"] for s in shown["stages"]] == ["completed", "pending"]
+    screenshot(page, "pipeline-cancelled")

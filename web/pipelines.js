@@ -1,6 +1,6 @@
 // A video card's pipelines: each stage in order with its state, kept live from the pipeline events (each
 // one re-reads its pipeline) and the job events of its stages' jobs; an Approve button on a pipeline
-// waiting for review.
+// waiting for review, a Cancel button on one that has not ended.
 import { api, button, el, say } from './common.js';
 import { STATE_TEXT } from './jobs-view.js';
 import { stateAfter } from './live.js';
@@ -9,7 +9,7 @@ const PIPELINE_TEXT = {
   running: 'running', review: 'waiting for your approval', completed: 'completed', failed: 'failed',
   cancelled: 'cancelled',
 };
-const STAGE_TEXT = { ...STATE_TEXT, pending: 'waiting', delayed: 'failed, will retry' };
+const STAGE_TEXT = { ...STATE_TEXT, pending: 'waiting', delayed: 'failed, will retry', removed: 'failed, job removed' };
 
 const pipelines = new Map(); // pipelineId -> the pipeline as the API shows it
 const sections = new Map(); // pipelineId -> its <section>
@@ -97,7 +97,16 @@ function render(pipeline) {
   list.setAttribute('aria-label', `${title} stages`);
   for (const stage of pipeline.stages) list.append(stageItem(pipeline, stage));
   section.append(head, list);
-  if (pipeline.state === 'review') section.append(approveButton(pipeline, card));
+  const actions = el('div', 'pipeline-actions');
+  if (pipeline.state === 'review') actions.append(approveButton(pipeline, card));
+  if (mayCancel(pipeline)) actions.append(cancelButton(pipeline, card));
+  if (actions.childElementCount) section.append(actions);
+}
+
+/** Running, waiting for review, or failed with its dead job kept (a retry may still resume it). */
+function mayCancel(pipeline) {
+  const stage = pipeline.stages[pipeline.currentStage];
+  return ['running', 'review', 'failed'].includes(pipeline.state) && !(stage && stage.state === 'removed');
 }
 
 function stageItem(pipeline, stage) {
@@ -117,6 +126,21 @@ function stageLabel(stage) {
   if (stage.type === 'convert') return `convert to ${p.format}`;
   if (stage.type === 'hls') return `HLS ${(p.renditions || []).map((h) => `${h}p`).join(' ')}`;
   return stage.type;
+}
+
+function cancelButton(pipeline, card) {
+  const cancel = button('Cancel pipeline', 'secondary small cancel-pipeline', async () => {
+    if (!window.confirm('Cancel this pipeline? Its running stage is stopped and no later stage runs.')) return;
+    cancel.disabled = true;
+    try {
+      showPipeline(await api('DELETE', `/api/pipelines/${encodeURIComponent(pipeline.pipelineId)}`));
+      say(card.message, 'Pipeline cancelled.', 'ok');
+    } catch (e) {
+      cancel.disabled = false;
+      env.failed(e, card.message, 'Could not cancel the pipeline');
+    }
+  });
+  return cancel;
 }
 
 function approveButton(pipeline, card) {

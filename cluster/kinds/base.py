@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
-import av
-
 from cluster import media
 from cluster.jobspec import InvalidJob
 from cluster.storage import content_type
@@ -127,6 +125,8 @@ def scaled_height(width: int, info: Info) -> int:
 
 def image_size(path: Path) -> tuple[int, int]:
     """Width and height of an image we wrote (a JPEG), decoded by PyAV."""
+    import av  # loaded on first use: the web workers import the kinds but never decode
+
     with av.open(os.fspath(path), options={"protocol_whitelist": "file"}) as container:
         stream = container.streams.video[0]
         return stream.codec_context.width, stream.codec_context.height

@@ -121,6 +121,7 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/pipelines", pipeline_routes.create_pipeline, methods=["POST"]),
         Route("/api/pipelines", pipeline_routes.list_pipelines),
         Route("/api/pipelines/{pipeline_id}", pipeline_routes.get_pipeline),
+        Route("/api/pipelines/{pipeline_id}", pipeline_routes.cancel_pipeline, methods=["DELETE"]),
         Route("/api/pipelines/{pipeline_id}/approve", pipeline_routes.approve_pipeline, methods=["POST"]),
         Route("/dashboard", page("dashboard.html")),
         Route("/get-video-asset", get_video_asset),

@@ -1,5 +1,5 @@
-"""The pipeline routes: start one, show one, list the caller's, approve a stage waiting for review; and the
-upload's ``?pipeline=NAME``, which starts one of the config's named pipelines on the new video.
+"""The pipeline routes: start one, show one, list the caller's, approve a stage waiting for review, cancel one;
+and the upload's ``?pipeline=NAME``, which starts one of the config's named pipelines on the new video.
 
 The primary checks each stage against the video and who may see which pipeline; these routes check the shape.
 """
@@ -46,6 +46,13 @@ async def get_pipeline(request: Request) -> JSONResponse:
 
 async def approve_pipeline(request: Request) -> JSONResponse:
     return JSONResponse(await user_call(request, "approve_pipeline", pipelineId=_pipeline_id(request)))
+
+
+async def cancel_pipeline(request: Request) -> JSONResponse:
+    """``DELETE /api/pipelines/{id}``: the pipeline as it is once cancelled; 409 when it has already ended."""
+    cancelled = await user_call(request, "cancel_pipeline", pipelineId=_pipeline_id(request))
+    log.info("pipeline cancelled", pipelineId=cancelled["pipelineId"])
+    return JSONResponse(cancelled)
 
 
 async def list_pipelines(request: Request) -> JSONResponse:
