@@ -73,8 +73,6 @@ def test_a_card_requests_and_shows_a_storyboard_and_a_preview(cluster_factory: C
     tip = card.locator(".seek-tip")
     expect(tip).to_be_visible(timeout=UI_S)
     expect(tip).to_have_attribute("data-tile", "160,0")
-    SCREENSHOTS.mkdir(exist_ok=True)
-    tip.screenshot(path=str(SCREENSHOTS / "player-storyboard-tip.png"))  # in view already: the pointer stays
     assert "type=storyboard" in tip.evaluate("t => t.style.backgroundImage")
     loaded = page.evaluate("""(url) => new Promise((resolve) => {
       const img = new Image(); img.onload = () => resolve(img.naturalWidth); img.onerror = () => resolve(0);
