@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import faulthandler
 import sys
 
 from cluster.config import ClusterConfig, add_config_arguments, config_from_args
@@ -93,6 +94,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    faulthandler.enable()  # a crash in C code (a SIGSEGV) prints every thread's Python stack to the log
     flags, rest = split_cluster_flags(argv)
     command = rest[0] if rest and rest[0] in SUB_COMMANDS else None
     parser = run_parser()
