@@ -107,7 +107,7 @@ class JobOps:
         return {"videoId": args["videoId"]}
 
     def get_video(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._video(Caller(args), str(args["videoId"]))
+        return self.visible_video(Caller(args), str(args["videoId"]))
 
     async def list_videos(self, args: dict[str, Any]) -> dict[str, Any]:
         """A page of videos, newest first, each with the newest job of each of its outputs."""
@@ -125,7 +125,7 @@ class JobOps:
         return {"items": videos, "next": video_cursor(videos[-1]) if more else None}
 
     def delete_video(self, args: dict[str, Any]) -> dict[str, Any]:
-        video = self._video(Caller(args), str(args["videoId"]))
+        video = self.visible_video(Caller(args), str(args["videoId"]))
         self._engine.flush()  # so that the store knows every job of the video the engine has made
         active = [job_id for job_id in self._store.unfinished_of_video(video["videoId"]) if job_id in self._engine.active]
         cancelled = sorted(active, key=lambda job_id: self._engine.active[job_id].queue_order)
@@ -146,7 +146,7 @@ class JobOps:
         identical job still active, the per-user cap, then the queue. A rate-limited request answers
         ``{"retryAfter": s}`` (the web worker makes it a 429 with Retry-After)."""
         caller = Caller(args)
-        video = self._video(caller, str(args["videoId"]))
+        video = self.visible_video(caller, str(args["videoId"]))
         job_type, params, options = self.job_request(caller, video, str(args["type"]), dict(args.get("body") or {}))
         if self._job_tokens is not None:
             wait_s = self._job_tokens(caller.user_id, args.get("ip"))
@@ -156,7 +156,7 @@ class JobOps:
         job, created = self._engine.submit(
             job_type, video["videoId"], params, priority=Priority(options.get("priority") or "normal"),
             timeout_s=float(timeout) if timeout is not None else None, owner=video["owner"],
-            admit=lambda: self._check_active_jobs(video["owner"]),  # a repeat is answered, not capped
+            admit=lambda: self.check_active_jobs(video["owner"]),  # a repeat is answered, not capped
         )
         return {"jobId": job.id, "created": created}
 
@@ -174,14 +174,6 @@ class JobOps:
             raise RequestError(400, f"timeout must be at most {self._max_timeout_s:g} seconds")
         return job_type, params, options
 
-    def visible_video(self, caller: Caller, video_id: str) -> dict[str, Any]:
-        """The video, or 404 when it does not exist or is another user's."""
-        return self._video(caller, video_id)
-
-    def check_active_jobs(self, owner: str) -> None:
-        """429 when the owner has as many queued, delayed and running jobs as a user may."""
-        self._check_active_jobs(owner)
-
     def get_job(self, args: dict[str, Any]) -> dict[str, Any]:
         return self._view(self._job(Caller(args), str(args["jobId"])))
 
@@ -196,7 +188,7 @@ class JobOps:
         """A page of jobs, newest first; ``videoId`` also answers a video's whole history, page by page."""
         limit, before, caller = _limit(args), args.get("before"), Caller(args)
         if args.get("requireVideo"):  # a video's history: 404 for a video the caller may not see
-            self._video(caller, str(args.get("videoId")))
+            self.visible_video(caller, str(args.get("videoId")))
         owner = caller.owner_filter
         jobs = await self._read(lambda: self._reads.list_jobs(
             state=args.get("state"), video_id=args.get("videoId"), job_type=args.get("type"), owner=owner,
@@ -209,7 +201,7 @@ class JobOps:
 
     def retry_job(self, args: dict[str, Any]) -> dict[str, Any]:
         job = self._job(Caller(args), str(args["jobId"]))
-        self._check_active_jobs(job.owner)
+        self.check_active_jobs(job.owner)
         return self._engine.retry(job).public()
 
     def discard_job(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -274,12 +266,14 @@ class JobOps:
         except CursorError as e:
             raise RequestError(400, str(e)) from e
 
-    def _check_active_jobs(self, owner: str) -> None:
+    def check_active_jobs(self, owner: str) -> None:
+        """429 when the owner has as many queued, delayed and running jobs as a user may."""
         cap = self._max_active_per_user
         if cap and self._engine.active_by_owner[owner] >= cap:
             raise RequestError(429, f"too many active jobs: at most {cap} queued, delayed or running per user")
 
-    def _video(self, caller: Caller, video_id: str) -> dict[str, Any]:
+    def visible_video(self, caller: Caller, video_id: str) -> dict[str, Any]:
+        """The video, or 404 when it does not exist or is another user's."""
         video = self._store.get_video(video_id)
         if video is None or not caller.may_see(video["owner"]):
             raise RequestError(404, f"video {video_id} not found")
