@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from primary.store import parse_cursor, row_cursor
+from primary.store import page_rows, row_cursor
 
 Write = Callable[[sqlite3.Connection], None]
 
@@ -138,17 +138,7 @@ class PipelineReads:
 
     def page(self, *, owner: str | None, video_id: str | None, limit: int, before: str | None) -> list[Pipeline]:
         """Newest first, from just after the ``before`` cursor (``created_at~id``, as the job lists')."""
-        clauses, args = [], []
-        for column, value in (("owner", owner), ("video_id", video_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        if before:
-            clauses.append("(created_at, id) < (?, ?)")
-            args.extend(parse_cursor(before))
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._db.execute(f"SELECT * FROM pipelines {where} ORDER BY created_at DESC, id DESC LIMIT ?",
-                                (*args, limit))
+        rows = page_rows(self._db, "pipelines", limit, before, owner=owner, video_id=video_id)
         return self._with_stages(rows.fetchall())
 
     def _with_stages(self, rows: list[sqlite3.Row]) -> list[Pipeline]:

@@ -73,7 +73,7 @@ class StoreReads:
     def list_jobs(self, *, state: str | None = None, video_id: str | None = None, job_type: str | None = None,
                   owner: str | None = None, limit: int = 100, before: str | None = None) -> list[Job]:
         """Newest first, from just after the ``before`` cursor."""
-        rows = self._page("jobs", limit, before, state=state, video_id=video_id, type=job_type, owner=owner)
+        rows = page_rows(self._db, "jobs", limit, before, state=state, video_id=video_id, type=job_type, owner=owner)
         return [_job_from_row(r) for r in rows]
 
     def attempts(self, job_id: str) -> list[Attempt]:
@@ -183,17 +183,7 @@ class StoreReads:
 
     def page_videos(self, owner: str | None = None, limit: int = 100, before: str | None = None) -> list[dict[str, Any]]:
         """Newest first, from just after the ``before`` cursor."""
-        return [_video_from_row(r) for r in self._page("videos", limit, before, owner=owner)]
-
-    def _page(self, table: str, limit: int, before: str | None, **equal: str | None) -> sqlite3.Cursor:
-        """A page of ``table`` newest first, from just after the ``before`` cursor, the ``equal`` filters set."""
-        clauses, args = _filters(**equal)
-        if before:
-            clauses.append("(created_at, id) < (?, ?)")
-            args.extend(parse_cursor(before))
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        return self._db.execute(f"SELECT * FROM {table} {where} ORDER BY created_at DESC, id DESC LIMIT ?",
-                                (*args, limit))
+        return [_video_from_row(r) for r in page_rows(self._db, "videos", limit, before, owner=owner)]
 
     def video_outputs(self, video_ids: Sequence[str]) -> dict[str, list[Job]]:
         """The newest job of each output of these videos (a size, a format, the audio, the ladder)."""
@@ -428,6 +418,18 @@ class ReadStore(StoreReads):
             self._opened.clear()
 
 
+def page_rows(db: sqlite3.Connection, table: str, limit: int, before: str | None,
+              **equal: str | None) -> sqlite3.Cursor:
+    """A page of ``table`` (jobs, videos, pipelines) newest first, from just after the ``before`` cursor,
+    with each ``equal`` filter that is set (a column = its value)."""
+    clauses, args = _filters(**equal)
+    if before:
+        clauses.append("(created_at, id) < (?, ?)")
+        args.extend(_parse_cursor(before))
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return db.execute(f"SELECT * FROM {table} {where} ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit))
+
+
 def _filters(**values: str | None) -> tuple[list[str], list[Any]]:
     clauses, args = [], []
     for column, value in values.items():
@@ -442,7 +444,7 @@ def row_cursor(created_at: float, row_id: str) -> str:
     return f"{created_at!r}~{row_id}"
 
 
-def parse_cursor(cursor: str) -> tuple[float, str]:
+def _parse_cursor(cursor: str) -> tuple[float, str]:
     created, sep, row_id = cursor.partition("~")
     try:
         created_at = float(created)
