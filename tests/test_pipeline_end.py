@@ -12,7 +12,7 @@ from contextlib import closing
 from pathlib import Path
 
 from tests.harness import Cluster, EventClient, wait_until
-from tests.test_pipelines import kill_and_restart, pipeline_event, show, start, store_rows
+from tests.test_pipelines import kill_and_restart, log_in_bob, pipeline_event, show, start, store_rows
 
 RESIZE = {"type": "resize", "width": 160, "height": 120}
 DAY_MS = 86_400_000
@@ -29,8 +29,7 @@ def hide_original(cluster: Cluster, video_id: str) -> Callable[[], None]:
 def test_cancelling_a_pipeline_kills_its_running_stage_and_queues_nothing_after(
         cluster_factory: Callable[..., Cluster], long_clip: Path, ws_factory: Callable[..., EventClient]) -> None:
     cluster = cluster_factory(workers=1)
-    cluster.add_user("bob", "bob-password-1")
-    bob = cluster.login("bob", "bob-password-1")
+    bob = log_in_bob(cluster)
     video_id = cluster.upload(long_clip)
     ws = ws_factory(cluster)
     pipeline_id = start(cluster, video_id, [{"type": "resize", "width": 320, "height": 240}, {"type": "extract-audio"}])
@@ -69,8 +68,7 @@ def test_cancelling_a_pipeline_kills_its_running_stage_and_queues_nothing_after(
 def test_a_pipeline_waiting_for_review_or_failed_is_cancelled_and_never_resumes(
         cluster_factory: Callable[..., Cluster], clip: Path, ws_factory: Callable[..., EventClient]) -> None:
     cluster = cluster_factory(workers=1, extra=["--max-retries", "0"])
-    cluster.add_user("bob", "bob-password-1")
-    bob = cluster.login("bob", "bob-password-1")
+    bob = log_in_bob(cluster)
     ws = ws_factory(cluster)
     bobs_video = cluster.upload(clip, token=bob)
     gated = start(cluster, bobs_video, [{"type": "extract-audio", "review": True}, RESIZE], token=bob)

@@ -6,14 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.harness import Cluster
 from tests.test_pages import JOB_S, UI_S, USER, log_in, page, screenshot  # noqa: F401 - page is a fixture
+from tests.test_pipelines import start
 
 
-def test_a_card_shows_its_pipeline_live_and_its_owner_approves_the_review(
-        cluster_factory: Callable[..., Cluster], clip: Path, page: Page) -> None:  # noqa: F811
+def open_card(cluster_factory: Callable[..., Cluster], clip: Path,
+              page: Page) -> tuple[Cluster, str, str, Locator]:  # noqa: F811
+    """Alice's cluster with one video of hers, its card shown in the app (the live socket open): the
+    cluster, alice's token, the video, its card."""
     cluster = cluster_factory(workers=1)
     cluster.add_user(*USER)
     alice = cluster.login(*USER)
@@ -23,12 +26,15 @@ def test_a_card_shows_its_pipeline_live_and_its_owner_approves_the_review(
     expect(page.locator("#conn-state")).to_have_text("open", timeout=UI_S)
     card = page.locator(f".video-card[data-video-id='{video_id}']")
     expect(card).to_be_visible(timeout=UI_S)
+    return cluster, alice, video_id, card
 
-    with cluster.client(alice) as client:
-        response = client.post("/api/pipelines", json={"videoId": video_id, "stages": [
-            {"type": "resize", "width": 160, "height": 120, "review": True}, {"type": "extract-audio"}]})
-    assert response.status_code == 202, response.text
-    pipeline = card.locator(f".pipeline[data-pipeline-id='{response.json()['pipelineId']}']")
+
+def test_a_card_shows_its_pipeline_live_and_its_owner_approves_the_review(
+        cluster_factory: Callable[..., Cluster], clip: Path, page: Page) -> None:  # noqa: F811
+    cluster, alice, video_id, card = open_card(cluster_factory, clip, page)
+    pipeline_id = start(cluster, video_id, [
+        {"type": "resize", "width": 160, "height": 120, "review": True}, {"type": "extract-audio"}], alice)
+    pipeline = card.locator(f".pipeline[data-pipeline-id='{pipeline_id}']")
     expect(pipeline).to_be_visible(timeout=UI_S)  # from pipeline:started, without a reload
     stages = pipeline.locator(".stage")
     expect(stages).to_have_count(2)
@@ -53,19 +59,9 @@ def test_a_card_shows_its_pipeline_live_and_its_owner_approves_the_review(
 
 def test_its_owner_cancels_a_pipeline_from_the_card(
         cluster_factory: Callable[..., Cluster], clip: Path, page: Page) -> None:  # noqa: F811
-    cluster = cluster_factory(workers=1)
-    cluster.add_user(*USER)
-    alice = cluster.login(*USER)
-    video_id = cluster.upload(clip, token=alice)
-    page.goto(cluster.url + "/")
-    log_in(page, *USER)
-    card = page.locator(f".video-card[data-video-id='{video_id}']")
-    expect(card).to_be_visible(timeout=UI_S)
-    with cluster.client(alice) as client:
-        response = client.post("/api/pipelines", json={"videoId": video_id, "stages": [
-            {"type": "extract-audio", "review": True}, {"type": "resize", "width": 160, "height": 120}]})
-    assert response.status_code == 202, response.text
-    pipeline_id = response.json()["pipelineId"]
+    cluster, alice, video_id, card = open_card(cluster_factory, clip, page)
+    pipeline_id = start(cluster, video_id, [
+        {"type": "extract-audio", "review": True}, {"type": "resize", "width": 160, "height": 120}], alice)
     pipeline = card.locator(f".pipeline[data-pipeline-id='{pipeline_id}']")
     expect(pipeline).to_have_attribute("data-state", "review", timeout=JOB_S)
     cancel = pipeline.locator(".cancel-pipeline")

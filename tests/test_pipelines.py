@@ -37,6 +37,12 @@ def start(cluster: Cluster, video_id: str, stages: list[dict[str, Any]], token: 
     return response.json()["pipelineId"]
 
 
+def log_in_bob(cluster: Cluster) -> str:
+    """A second user, not the admin who owns the videos these tests upload: bob's token."""
+    cluster.add_user("bob", "bob-password-1")
+    return cluster.login("bob", "bob-password-1")
+
+
 def show(cluster: Cluster, pipeline_id: str) -> dict[str, Any]:
     with cluster.client() as client:
         response = client.get(f"/api/pipelines/{pipeline_id}")
@@ -60,8 +66,7 @@ def store_rows(cluster: Cluster, query: str, *args: Any) -> list[tuple[Any, ...]
 def test_three_stages_with_a_review_gate_run_in_turn_and_announce_each_step(
         cluster_factory: Callable[..., Cluster], clip: Path, ws_factory: Callable[..., EventClient]) -> None:
     cluster = cluster_factory(workers=1)
-    cluster.add_user("bob", "bob-password-1")
-    bob = cluster.login("bob", "bob-password-1")
+    bob = log_in_bob(cluster)
     video_id = cluster.upload(clip)
     ws = ws_factory(cluster)
     ws.send({"type": "subscribe-video", "videoId": video_id})  # only the video's room: what its card hears
@@ -119,8 +124,7 @@ def test_three_stages_with_a_review_gate_run_in_turn_and_announce_each_step(
 def test_every_stage_is_checked_when_the_pipeline_is_asked_for(
         cluster_factory: Callable[..., Cluster], clip: Path, silent_clip: Path) -> None:
     cluster = cluster_factory(workers=1, executors=0)
-    cluster.add_user("bob", "bob-password-1")
-    bob = cluster.login("bob", "bob-password-1")
+    bob = log_in_bob(cluster)
     video_id = cluster.upload(clip)
     silent_id = cluster.upload(silent_clip)
     resize = {"type": "resize", "width": 160, "height": 120}
