@@ -8,35 +8,29 @@ transactions, and the loop runs between batches, as for jobs (primary/retention.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from cluster.config import ClusterConfig
 from cluster.logs import get_logger
+from cluster.protocol import JobState
 from primary import pipeline_store
 from primary.engine import JobEngine
 from primary.pipeline_store import PipelineState
-from primary.retention import in_batches
+from primary.retention import in_batches, keep_rules
 from primary.store import DELETE_BATCH
 
 log = get_logger()
 
-
-@dataclass(frozen=True)
-class PipelineKeep:
-    """How long (seconds after its last step) a finished pipeline of ``state`` stays; 0: for good."""
-
-    state: PipelineState
-    max_age_s: float
+_ENDED_AS = {JobState.COMPLETED: PipelineState.COMPLETED, JobState.DEAD: PipelineState.FAILED,
+             JobState.CANCELLED: PipelineState.CANCELLED}  # a pipeline that ended so keeps a job's age rule
 
 
-def pipeline_keep_rules(config: ClusterConfig) -> tuple[PipelineKeep, ...]:
-    return (PipelineKeep(PipelineState.COMPLETED, config.keep_completed_s),
-            PipelineKeep(PipelineState.FAILED, config.keep_dead_s),
-            PipelineKeep(PipelineState.CANCELLED, config.keep_cancelled_s))
+def pipeline_keep_rules(config: ClusterConfig) -> dict[PipelineState, float]:
+    """Final pipeline state -> how long (seconds after its last step) such a pipeline stays; 0: for good."""
+    return {_ENDED_AS[rule.state]: rule.max_age_s for rule in keep_rules(config)}
 
 
 class PipelineRetention:
-    def __init__(self, engine: JobEngine, rules: tuple[PipelineKeep, ...]) -> None:
+    def __init__(self, engine: JobEngine, rules: dict[PipelineState, float]) -> None:
         self._engine = engine
         self._rules = rules
 
@@ -44,9 +38,9 @@ class PipelineRetention:
         """Remove the finished pipelines the rules no longer keep; answer how many went."""
         now_ms = now_ms if now_ms is not None else time.time() * 1000
         removed = 0
-        for rule in self._rules:
-            if rule.max_age_s > 0:
-                removed += await in_batches(lambda r=rule: self._one_batch(r.state, now_ms - r.max_age_s * 1000))
+        for state, max_age_s in self._rules.items():
+            if max_age_s > 0:
+                removed += await in_batches(lambda s=state, a=max_age_s: self._one_batch(s, now_ms - a * 1000))
         if removed:
             log.info("finished pipelines removed by retention", removed=removed)
         return removed
