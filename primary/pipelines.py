@@ -142,7 +142,11 @@ class Pipelines:
     # the engine's transitions
 
     def on_transition(self, job: Job, name: EventName) -> None:
-        for pipeline_id in list(self._by_job.get(job.id, ())):
+        """Every job's every transition (each progress report too): nothing to do unless a pipeline waits on it."""
+        waiting = self._by_job.get(job.id)
+        if not waiting:
+            return
+        for pipeline_id in list(waiting):  # a copy: a step detaches the pipeline from the job
             pipeline = self.live[pipeline_id]
             if name is EventName.COMPLETED:
                 self._stage_completed(pipeline)
