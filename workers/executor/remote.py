@@ -26,7 +26,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import recv_monitor_message
 
-from cluster.child import EXIT_REFUSED, LogShipper, child_config, die_with_parent, watch_parent
+from cluster.child import CERT_ENV, EXIT_REFUSED, PRIMARY_ENV, LogShipper, child_config, die_with_parent, watch_parent
 from cluster.config import REMOTE_ENDPOINTS, ClusterConfig
 from cluster.curve import CertError, ClientCert, make_client, tcp_port
 from cluster.logs import configure_logging, get_logger
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 
 log = get_logger()
 
-PRIMARY_ENV = "VC_REMOTE_PRIMARY"
-CERT_ENV = "VC_REMOTE_CERT"
 STORAGE_ENV = "VC_REMOTE_STORAGE_DIR"
 WELCOME_TIMEOUT_S = 10.0  # connected, but no welcome this long after: refused (well within 15 s)
 FAILED_HANDSHAKES_TO_REFUSE = 3  # a certificate for another primary fails every CURVE handshake

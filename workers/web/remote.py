@@ -25,7 +25,15 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import recv_monitor_message
 
-from cluster.child import EXIT_BOOT_FAILURE, EXIT_REFUSED, LogShipper, child_config, die_with_parent
+from cluster.child import (
+    CERT_ENV,
+    EXIT_BOOT_FAILURE,
+    EXIT_REFUSED,
+    PRIMARY_ENV,
+    LogShipper,
+    child_config,
+    die_with_parent,
+)
 from cluster.config import REMOTE_ENDPOINTS, ClusterConfig
 from cluster.curve import CertError, ClientCert, make_client, tcp_port
 from cluster.logs import configure_logging, get_logger
@@ -35,8 +43,6 @@ from workers.web.rpc import ControlClient, RpcError
 
 log = get_logger()
 
-PRIMARY_ENV = "VC_REMOTE_PRIMARY"
-CERT_ENV = "VC_REMOTE_CERT"
 HELLO_TIMEOUT_S = 10.0  # connected, but no answer to hello this long after: refused (well within 15 s)
 FAILED_HANDSHAKES_TO_REFUSE = 3  # a certificate for another primary fails every CURVE handshake
 HEARTBEAT_IVL_MS = 1000
