@@ -47,7 +47,7 @@ class RemoteSettings(RemoteLink):
     def link(self) -> PrimaryLink:
         me = psutil.Process()
         me.cpu_percent()
-        return PrimaryLink(self.endpoint("events"), self.endpoint("control"), self.endpoint("logs"), self.secure,
+        return PrimaryLink(self.endpoint("events"), self.endpoint("control"), self.secure,
                            describe=lambda: {"host": _describe(me)}, recycles_itself=True)
 
 
