@@ -16,6 +16,8 @@ from cluster.config import ClusterConfig
 CONFIG_ENV = "VC_CHILD_CONFIG"
 PARENT_ENV = "VC_PARENT_PID"
 LISTEN_FD_ENV = "VC_LISTEN_FD"
+PRIMARY_ENV = "VC_REMOTE_PRIMARY"  # a remote child's primary endpoint and key file (workers/remote_host.py)
+CERT_ENV = "VC_REMOTE_CERT"
 EXIT_BOOT_FAILURE = 3  # tells the supervisor to back off instead of respawning at once
 EXIT_REFUSED = 4  # a remote process whose key the primary refuses: respawning it would not help
 PR_SET_PDEATHSIG = 1

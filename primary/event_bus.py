@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,9 @@ class EventBus:
         self._pub.setsockopt(zmq.SNDHWM, hwm)
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.bind(endpoint)
+        # log lines come from any thread (an S3 pool's, a library's through the standard library), and a ZMQ
+        # socket used by two threads at once can crash the process: every send holds this (uncontended: ~0.1 us)
+        self._lock = threading.Lock()
         self._seq = last_seq
         self.published = 0
         self.subscribers: list[Callable[[Event], None]] = []  # called after each event is sent (webhooks)
@@ -40,13 +44,17 @@ class EventBus:
         return Event(name, self._seq, round(time.time() * 1000, 3), data)
 
     def publish(self, event: Event) -> None:
-        self._pub.send_multipart(event.encode())
+        frames = event.encode()
+        with self._lock:
+            self._pub.send_multipart(frames)
         self.published += 1
         for subscriber in self.subscribers:
             subscriber(event)
 
     def publish_log(self, line: bytes) -> None:
-        self._pub.send_multipart([LOG_TOPIC.encode(), line])
+        with self._lock:
+            self._pub.send_multipart([LOG_TOPIC.encode(), line])  # once closed: ZMQError, which the sink drops
 
     def close(self) -> None:
-        self._pub.close(linger=0)
+        with self._lock:
+            self._pub.close(linger=0)

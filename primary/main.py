@@ -216,6 +216,9 @@ class Primary:
         await parts.pool.close()
         await parts.files.close()
         await parts.webhooks.close()
+        # a cancelled task's asyncio.to_thread work goes on (a WAL checkpoint, a long read): a SQLite connection
+        # closed under a thread that uses it is a SIGSEGV, so every such thread ends before the stores close
+        await asyncio.get_running_loop().shutdown_default_executor()
         parts.engine.close()
         parts.listener.close()
         for sock in (parts.executor_socket, parts.logs):

@@ -27,6 +27,10 @@ log = get_logger()
 
 WATCH_INTERVAL_S = 0.2  # one stat() of the keys directory each time; it is read only when it changed
 FULL_READ_INTERVAL_S = 10.0  # and read anyway now and then: a key file edited in place leaves the dir's mtime
+# a file system's clock ticks coarsely (a few ms): a change made within the tick of the stamp we took leaves the
+# same stamp, so a stamp this recent is not trusted (read again) until it is older
+RACY_STAMP_NS = 1_000_000_000
+UNTRUSTED = (-1, -1)  # a stamp no directory has
 # ZMQ heartbeats on TCP: a connection whose peer went silent (a cut link) is dropped and remade
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
@@ -37,7 +41,7 @@ class RemoteAccess:
         self._config = config
         self._keys = KeyStore(config.data_dir)
         self._server = self._keys.server_keys()  # no keys, no TCP: made here on first use
-        self._stamp = self._dir_stamp()
+        self._stamp = UNTRUSTED  # the watcher's first look reads again, with a stamp taken before it reads
         self._authorised = self._keys.authorised()
         # on the sockets' own context, before any TCP bind: without a ZAP handler CURVE lets every key in
         self._auth = AsyncioAuthenticator(context)
@@ -50,9 +54,10 @@ class RemoteAccess:
         return self._server.public
 
     def callback(self, _domain: str, key: bytes) -> bool:
-        """ZAP: may this client key connect? A key not known yet may have been added a moment ago: look."""
+        """ZAP: may this client key connect? A key not known yet may have been added a moment ago: look, if the
+        directory changed (a stranger's every handshake costs one stat(), not a read of every key)."""
         text = key.decode("ascii", "replace")
-        if text not in self._authorised:
+        if text not in self._authorised and self._dir_stamp() != self._stamp:
             self._refresh()
         return text in self._authorised
 
@@ -98,8 +103,9 @@ class RemoteAccess:
         return info.st_mtime_ns, info.st_ino
 
     def _refresh(self) -> None:
-        self._stamp = self._dir_stamp()  # before reading: a change while we read is seen next time
+        stamp = self._dir_stamp()  # before reading: a change while we read is seen next time
         current = self._keys.authorised()
+        self._stamp = stamp if stamp is None or time.time_ns() - stamp[0] > RACY_STAMP_NS else UNTRUSTED
         if current == self._authorised:
             return
         revoked = set(self._authorised) - set(current)

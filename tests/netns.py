@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 
 SUBNET = "10.231"
@@ -22,6 +23,8 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def netns_refusal() -> str | None:
     """Why network namespaces cannot be used here, or None when they can."""
+    if not sys.platform.startswith("linux"):
+        return "network namespaces are Linux only"
     probe = f"vc-probe-{os.getpid()}"
     try:
         made = _ip("netns", "add", probe, check=False)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psutil
@@ -77,22 +77,63 @@ def add_key(data_dir: Path, name: str) -> Path:
     return out
 
 
-class RemoteHost:
-    """``run_cluster.py executor`` as an operator starts it on another host (optionally in a namespace)."""
+class HostProcess:
+    """A ``run_cluster.py`` host command (``executor``, ``web``) as an operator starts it on another host
+    (optionally in a namespace): a session of its own, its output in a log file; its children run ``module``."""
+
+    module = ""
+
+    def __init__(self, command: list[str], log_path: Path, prefix: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.argv = [*(prefix or []), sys.executable, str(ROOT / "run_cluster.py"), *command, "--log-format",
+                     "console"]
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True, env={**os.environ, **(self.env or {})})
+        return self
+
+    def child_pids(self) -> list[int]:
+        """The host's own children (a grandchild forked a moment ago still shows its parent's command line)."""
+        assert self.process is not None
+        try:
+            children = psutil.Process(self.process.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        return [p.pid for p in children if _cmdline_has(p, self.module)]
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait(self, timeout_s: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout_s)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class RemoteHost(HostProcess):
+    """``run_cluster.py executor``."""
+
+    module = REMOTE_MODULE
 
     def __init__(self, primary: str, cert: Path, log_path: Path, executors: int = 1,
                  prefix: list[str] | None = None) -> None:
-        self.argv = [*(prefix or []), sys.executable, str(ROOT / "run_cluster.py"), "executor", "--primary", primary,
-                     "--cert", str(cert), "--executors", str(executors), "--log-format", "console"]
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(["executor", "--primary", primary, "--cert", str(cert), "--executors", str(executors)],
+                         log_path, prefix)
         self.seen: set[int] = set()
-
-    def start(self) -> RemoteHost:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        return self
 
     def descendants(self) -> list[psutil.Process]:
         assert self.process is not None
@@ -104,35 +145,16 @@ class RemoteHost:
         return found
 
     def executor_pids(self) -> list[int]:
-        """The host's own children (a grandchild forked a moment ago still shows the executor's command line)."""
-        assert self.process is not None
-        try:
-            children = psutil.Process(self.process.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-        return [p.pid for p in children if _cmdline_has(p, REMOTE_MODULE)]
+        return self.child_pids()
 
     def ffmpeg(self) -> list[psutil.Process]:
         return [p for p in self.descendants() if _is_running_ffmpeg(p)]
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait(self, timeout_s: float) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout_s)
 
     def stop(self) -> None:
         if self.process is None:
             return
         self.descendants()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        super().stop()
         for pid in self.seen:
             try:
                 psutil.Process(pid).kill()
@@ -240,22 +262,47 @@ def host_factory(tmp_path: Path) -> Iterator[Callable[..., RemoteHost]]:
         host.stop()
 
 
-@pytest.fixture
-def remote_cluster(cluster_factory: Callable[..., Cluster]) -> Callable[..., tuple[Cluster, str]]:
-    """A cluster without local executors that also listens on ``address`` (CurveZMQ); returns it and the
-    endpoint remote executors connect to."""
+def remote_primaries(cluster_factory: Callable[..., Cluster]) -> Callable[..., tuple[Cluster, str]]:
+    """``make(*extra, address=, **cluster)``: a cluster without local executors (unless ``executors``) that
+    also listens on ``address`` (CurveZMQ); returns it and the endpoint remote processes connect to."""
 
-    def make(address: str = "127.0.0.1", executors: int = 0) -> tuple[Cluster, str]:
-        port = free_port_block()
-        cluster = cluster_factory(executors=executors, extra=["--remote-bind", f"tcp://{address}:{port}"])
-        return cluster, f"tcp://{address}:{port}"
+    def make(*extra: str, address: str = "127.0.0.1", **kwargs: Any) -> tuple[Cluster, str]:
+        endpoint = f"tcp://{address}:{free_port_block()}"
+        kwargs.setdefault("executors", 0)
+        return cluster_factory(extra=["--remote-bind", endpoint, *extra], **kwargs), endpoint
 
     return make
 
 
+@pytest.fixture
+def remote_cluster(cluster_factory: Callable[..., Cluster]) -> Callable[..., tuple[Cluster, str]]:
+    return remote_primaries(cluster_factory)
+
+
+def refused_key(case: str, data_dir: Path, elsewhere: Path) -> tuple[Path, str]:
+    """A certificate the primary of ``data_dir`` refuses, and what its host then says: ``revoked``,
+    ``unknown`` (the right primary's key, a key pair it never authorised), ``another primary``'s."""
+    if case == "another primary":
+        return add_key(elsewhere, "stranger"), "certificate is for another primary"  # for its primary's key
+    cert = add_key(data_dir, "soon-gone")
+    assert keys(data_dir, "revoke", "soon-gone").returncode == 0
+    if case == "unknown":
+        value = json.loads(cert.read_text())
+        other = add_key(elsewhere, "x")
+        value.update({k: json.loads(other.read_text())[k] for k in ("public", "secret")})
+        cert.write_text(json.dumps(value))
+    return cert, "unknown or revoked"
+
+
+def assert_refused(host: HostProcess, expected: str) -> None:
+    """The host exits non-zero within the refusal deadline, saying why."""
+    code = host.wait(REFUSAL_DEADLINE_S + 5)  # + two interpreters' start (host, child) on a busy box
+    assert code != 0 and expected in host.output(), host.output()
+
+
 @pytest.fixture(scope="session")
 def netns_reason() -> str | None:
-    return netns_refusal() if sys.platform.startswith("linux") else "network namespaces are Linux only"
+    return netns_refusal()
 
 
 @pytest.fixture
@@ -382,21 +429,8 @@ def test_a_refused_executor_says_why_and_exits_non_zero(case: str, tmp_path: Pat
                                                         remote_cluster: Callable[..., tuple[Cluster, str]],
                                                         host_factory: Callable[..., RemoteHost]) -> None:
     cluster, endpoint = remote_cluster()
-    if case == "another primary":
-        cert = add_key(tmp_path / "elsewhere", "stranger")  # a key of another data dir, for its primary's key
-        expected = "certificate is for another primary"
-    else:
-        cert = add_key(cluster.data_dir, "soon-gone")
-        assert keys(cluster.data_dir, "revoke", "soon-gone").returncode == 0
-        if case == "unknown":  # a cert with the right primary key but a key pair it never authorised
-            value = json.loads(cert.read_text())
-            other = add_key(tmp_path / "elsewhere", "x")
-            value.update({k: json.loads(other.read_text())[k] for k in ("public", "secret")})
-            cert.write_text(json.dumps(value))
-        expected = "unknown or revoked"
-    host = host_factory(endpoint, cert, executors=1)
-    code = host.wait(REFUSAL_DEADLINE_S + 5)  # + two interpreters' start (host, executor) on a busy box
-    assert code != 0 and expected in host.output(), host.output()
+    cert, expected = refused_key(case, cluster.data_dir, tmp_path / "elsewhere")
+    assert_refused(host_factory(endpoint, cert, executors=1), expected)
     assert remote_processes(cluster) == []
 
 

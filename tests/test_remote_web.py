@@ -11,12 +11,12 @@ other goes on.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +25,6 @@ from typing import Any
 
 import boto3
 import httpx
-import psutil
 import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -35,7 +34,16 @@ from cluster.protocol import Reply, Request
 from cluster.remote_web import HANDED_OUT, HOST_LOCAL, REFUSAL_ID, REFUSED_STATUS, apply_settings, web_settings
 from tests.harness import ADMIN, ROOT, Cluster, EventClient, free_port, wait_until
 from tests.netns import Link, Namespaces, netns_refusal
-from tests.test_remote import REFUSAL_DEADLINE_S, _cmdline_has, add_key, free_port_block, keys
+from tests.test_remote import (
+    REFUSAL_DEADLINE_S,
+    HostProcess,
+    add_key,
+    assert_refused,
+    free_port_block,
+    keys,
+    refused_key,
+    remote_primaries,
+)
 
 pytest.importorskip("moto.server")
 
@@ -177,13 +185,7 @@ class Peer:
 
 @pytest.fixture
 def remote_primary(cluster_factory: Callable[..., Cluster]) -> Callable[..., tuple[Cluster, str]]:
-    def make(*extra: str, address: str = "127.0.0.1", env: dict[str, str] | None = None) -> tuple[Cluster, str]:
-        port = free_port_block()
-        cluster = cluster_factory(workers=1, executors=0, env=env,
-                                  extra=["--remote-bind", f"tcp://{address}:{port}", *extra])
-        return cluster, f"tcp://{address}:{port}"
-
-    return make
+    return functools.partial(remote_primaries(cluster_factory), workers=1)
 
 
 def test_a_revoked_key_is_refused_on_its_open_control_connection_and_its_event_connection_dropped(
@@ -207,49 +209,20 @@ def test_a_revoked_key_is_refused_on_its_open_control_connection_and_its_event_c
 
 # --- web hosts ------------------------------------------------------------------------------
 
-class WebHost:
-    """``run_cluster.py web`` as an operator starts it on another host (optionally in a namespace)."""
+class WebHost(HostProcess):
+    """``run_cluster.py web``."""
+
+    module = WEB_MODULE
 
     def __init__(self, primary: str, cert: Path, log_path: Path, host: str, port: int, workers: int = 2,
                  prefix: list[str] | None = None, env: dict[str, str] | None = None) -> None:
-        self.argv = [*(prefix or []), sys.executable, str(ROOT / "run_cluster.py"), "web", "--primary", primary,
-                     "--cert", str(cert), "--host", host, "--port", str(port), "--workers", str(workers),
-                     "--log-format", "console", "--data-dir", str(log_path.parent / f"{log_path.stem}-data")]
+        super().__init__(["web", "--primary", primary, "--cert", str(cert), "--host", host, "--port", str(port),
+                          "--workers", str(workers), "--data-dir", str(log_path.parent / f"{log_path.stem}-data")],
+                         log_path, prefix, env)
         self.url = f"http://{host}:{port}"
-        self.log_path = log_path
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WebHost:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True, env={**os.environ, **(self.env or {})})
-        return self
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def worker_pids(self) -> list[int]:
-        assert self.process is not None
-        try:
-            children = psutil.Process(self.process.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-        return [p.pid for p in children if _cmdline_has(p, WEB_MODULE)]
-
-    def wait(self, timeout_s: float) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout_s)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        return self.child_pids()
 
 
 @pytest.fixture
@@ -285,21 +258,13 @@ def remote_web(cluster: Cluster) -> list[dict[str, Any]]:
         return []
 
 
-@pytest.mark.parametrize("case", ["unknown", "another primary"])
+@pytest.mark.parametrize("case", ["revoked", "another primary"])
 def test_a_refused_web_tier_says_why_and_exits_non_zero(case: str, tmp_path: Path,
                                                         remote_primary: Callable[..., tuple[Cluster, str]],
                                                         web_hosts: Callable[..., WebHost]) -> None:
     cluster, endpoint = remote_primary()  # refused at the handshake, before the storage matters
-    if case == "another primary":
-        cert = add_key(tmp_path / "elsewhere", "stranger")
-        expected = "certificate is for another primary"
-    else:
-        cert = add_key(cluster.data_dir, "soon-gone")
-        assert keys(cluster.data_dir, "revoke", "soon-gone").returncode == 0
-        expected = "unknown or revoked"
-    host = web_hosts(endpoint, cert, workers=1)
-    code = host.wait(REFUSAL_DEADLINE_S + 5)  # + two interpreters' start (host, worker) on a busy box
-    assert code != 0 and expected in host.output(), host.output()
+    cert, expected = refused_key(case, cluster.data_dir, tmp_path / "elsewhere")
+    assert_refused(web_hosts(endpoint, cert, workers=1), expected)
     assert remote_web(cluster) == []
 
 
@@ -307,8 +272,8 @@ def test_a_web_tier_is_refused_by_a_primary_whose_media_is_on_its_own_disk(
         remote_primary: Callable[..., tuple[Cluster, str]], web_hosts: Callable[..., WebHost]) -> None:
     cluster, endpoint = remote_primary()
     host = web_hosts(endpoint, add_key(cluster.data_dir, "tier"), workers=1)
-    code = host.wait(REFUSAL_DEADLINE_S + 5)
-    assert code != 0 and "needs shared storage" in host.output() and "--storage s3://" in host.output()
+    assert_refused(host, "needs shared storage")
+    assert "--storage s3://" in host.output()
     assert remote_web(cluster) == []
 
 
@@ -438,7 +403,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    reason = netns_refusal() if sys.platform.startswith("linux") else "network namespaces are Linux only"
+    reason = netns_refusal()
     if reason:
         pytest.skip(reason)
     if shutil.which("haproxy") is None:

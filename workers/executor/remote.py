@@ -24,36 +24,23 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import zmq
 import zmq.asyncio
-from zmq.utils.monitor import recv_monitor_message
 
-from cluster.child import EXIT_REFUSED, LogShipper, child_config, die_with_parent, watch_parent
-from cluster.config import REMOTE_ENDPOINTS, ClusterConfig
-from cluster.curve import CertError, ClientCert, make_client, tcp_port
+from cluster.child import EXIT_REFUSED, LogShipper, child_config, watch_parent
+from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
 from cluster.protocol import ExecutorKind, ExecutorMessage, ProtocolError
 from cluster.storage import LocalStorage, StorageSettings, open_storage
 from workers.executor.__main__ import Executor
+from workers.remote_link import HANDSHAKE_EVENTS, Refused, RemoteLink, start_remote_child, watch_handshakes
 
 if TYPE_CHECKING:
     from cluster.storage import Storage
 
 log = get_logger()
 
-PRIMARY_ENV = "VC_REMOTE_PRIMARY"
-CERT_ENV = "VC_REMOTE_CERT"
 STORAGE_ENV = "VC_REMOTE_STORAGE_DIR"
 WELCOME_TIMEOUT_S = 10.0  # connected, but no welcome this long after: refused (well within 15 s)
-FAILED_HANDSHAKES_TO_REFUSE = 3  # a certificate for another primary fails every CURVE handshake
 BYE_WAIT_S = 1.0
-HEARTBEAT_IVL_MS = 1000
-HEARTBEAT_TIMEOUT_MS = 3000
-CONNECT_TIMEOUT_MS = 2000  # a connect into a cut link is retried soon, not after the kernel's SYN back-off
-HANDSHAKE_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-
-
-class Refused(Exception):
-    """The primary will not have this process: it says why, and it exits without respawning."""
 
 
 class Rejoin(Exception):
@@ -65,20 +52,13 @@ class Silent(Rejoin):
 
 
 @dataclass(frozen=True)
-class RemoteSettings:
-    primary: str  # tcp://HOST:PORT, the primary's executor endpoint
-    cert: ClientCert
-    storage_dir: Path | None  # where the primary's storage is mounted here (default: its own path)
+class RemoteSettings(RemoteLink):
+    storage_dir: Path | None = None  # where the primary's storage is mounted here (default: its own path)
 
     @classmethod
     def from_env(cls) -> RemoteSettings:
         storage = os.environ.get(STORAGE_ENV)
-        return cls(os.environ[PRIMARY_ENV], ClientCert.load(Path(os.environ[CERT_ENV])),
-                   Path(storage) if storage else None)
-
-    def endpoint(self, name: str) -> str:
-        host, port = tcp_port(self.primary)
-        return f"tcp://{host}:{port + REMOTE_ENDPOINTS.index(name)}"
+        return dataclasses.replace(super().from_env(), storage_dir=Path(storage) if storage else None)
 
 
 class Session:
@@ -90,10 +70,7 @@ class Session:
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.IDENTITY, f"executor-{sockets.gethostname()}-{os.getpid()}-"
                                              f"{secrets.token_hex(4)}".encode())
-        self.socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-        self.socket.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
-        make_client(self.socket, settings.cert)
+        settings.secure(self.socket)
         self._monitor = self.socket.get_monitor_socket(HANDSHAKE_EVENTS)
         self.socket.connect(settings.primary)
         self._connected = asyncio.Event()
@@ -105,7 +82,7 @@ class Session:
 
     async def run(self) -> None:
         """Work until the session ends: raises Rejoin or Refused."""
-        watch = asyncio.create_task(self._watch_handshakes())
+        watch = asyncio.create_task(watch_handshakes(self._monitor, self._settings.cert.name, self._connected))
         work = asyncio.create_task(self._work())
         try:
             done, _ = await asyncio.wait({watch, work}, return_when=asyncio.FIRST_COMPLETED)
@@ -193,24 +170,6 @@ class Session:
             await self._send(ExecutorKind.HEARTBEAT, _usage(me))
             await asyncio.sleep(interval_s)
 
-    async def _watch_handshakes(self) -> None:
-        failures = 0
-        while True:
-            event = await recv_monitor_message(self._monitor)
-            kind = event["event"]
-            if kind == zmq.EVENT_CONNECTED:
-                self._connected.set()
-            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                failures = 0
-            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                raise Refused(f"the primary refuses the key {self._settings.cert.name!r}: unknown or revoked "
-                              f"(status {event['value']})")
-            else:
-                failures += 1
-                if failures >= FAILED_HANDSHAKES_TO_REFUSE:
-                    raise Refused("the CURVE handshake with the primary fails: the certificate is for another "
-                                  "primary's key, or the address is not a video cluster's executor port")
-
     def _config_from(self, welcome: dict[str, Any]) -> ClusterConfig:
         return dataclasses.replace(
             self._base, heartbeat_interval_s=float(welcome.get("heartbeatIntervalS", self._base.heartbeat_interval_s)),
@@ -240,11 +199,6 @@ def _discard_runs(storage: LocalStorage, runs: dict[str, str]) -> None:
             storage.discard_run(video_id, run_id)
 
 
-def _secure_logs(socket: zmq.Socket, cert: ClientCert) -> None:
-    socket.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
-    make_client(socket, cert)
-
-
 def _usage(me: psutil.Process) -> dict[str, Any]:
     """This process and its ffmpeg, for the primary's process list and /metrics."""
     try:
@@ -258,7 +212,7 @@ def _usage(me: psutil.Process) -> dict[str, Any]:
 
 async def serve(config: ClusterConfig, settings: RemoteSettings, parent: int) -> int:
     context = zmq.asyncio.Context()
-    shipper = LogShipper(context, config, settings.endpoint("logs"), lambda s: _secure_logs(s, settings.cert))
+    shipper = LogShipper(context, config, settings.endpoint("logs"), settings.secure)
     configure_logging("executor", config.log_level, config.log_format, sink=shipper)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -298,13 +252,7 @@ async def _sessions(context: zmq.asyncio.Context, settings: RemoteSettings, conf
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the host decides
-    parent = die_with_parent()
-    try:
-        settings = RemoteSettings.from_env()
-    except CertError as e:
-        print(f"executor: {e}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_REFUSED)
+    parent, settings = start_remote_child("executor", RemoteSettings.from_env)
     sys.exit(asyncio.run(serve(child_config(), settings, parent)))
 
 

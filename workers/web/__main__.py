@@ -64,14 +64,13 @@ class PrimaryLink:
 
     events: str
     control: str
-    logs: str
     secure: Callable[[zmq.Socket], None] | None = None
     describe: Callable[[], dict[str, Any]] = dict
     recycles_itself: bool = False
 
     @classmethod
     def local(cls, config: ClusterConfig) -> PrimaryLink:
-        return cls(config.endpoint("events"), config.endpoint("control"), config.endpoint("logs"))
+        return cls(config.endpoint("events"), config.endpoint("control"))
 
 
 async def report_to_primary(server: WorkerServer, state: WorkerState, config: ClusterConfig, link: PrimaryLink,

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
 import socket as sockets
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -23,52 +21,22 @@ import uvicorn
 import uvloop
 import zmq
 import zmq.asyncio
-from zmq.utils.monitor import recv_monitor_message
 
-from cluster.child import EXIT_BOOT_FAILURE, EXIT_REFUSED, LogShipper, child_config, die_with_parent
-from cluster.config import REMOTE_ENDPOINTS, ClusterConfig
-from cluster.curve import CertError, ClientCert, make_client, tcp_port
+from cluster.child import EXIT_BOOT_FAILURE, EXIT_REFUSED, LogShipper, child_config
+from cluster.config import ClusterConfig
 from cluster.logs import configure_logging, get_logger
 from cluster.remote_web import HELLO_OP, apply_settings
+from workers.remote_link import HANDSHAKE_EVENTS, Refused, RemoteLink, start_remote_child, watch_handshakes
 from workers.web.__main__ import BootFailure, PrimaryLink, run_worker
 from workers.web.rpc import ControlClient, RpcError
 
 log = get_logger()
 
-PRIMARY_ENV = "VC_REMOTE_PRIMARY"
-CERT_ENV = "VC_REMOTE_CERT"
 HELLO_TIMEOUT_S = 10.0  # connected, but no answer to hello this long after: refused (well within 15 s)
-FAILED_HANDSHAKES_TO_REFUSE = 3  # a certificate for another primary fails every CURVE handshake
-HEARTBEAT_IVL_MS = 1000
-HEARTBEAT_TIMEOUT_MS = 3000
-CONNECT_TIMEOUT_MS = 2000
-HANDSHAKE_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-
-
-class Refused(Exception):
-    """The primary will not have this web tier: it says why, and it exits without respawning."""
 
 
 @dataclass(frozen=True)
-class RemoteSettings:
-    primary: str  # tcp://HOST:PORT, the PORT of the primary's --remote-bind
-    cert: ClientCert
-
-    @classmethod
-    def from_env(cls) -> RemoteSettings:
-        return cls(os.environ[PRIMARY_ENV], ClientCert.load(Path(os.environ[CERT_ENV])))
-
-    def endpoint(self, name: str) -> str:
-        host, port = tcp_port(self.primary)
-        return f"tcp://{host}:{port + REMOTE_ENDPOINTS.index(name)}"
-
-    def secure(self, socket: zmq.Socket) -> None:
-        socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-        socket.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
-        make_client(socket, self.cert)
-
+class RemoteSettings(RemoteLink):
     def secure_control(self, socket: zmq.Socket) -> None:
         """One identity for the process's life: after a reconnect (a flapping link) the primary still knows
         it as the same worker (its control socket takes the identity over)."""
@@ -79,7 +47,7 @@ class RemoteSettings:
     def link(self) -> PrimaryLink:
         me = psutil.Process()
         me.cpu_percent()
-        return PrimaryLink(self.endpoint("events"), self.endpoint("control"), self.endpoint("logs"), self.secure,
+        return PrimaryLink(self.endpoint("events"), self.endpoint("control"), self.secure,
                            describe=lambda: {"host": _describe(me)}, recycles_itself=True)
 
 
@@ -101,22 +69,10 @@ class Refusal:
             self.refused.set()
 
     async def watch(self) -> None:
-        failures = 0
-        while not self.refused.is_set():
-            event = await recv_monitor_message(self._monitor)
-            kind = event["event"]
-            if kind == zmq.EVENT_CONNECTED:
-                self.connected.set()
-            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                failures = 0
-            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                self.refuse(f"the primary refuses the key {self._cert_name!r}: unknown or revoked "
-                            f"(status {event['value']})")
-            else:
-                failures += 1
-                if failures >= FAILED_HANDSHAKES_TO_REFUSE:
-                    self.refuse("the CURVE handshake with the primary fails: the certificate is for another "
-                                "primary's key, or the address is not a video cluster's --remote-bind port")
+        try:
+            await watch_handshakes(self._monitor, self._cert_name, self.connected)
+        except Refused as e:
+            self.refuse(str(e))
 
     async def stop_serving(self, server: uvicorn.Server) -> None:
         """Cut off while serving: stop at once, without draining (the primary no longer answers us)."""
@@ -202,13 +158,7 @@ def _describe(me: psutil.Process) -> dict[str, Any]:
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the host decides
-    parent = die_with_parent()
-    try:
-        settings = RemoteSettings.from_env()
-    except CertError as e:
-        print(f"web: {e}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_REFUSED)
+    parent, settings = start_remote_child("web", RemoteSettings.from_env)
     try:
         sys.exit(uvloop.run(serve(child_config(), settings, parent)))
     except BootFailure as e:
