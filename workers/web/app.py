@@ -104,7 +104,7 @@ def build_app(state: WorkerState) -> Starlette:
         Route("/api/queue/types", queue_routes.queue_types),
         Route("/api/queue/stats/{job_type}", queue_routes.type_stats),
         Route("/api/queue/dead-letter/stats", queue_routes.dead_letter_stats),
-        Route("/api/queue/dead-letter/jobs", queue_routes.dead_letter_jobs),
+        Route("/api/queue/dead-letter/jobs", dead_letter),  # the same list, by the name the contract gives it
         Route("/api/queue/dead-letter/{job_id}/retry", queue_routes.retry_dead_job, methods=["POST"]),
         Route("/api/queue/{job_type}/pause", queue_routes.pause_type, methods=["POST"]),
         Route("/api/queue/{job_type}/resume", queue_routes.resume_type, methods=["POST"]),
@@ -299,6 +299,7 @@ async def queue_stats(request: Request) -> JSONResponse:
 
 
 async def dead_letter(request: Request) -> JSONResponse:
+    """The caller's dead jobs (an administrator's: everyone's), newest first, with their attempts."""
     page = await user_call(request, "dead_letter", limit=paging.limit(request), before=paging.before(request))
     return paging.page(request, page["items"], page["next"])
 

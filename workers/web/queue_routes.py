@@ -64,12 +64,6 @@ async def dead_letter_stats(request: Request) -> JSONResponse:
     return JSONResponse(await user_call(request, "dead_letter_stats"))
 
 
-async def dead_letter_jobs(request: Request) -> JSONResponse:
-    """The caller's dead jobs (an administrator's: everyone's), newest first, with their attempts."""
-    page = await user_call(request, "dead_letter", limit=paging.limit(request), before=paging.before(request))
-    return paging.page(request, page["items"], page["next"])
-
-
 async def retry_dead_job(request: Request) -> JSONResponse:
     await admit(request, "job")
     job = await user_call(request, "retry_dead_job", jobId=_name(request, "job_id", "job"))
