@@ -210,7 +210,8 @@ class MetricsOps:
                    [({}, self._engine.bus.published)])
 
     def _render_workers(self, out: Exposition) -> None:
-        stats = list(self._worker_stats().values())
+        by_pid = self._worker_stats()  # one snapshot for every family below
+        stats = list(by_pid.values())
         requests: Counter[tuple[str, str, str]] = Counter()
         for figures in stats:
             for method, route, status, count in figures.get("requestsByRoute") or ():
@@ -221,7 +222,7 @@ class MetricsOps:
         out.family("vc_websocket_clients", "gauge", "open WebSocket connections, summed over the web workers",
                    [({}, sum(int(s.get("wsClients") or 0) for s in stats))])
         out.family("vc_web_asyncio_tasks", "gauge", "asyncio tasks of each web worker, at its last heartbeat",
-                   [({"pid": str(pid)}, int(s.get("tasks") or 0)) for pid, s in self._worker_stats().items()])
+                   [({"pid": str(pid)}, int(s.get("tasks") or 0)) for pid, s in by_pid.items()])
         out.family("vc_http_requests_total", "counter",
                    "HTTP responses by route template and status, summed over the live web workers "
                    "(a replaced worker's counts are lost)",

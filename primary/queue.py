@@ -15,7 +15,8 @@ of each user behind it min(n, r - 1), for n that user's queued jobs. Ranks come 
 count of pushes) less the removals from the middle (a short sorted list, pruned as the head passes). So
 ``position`` costs O(u + t + log k) for u users with jobs queued in the level, t job types and k such
 removals, and is exact for the order jobs start in when no type is blocked (a blocked type's jobs still
-count in the positions of the jobs behind them).
+count in the positions of the jobs behind them). The position ``push`` returns needs no rank (the job is its
+user's newest), and none of the ring for a user's first job in the level: it is at the back.
 """
 
 from __future__ import annotations
@@ -64,9 +65,6 @@ class _UserJobs:
             insort(self.holes, ticket)
         del self.holes[:bisect_left(self.holes, head)]
 
-    def type_of(self, job_id: str) -> str:
-        return next(job_type for job_type, jobs in self.by_type.items() if job_id in jobs)
-
     def head(self) -> int | None:
         """The ticket of the oldest job."""
         return min((next(iter(jobs.values())) for jobs in self.by_type.values()), default=None)
@@ -81,9 +79,9 @@ class _UserJobs:
                     best = (ticket, job_id, job_type)
         return (best[1], best[2]) if best else None
 
-    def rank(self, job_id: str) -> int:
+    def rank(self, job_id: str, job_type: str) -> int:
         """1-based, among this user's jobs in the level."""
-        ticket = self.by_type[self.type_of(job_id)][job_id]
+        ticket = self.by_type[job_type][job_id]
         head = self.head()
         assert head is not None
         return ticket - head + 1 - (bisect_left(self.holes, ticket) - bisect_left(self.holes, head))
@@ -121,9 +119,9 @@ class _Level:
         if not user.by_type:
             del self.ring[user.owner]
 
-    def rank(self, job_id: str, owner: str) -> int:
-        """1-based, within the level: the turns of the users ahead and behind, then this one."""
-        turn = self.ring[owner].rank(job_id)
+    def rank(self, owner: str, turn: int) -> int:
+        """1-based, within the level, of the owner's job of rank ``turn``: the turns of the users ahead and
+        behind, then this one."""
         ahead, behind = turn - 1, False  # this user's own jobs before it, then the others'
         for other, user in self.ring.items():
             if other == owner:
@@ -136,7 +134,7 @@ class _Level:
 class JobQueue:
     def __init__(self) -> None:
         self._levels: dict[Priority, _Level] = {p: _Level(p) for p in _LEVELS}
-        self._where: dict[str, _UserJobs] = {}  # job -> its user's jobs in its level
+        self._where: dict[str, tuple[_UserJobs, str]] = {}  # job -> its user's jobs in its level, its type
         self._by_type: Counter[str] = Counter()
 
     def __len__(self) -> int:
@@ -153,9 +151,13 @@ class JobQueue:
         """Queue a job behind its owner's others in its level; return its 1-based position."""
         if job_id in self._where:
             raise ValueError(f"{job_id} is queued already")
-        self._where[job_id] = self._levels[priority].push(job_id, owner, job_type)
+        level = self._levels[priority]
+        user = level.push(job_id, owner, job_type)
+        self._where[job_id] = (user, job_type)
         self._by_type[job_type] += 1
-        return self.position(job_id)
+        # the newest of its user's jobs: of rank count; a user's first one joined the back of the ring
+        in_level = len(level.ring) if user.count == 1 else level.rank(owner, user.count)
+        return self._ahead_of(priority) + in_level
 
     def pop(self, blocked: Container[str] = ()) -> str | None:
         """The next job whose type is not in ``blocked``."""
@@ -169,19 +171,21 @@ class JobQueue:
         return None
 
     def remove(self, job_id: str) -> bool:
-        user = self._where.get(job_id)
-        if user is None:
+        if job_id not in self._where:
             return False
-        job_type = user.type_of(job_id)
+        user, job_type = self._where[job_id]
         self._levels[user.priority].remove(job_id, job_type, user)
         self._forget(job_id, job_type)
         return True
 
     def position(self, job_id: str) -> int:
         """1-based, across the levels; KeyError for a job not queued."""
-        user = self._where[job_id]
-        ahead = sum(self._levels[p].size for p in _LEVELS if p.rank < user.priority.rank)
-        return ahead + self._levels[user.priority].rank(job_id, user.owner)
+        user, job_type = self._where[job_id]
+        turn = user.rank(job_id, job_type)
+        return self._ahead_of(user.priority) + self._levels[user.priority].rank(user.owner, turn)
+
+    def _ahead_of(self, priority: Priority) -> int:
+        return sum(self._levels[p].size for p in _LEVELS if p.rank < priority.rank)
 
     def _forget(self, job_id: str, job_type: str) -> None:
         del self._where[job_id]

@@ -17,12 +17,11 @@ from primary.control import Handler, RequestError
 from primary.engine import JobEngine
 from primary.job_ops import Caller, JobOps
 from primary.jobs import Job, now_ms
+from primary.metrics import FINAL_STATES
 from primary.store import JobStore
 from primary.type_gates import PAUSED_TYPES_SETTING
 
 log = get_logger()
-
-FINAL_STATES = (JobState.COMPLETED.value, JobState.DEAD.value, JobState.CANCELLED.value)
 
 
 class QueueOps:
@@ -63,7 +62,10 @@ class QueueOps:
         job_type = _known_type(args)
         gates = self._engine.gates
         if (job_type in gates.paused) != paused:
-            gates.paused.symmetric_difference_update({job_type})
+            if paused:
+                gates.paused.add(job_type)
+            else:
+                gates.paused.discard(job_type)
             self._engine.flush()  # the events before this one are stored first: seqs are written in order
             event = self._engine.bus.make("queue:paused" if paused else "queue:resumed", {
                 "type": job_type, "paused": paused, "at": now_ms(), "queued": self._engine.queue.waiting(job_type)})
@@ -82,7 +84,7 @@ class QueueOps:
             raise RequestError(400, "olderThan must not be negative")
         self._engine.flush()
         cut = time.time() * 1000 - older_than_s * 1000
-        removed = sum(self._store.delete_ended(state, cut, job_type=job_type) for state in FINAL_STATES)
+        removed = sum(self._store.delete_ended(state.value, cut, job_type=job_type) for state in FINAL_STATES)
         log.info("finished jobs cleaned", type=job_type, removed=removed, olderThanS=older_than_s)
         return {"type": job_type, "removed": removed}
 

@@ -62,16 +62,22 @@ def connects(ws_factory: Connect, cluster: Cluster, token: str) -> bool:
     return True
 
 
-def raw_websocket(cluster: Cluster, token: str) -> socket.socket:
-    """A WebSocket handshake on a bare socket, so that the client can die without a closing handshake."""
-    sock = socket.create_connection(("127.0.0.1", cluster.port), timeout=10)
+def raw_websocket(port: int, token: str | None = None, receive_buffer: int | None = None) -> socket.socket:
+    """A WebSocket handshake on a bare socket, so that the client can die without a closing handshake, or read
+    nothing at all (a small ``receive_buffer`` fills at once). What follows the handshake is left unread."""
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connect: it sets the window
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{cluster.port}\r\nUpgrade: websocket\r\n"
+    authorization = f"Authorization: Bearer {token}\r\n" if token else ""
+    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                 f"Authorization: Bearer {token}\r\n\r\n".encode())
+                 f"{authorization}\r\n".encode())
     head = b""
     while b"\r\n\r\n" not in head:
-        chunk = sock.recv(4096)
+        chunk = sock.recv(1)
         assert chunk, "the server closed the connection during the handshake"
         head += chunk
     assert head.startswith(b"HTTP/1.1 101"), head
@@ -194,7 +200,7 @@ def test_websocket_connections_per_user_are_capped_across_the_cluster(
     cluster, alice, bob = users(workers=2, executors=0, extra=["--max-ws-per-user", "3"])
     first = ws_factory(cluster, alice)
     ws_factory(cluster, alice)
-    raw_sockets.append(raw_websocket(cluster, alice))
+    raw_sockets.append(raw_websocket(cluster.port, alice))
     assert [refused_status(cluster, alice) for _ in range(4)] == [429] * 4  # whichever worker each one reaches
     ws_factory(cluster, bob)  # another user has connections of their own
     first.close()

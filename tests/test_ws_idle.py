@@ -10,10 +10,7 @@ web worker reports its tasks, which idle connections do not add to.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -30,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.harness import Cluster, EventClient, free_port, wait_until
+from tests.test_limits import raw_websocket
 from tests.test_metrics import Scrape
 from workers.web.hub import WsClient
 from workers.web.resume import Resume
@@ -226,30 +224,12 @@ def test_keepalive_pings_go_on_after_the_handoff(server: Server) -> None:
         assert client.recv(WAIT_S) == "got still here"
 
 
-def raw_websocket(server: Server) -> socket.socket:
-    """A client that completes the handshake and then reads nothing at all: no pongs, no frames."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(WAIT_S)
-    sock.connect(("127.0.0.1", server.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        assert chunk, "closed during the handshake"
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
 @pytest.mark.parametrize("ended_by", ["keepalive", "close"])
 def test_a_client_that_reads_nothing_is_refused_past_the_buffer_limit_then_cut_off(
         server: Server, ended_by: str) -> None:
     """Its unanswered pings end it, or the close the hub sends once it is too slow (1013) after close_timeout:
     either way at once, although what is buffered for it can never be sent."""
-    sock = raw_websocket(server)
+    sock = raw_websocket(server.port, receive_buffer=4096)  # a client that reads nothing: no pongs, no frames
     try:
         wait_until(lambda: server.run(lambda: len(server.recorders) == 1 and server.protocols()[0].detached),
                    WAIT_S, "the handoff")

@@ -80,8 +80,11 @@ class Hub:
 
     def deliver(self, event: Event, text: str) -> None:
         self.last_seq = max(self.last_seq, event.seq)
+        audience = self.index.audience(event.data)
+        if not audience:  # every event reaches every web worker: most have nobody in its rooms
+            return
         frame = text_frame(text.encode())  # built once for every client
-        for client in self.index.audience(event.data):
+        for client in audience:
             if not client.may_see(event):
                 continue
             if client.resume.offer(client, event, text, frame):

@@ -35,6 +35,13 @@ async def resume_type(request: Request) -> JSONResponse:
 
 
 async def clean_type(request: Request) -> JSONResponse:
+    older_than_s = await clean_age_s(request)
+    return JSONResponse(await user_call(request, "clean_type", type=_type(request), olderThan=older_than_s))
+
+
+async def clean_age_s(request: Request) -> float:
+    """A clean's ``olderThan`` (seconds, default an hour), from its JSON body or its query string: the whole
+    queue's clean and a type's take it alike."""
     body = await request_body.api_json(request)
     older_than = body.get("olderThan", request.query_params.get("olderThan", 3600))
     if isinstance(older_than, bool):
@@ -47,7 +54,7 @@ async def clean_type(request: Request) -> JSONResponse:
         raise ApiError(400, "olderThan must be a number of seconds")
     if older_than_s < 0:
         raise ApiError(400, "olderThan must not be negative")
-    return JSONResponse(await user_call(request, "clean_type", type=_type(request), olderThan=older_than_s))
+    return older_than_s
 
 
 async def type_jobs(request: Request) -> JSONResponse:
@@ -62,12 +69,6 @@ async def type_jobs(request: Request) -> JSONResponse:
 
 async def dead_letter_stats(request: Request) -> JSONResponse:
     return JSONResponse(await user_call(request, "dead_letter_stats"))
-
-
-async def dead_letter_jobs(request: Request) -> JSONResponse:
-    """The caller's dead jobs (an administrator's: everyone's), newest first, with their attempts."""
-    page = await user_call(request, "dead_letter", limit=paging.limit(request), before=paging.before(request))
-    return paging.page(request, page["items"], page["next"])
 
 
 async def retry_dead_job(request: Request) -> JSONResponse:
