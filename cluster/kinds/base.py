@@ -71,6 +71,16 @@ class Kind:
     progress_span: Callable[[dict[str, Any], float], float] | None = None
 
 
+def per_video(where: Callable[[Layout, str], Path]) -> Callable[[Layout, str, dict[str, Any], str], Path]:
+    """The `Kind.target` of a kind making one output per video, whatever its params."""
+    return lambda layout, video_id, _params, _fmt: where(layout, video_id)
+
+
+def fixed_download(where: Callable[[Layout, str], PurePath], through_worker: bool = False) -> Download:
+    """The download of a video's one file, whatever the query."""
+    return Download(lambda layout, video_id, _info, _query: where(layout, video_id), through_worker)
+
+
 def asset_url(video_id: str, query: str) -> str:
     return f"/get-video-asset?videoId={video_id}&{query}"
 
@@ -124,9 +134,6 @@ def scaled_height(width: int, info: Info) -> int:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """Width and height of an image we wrote (a JPEG), decoded by PyAV."""
-    import av  # loaded on first use: the web workers import the kinds but never decode
-
-    with av.open(os.fspath(path), options={"protocol_whitelist": "file"}) as container:
-        stream = container.streams.video[0]
-        return stream.codec_context.width, stream.codec_context.height
+    """Width and height of an image we wrote (a JPEG), as a probe of our own output reads them."""
+    info = media.probe(path)
+    return info.width, info.height

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster import media
 from cluster.kinds.base import (
     MAX_TIME_S,
-    Download,
     Info,
     Job,
     Kind,
     asset_url,
     even_integer,
+    fixed_download,
     image_size,
     last_frame_s,
     output_entry,
+    per_video,
     scaled_height,
     seconds,
 )
+
+if TYPE_CHECKING:
+    from cluster.storage import Layout
 
 DEFAULT_WIDTH = 320
 MIN_WIDTH = 16
@@ -48,13 +52,17 @@ def _finish(job: Job, path: Path) -> dict[str, Any]:
             "size": path.stat().st_size, "outputs": [output_entry(job.output.name, url, path)]}
 
 
+def _file(layout: Layout, video_id: str) -> Path:
+    return layout.thumbnail(video_id)
+
+
 KIND = Kind(
     name="thumbnail",
     params=_params,
     work=lambda params, info: float(int(params["width"]) * scaled_height(int(params["width"]), info)),
-    target=lambda layout, video_id, _params, _fmt: layout.thumbnail(video_id),
+    target=per_video(_file),
     command=_command,
     finish=_finish,
     summary_field="thumbnailJob",  # "thumbnail" is the image's URL
-    downloads={"thumbnail": Download(lambda layout, video_id, _info, _query: layout.thumbnail(video_id))},
+    downloads={"thumbnail": fixed_download(_file)},
 )
