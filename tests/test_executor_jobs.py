@@ -320,7 +320,7 @@ def test_hls_cancelled_mid_run_leaves_no_partial_directory_and_no_ffmpeg(tmp_pat
                                            find_ffmpeg(), lambda *_: progressed.set()))
         await asyncio.wait_for(progressed.wait(), 30)
         assert not task.done()
-        assert [p.name for p in storage.video_dir(VIDEO_ID).glob(".hls-*.part") if p.is_dir()], "a partial ladder"
+        assert [p.name for p in storage.video_dir(VIDEO_ID).glob(".hls.*.part") if p.is_dir()], "a partial ladder"
         assert ffmpeg_reading(storage), "ffmpeg runs"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

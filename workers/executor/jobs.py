@@ -7,6 +7,7 @@ import asyncio
 import os
 import shlex
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cluster import kinds, media
@@ -137,13 +138,21 @@ def _impossible_output(result: FfmpegResult) -> str | None:
     return next((marker for marker in IMPOSSIBLE_OUTPUT_MARKERS if marker in result.stderr_tail), None)
 
 
+def _partial(kind: Kind, job: Job) -> Path:
+    """Where the output (a file or a directory) is written: under the run's name when dispatched (the primary
+    moves it in place), else under a partial name told apart by the kind's tag (the job moves it)."""
+    if job.run_id:
+        return LocalStorage.run_partial(job.output, job.run_id)
+    return LocalStorage.partial(job.output, tag=_checked(kind.partial_tag, job.params))
+
+
 # --- kinds writing one file -------------------------------------------------------
 
 async def _run_file_job(kind: Kind, job: Job) -> dict[str, Any]:
     """Written under a partial name and moved in place when complete."""
     if job.run_id:
         return await _run_fenced_file_job(kind, job)
-    partial = LocalStorage.partial(job.output, tag=_checked(kind.partial_tag, job.params))
+    partial = _partial(kind, job)
     argv = _checked(kind.command, job, partial)
     try:
         await _run(kind, argv, job)
@@ -155,7 +164,7 @@ async def _run_file_job(kind: Kind, job: Job) -> dict[str, Any]:
 
 async def _run_fenced_file_job(kind: Kind, job: Job) -> dict[str, Any]:
     """The output stays under its run-scoped name: the primary moves it in place if it accepts the run."""
-    partial = LocalStorage.run_partial(job.output, job.run_id)
+    partial = _partial(kind, job)
     argv = _checked(kind.command, job, partial)
     try:
         await _run(kind, argv, job)
@@ -176,8 +185,7 @@ async def _run_dir_job(kind: Kind, job: Job) -> dict[str, Any]:
     """
     final_dir = job.output
     fenced = bool(job.run_id)  # the directory stays under its run-scoped name: the primary moves it in place
-    partial = (LocalStorage.run_partial(final_dir, job.run_id) if fenced
-               else final_dir.with_name(f".{final_dir.name}-{_checked(kind.partial_tag, job.params)}.part"))
+    partial = _partial(kind, job)
     argv = _checked(kind.command, job, partial)
     made = False
     try:
