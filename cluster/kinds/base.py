@@ -63,12 +63,17 @@ class Kind:
     finish: Callable[[Job, Path], dict[str, Any]]
     summary_field: str  # its field in a video's summary
     summary_key: Callable[[dict[str, Any]], str] | None = None  # several outputs per video: the key of each
-    directory: bool = False  # the target is a directory, moved in place whole
-    last: str = ""  # a directory's file that names the others: written and published last
+    # the target is a directory, moved in place whole, and this its file naming the others: written and
+    # published last (None: the target is one file)
+    last: str | None = None
     partial_tag: Callable[[dict[str, Any]], str] = lambda _params: ""  # tells apart unfenced runs at once
     downloads: Mapping[str, Download] = field(default_factory=dict)
     # the seconds of media ffmpeg's progress counts up to, when not the whole source's
     progress_span: Callable[[dict[str, Any], float], float] | None = None
+
+    @property
+    def directory(self) -> bool:
+        return self.last is not None
 
 
 def per_video(where: Callable[[Layout, str], Path]) -> Callable[[Layout, str, dict[str, Any], str], Path]:

@@ -43,8 +43,7 @@ KIND = Kind(
     command=_command,
     finish=_finish,
     summary_field="hls",
-    directory=True,
-    last=HLS_MASTER,
+    last=HLS_MASTER,  # a directory
     # one partial directory per ladder: two ladders of one video with other renditions may run at once
     partial_tag=lambda params: "-".join(str(h) for h in params.get("renditions", jobspec.HLS_HEIGHTS)),
 )

@@ -139,8 +139,7 @@ KIND = Kind(
     command=storyboard_command,
     finish=_finish,
     summary_field="storyboard",
-    directory=True,
-    last=VTT,
+    last=VTT,  # a directory
     partial_tag=lambda params: f"{params['interval']:g}-{params['width']}".replace(".", "_"),
     downloads={"storyboard": fixed_download(lambda layout, video_id: _directory(layout, video_id) / SPRITE),
                "storyboard-vtt": fixed_download(lambda layout, video_id: _directory(layout, video_id) / VTT,

@@ -64,7 +64,7 @@ async def execute(payload: dict[str, Any], storage: Storage, ffmpeg: str,
                 if work is storage:
                     raise
                 raise _scratch_free(e, work, video_id) from e
-            await storage.save_outputs(work, video_id, run_id, job.output, kind.last if kind.directory else None)
+            await storage.save_outputs(work, video_id, run_id, job.output, kind.last)
     except StorageError as e:
         raise JobFailure(f"storage unavailable: {e}", permanent=False) from e
     return result
