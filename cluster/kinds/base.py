@@ -95,6 +95,20 @@ def output_entry(name: str, url: str, path: Path) -> dict[str, Any]:
     return {"name": name, "url": url, "contentType": content_type(PurePath(name)), "size": os.path.getsize(path)}
 
 
+def file_result(job: Job, query: str, path: Path, **facts: Any) -> dict[str, Any]:
+    """What a kind making one file reports: its name, its download URL (``type=...`` query), `facts`, and the
+    file as its one output, measured at `path`."""
+    url = asset_url(job.video_id, query)
+    return {"file": job.output.name, "url": url, **facts, "outputs": [output_entry(job.output.name, url, path)]}
+
+
+def video_result(job: Job, query: str, path: Path) -> dict[str, Any]:
+    """What a kind making one video file (resize, convert) reports: the file, its URL, its size and what a probe says."""
+    info = media.probe(path)
+    return file_result(job, query, path, width=info.width, height=info.height, size=info.size_bytes,
+                       duration=info.duration_s, videoCodec=info.video_codec)
+
+
 # --- parameter checks shared by the kinds ----------------------------------------------------------
 
 def integer(body: Mapping[str, Any], name: str, low: int, high: int, default: int | None = None) -> int:

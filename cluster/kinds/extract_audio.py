@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cluster import jobspec, media
-from cluster.kinds.base import Job, Kind, asset_url, fixed_download, output_entry, per_video
+from cluster.kinds.base import Job, Kind, file_result, fixed_download, per_video
 
 if TYPE_CHECKING:
     from cluster.storage import Layout
@@ -28,9 +28,7 @@ def _command(job: Job, dst: Path) -> list[str]:
 
 def _finish(job: Job, path: Path) -> dict[str, Any]:
     info = media.probe_audio(path)
-    url = asset_url(job.video_id, QUERY)
-    return {"file": job.output.name, "url": url, "size": info.size_bytes, "audioCodec": info.codec,
-            "duration": info.duration_s, "outputs": [output_entry(job.output.name, url, path)]}
+    return file_result(job, QUERY, path, size=info.size_bytes, audioCodec=info.codec, duration=info.duration_s)
 
 
 def _file(layout: Layout, video_id: str) -> Path:

@@ -13,11 +13,10 @@ from cluster.kinds.base import (
     Info,
     Job,
     Kind,
-    asset_url,
     even_integer,
+    file_result,
     fixed_download,
     integer,
-    output_entry,
     per_video,
     scaled_height,
     seconds,
@@ -66,11 +65,10 @@ def preview_command(job: Job, dst: Path) -> list[str]:
 
 
 def _finish(job: Job, path: Path) -> dict[str, Any]:
-    url = asset_url(job.video_id, QUERY)
     width = int(job.params["width"])
-    return {"file": FILE, "url": url, "width": width, "height": scaled_height(width, job.info.to_dict()),
-            "start": job.params["start"], "length": job.params["length"], "fps": job.params["fps"],
-            "size": path.stat().st_size, "outputs": [output_entry(FILE, url, path)]}
+    return file_result(job, QUERY, path, width=width, height=scaled_height(width, job.info.to_dict()),
+                       start=job.params["start"], length=job.params["length"], fps=job.params["fps"],
+                       size=path.stat().st_size)
 
 
 def _file(layout: Layout, video_id: str) -> Path:

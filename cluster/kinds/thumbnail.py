@@ -11,12 +11,11 @@ from cluster.kinds.base import (
     Info,
     Job,
     Kind,
-    asset_url,
     even_integer,
+    file_result,
     fixed_download,
     image_size,
     last_frame_s,
-    output_entry,
     per_video,
     scaled_height,
     seconds,
@@ -47,9 +46,7 @@ def _command(job: Job, dst: Path) -> list[str]:
 
 def _finish(job: Job, path: Path) -> dict[str, Any]:
     width, height = image_size(path)
-    url = asset_url(job.video_id, QUERY)
-    return {"file": job.output.name, "url": url, "width": width, "height": height, "at": job.params["at"],
-            "size": path.stat().st_size, "outputs": [output_entry(job.output.name, url, path)]}
+    return file_result(job, QUERY, path, width=width, height=height, at=job.params["at"], size=path.stat().st_size)
 
 
 def _file(layout: Layout, video_id: str) -> Path:
