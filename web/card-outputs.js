@@ -4,7 +4,15 @@ import { button, el, localUrl, option } from './common.js';
 
 const STORYBOARD_INTERVALS = [1, 2, 5, 10, 30]; // seconds; the server bounds them (cluster/kinds/storyboard.py)
 const PREVIEW_LENGTH_S = 3;
-export const SHOWN_KINDS = new Set(['thumbnail', 'storyboard', 'preview']);
+// The kinds shown in a figure of the card's outputs: the image of a result, and how it is labelled.
+const FIGURES = {
+  storyboard: {
+    image: (r) => r.sprite, imgClass: 'storyboard-img', caption: 'Storyboard ',
+    alt: 'Storyboard: a sheet of thumbnails through the video',
+  },
+  preview: { image: (r) => r.url, imgClass: 'preview-img', caption: 'Preview ', alt: 'Animated preview' },
+};
+export const SHOWN_KINDS = new Set(['thumbnail', ...Object.keys(FIGURES)]);
 
 /** The tools of the new kinds; `submit(control, type, params)` starts a job. */
 export function previewTools(video, submit) {
@@ -77,7 +85,7 @@ export function showOutput(card, job) {
     if (url) card.thumb.src = url + version;
     return;
   }
-  const image = job.type === 'storyboard' ? localUrl(r.sprite) : localUrl(r.url);
+  const image = FIGURES[job.type] && localUrl(FIGURES[job.type].image(r));
   if (!image) return;
   const outputs = card.outputs;
   let figure = outputs.figures.get(job.type);
@@ -103,10 +111,10 @@ export function showOutput(card, job) {
 
 function buildFigure(type) {
   const root = el('figure', `output output-${type}`);
-  const img = el('img', type === 'storyboard' ? 'storyboard-img' : 'preview-img');
-  img.alt = type === 'storyboard' ? 'Storyboard: a sheet of thumbnails through the video' : 'Animated preview';
+  const img = el('img', FIGURES[type].imgClass);
+  img.alt = FIGURES[type].alt;
   img.loading = 'lazy';
-  const caption = el('figcaption', '', type === 'storyboard' ? 'Storyboard ' : 'Preview ');
+  const caption = el('figcaption', '', FIGURES[type].caption);
   const links = el('span', 'output-links');
   caption.append(links);
   root.append(img, caption);
