@@ -172,6 +172,13 @@ def test_extract_audio_without_audio_is_permanent(tmp_path: Path, silent_720p: P
     assert ffmpeg_calls(log) == []
 
 
+def test_an_unknown_kind_is_permanent(tmp_path: Path, silent_720p: Path) -> None:
+    ffmpeg, log = counting_ffmpeg(tmp_path)
+    error = failure(tmp_path, silent_720p, "sharpen", ffmpeg=ffmpeg)
+    assert error.permanent and str(error).startswith("invalid parameters: unknown job type 'sharpen': one of resize")
+    assert ffmpeg_calls(log) == []
+
+
 # --- resize and convert ---------------------------------------------------------------
 
 

@@ -47,9 +47,7 @@ async def execute(payload: dict[str, Any], storage: Storage, ffmpeg: str,
     """Run one job in the storage's workspace (the storage itself on local disk; with S3, local copies
     in the scratch dir), then have the storage keep its outputs under the run's names (S3: upload them
     under the run's keys). Only the primary makes a dispatched run's outputs visible, when it accepts it."""
-    kind = kinds.KINDS.get(payload["type"])
-    if kind is None:
-        raise JobFailure(f"invalid parameters: unknown job type {payload['type']!r}", permanent=True)
+    kind = _checked(kinds.kind, payload["type"])
     video = payload.get("video")
     if not video:
         raise JobFailure("source missing: the video is not in the store", permanent=True)
