@@ -137,9 +137,8 @@ class RunFiles:
     async def _publish(self, storage: S3Storage, video_id: str, run_id: str, kind: Kind,
                        target: PurePosixPath) -> None:
         name = target.relative_to(storage.video_dir(video_id)).as_posix()
-        last = kind.last if kind.directory else None
         try:
-            count = await storage.transfer(functools.partial(storage.publish_run, video_id, run_id, name, last))
+            count = await storage.transfer(functools.partial(storage.publish_run, video_id, run_id, name, kind.last))
         except FileNotFoundError as e:
             raise OutputMissing(str(e)) from e
         log.info("published a run's outputs", videoId=video_id, runId=run_id, objects=count)

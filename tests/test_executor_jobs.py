@@ -172,6 +172,13 @@ def test_extract_audio_without_audio_is_permanent(tmp_path: Path, silent_720p: P
     assert ffmpeg_calls(log) == []
 
 
+def test_an_unknown_kind_is_permanent(tmp_path: Path, silent_720p: Path) -> None:
+    ffmpeg, log = counting_ffmpeg(tmp_path)
+    error = failure(tmp_path, silent_720p, "sharpen", ffmpeg=ffmpeg)
+    assert error.permanent and str(error).startswith("invalid parameters: unknown job type 'sharpen': one of resize")
+    assert ffmpeg_calls(log) == []
+
+
 # --- resize and convert ---------------------------------------------------------------
 
 
@@ -320,7 +327,7 @@ def test_hls_cancelled_mid_run_leaves_no_partial_directory_and_no_ffmpeg(tmp_pat
                                            find_ffmpeg(), lambda *_: progressed.set()))
         await asyncio.wait_for(progressed.wait(), 30)
         assert not task.done()
-        assert [p.name for p in storage.video_dir(VIDEO_ID).glob(".hls-*.part") if p.is_dir()], "a partial ladder"
+        assert [p.name for p in storage.video_dir(VIDEO_ID).glob(".hls.*.part") if p.is_dir()], "a partial ladder"
         assert ffmpeg_reading(storage), "ffmpeg runs"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -108,7 +108,7 @@ def test_an_identical_active_job_is_answered_with_its_id(cluster: Cluster, tmp_p
     ({"type": "thumbnail", "width": "wide"}, "width must be an integer"),
     ({"type": "resize", "width": 100}, "height is required"),
     ({"type": "convert", "format": "mp4"}, "the video is already mp4"),
-    ({"type": "hls", "renditions": [2160]}, ""),
+    ({"type": "hls", "renditions": [2160]}, "unsupported rendition height 2160"),
     ({"type": "preview", "priority": "urgent"}, "priority must be high, normal or low"),
 ])
 def test_bad_requests_are_400_with_their_reason(cluster: Cluster, video_id: str, body: dict[str, Any],

@@ -1,69 +1,67 @@
 // The new kinds on a video's card: the tools that request a thumbnail, a storyboard or a preview
 // (POST /api/jobs) and the area showing the finished preview and storyboard.
-import { el, localUrl, option } from './common.js';
+import { button, el, localUrl, option } from './common.js';
 
 const STORYBOARD_INTERVALS = [1, 2, 5, 10, 30]; // seconds; the server bounds them (cluster/kinds/storyboard.py)
 const PREVIEW_LENGTH_S = 3;
-export const SHOWN_KINDS = new Set(['thumbnail', 'storyboard', 'preview']);
+// The kinds shown in a figure of the card's outputs: the image of a result, and how it is labelled.
+const FIGURES = {
+  storyboard: {
+    image: (r) => r.sprite, imgClass: 'storyboard-img', caption: 'Storyboard ',
+    alt: 'Storyboard: a sheet of thumbnails through the video',
+  },
+  preview: { image: (r) => r.url, imgClass: 'preview-img', caption: 'Preview ', alt: 'Animated preview' },
+};
+export const SHOWN_KINDS = new Set(['thumbnail', ...Object.keys(FIGURES)]);
 
 /** The tools of the new kinds; `submit(control, type, params)` starts a job. */
 export function previewTools(video, submit) {
   const id = video.videoId;
   const duration = Number(video.duration) || 0;
 
-  const board = el('form', 'storyboard-form');
-  const boardLabel = el('label', 'tool-name', 'Storyboard');
   const interval = el('select', 'storyboard-interval');
   interval.id = `storyboard-${id}`;
-  boardLabel.htmlFor = interval.id;
   const fitting = STORYBOARD_INTERVALS.filter((s) => s <= Math.max(1, duration));
   for (const s of fitting) interval.append(option(String(s), `a tile every ${s} s`, s === defaultInterval(duration, fitting)));
-  const boardSubmit = el('button', 'primary storyboard-submit', 'Make storyboard');
-  boardSubmit.type = 'submit';
-  board.append(boardLabel, interval, boardSubmit);
-  board.addEventListener('submit', (event) => {
-    event.preventDefault();
-    submit(boardSubmit, 'storyboard', { interval: Number(interval.value) });
-  });
+  const board = toolForm('storyboard', 'Storyboard', interval, [], 'Make storyboard', submit,
+    () => ({ interval: Number(interval.value) }));
 
-  const preview = el('form', 'preview-form');
-  const previewLabel = el('label', 'tool-name', 'Preview from');
-  const start = el('input', 'preview-start');
-  start.type = 'number';
-  start.id = `preview-start-${id}`;
-  start.min = '0';
-  start.step = 'any';
+  const start = secondsInput('preview-start', `preview-start-${id}`, '0');
   start.max = String(Math.max(0, duration - 0.5));
-  start.value = '0';
   start.setAttribute('aria-describedby', `preview-hint-${id}`);
-  previewLabel.htmlFor = start.id;
   const hint = el('span', 'hint', `seconds, ${PREVIEW_LENGTH_S} s of animated WebP`);
   hint.id = `preview-hint-${id}`;
-  const previewSubmit = el('button', 'primary preview-submit', 'Make preview');
-  previewSubmit.type = 'submit';
-  preview.append(previewLabel, start, hint, previewSubmit);
-  preview.addEventListener('submit', (event) => {
-    event.preventDefault();
-    submit(previewSubmit, 'preview', { start: Number(start.value) || 0, length: PREVIEW_LENGTH_S });
-  });
+  const preview = toolForm('preview', 'Preview from', start, [hint], 'Make preview', submit,
+    () => ({ start: Number(start.value) || 0, length: PREVIEW_LENGTH_S }));
 
-  const thumb = el('form', 'thumbnail-form');
-  const thumbLabel = el('label', 'tool-name', 'Thumbnail at');
-  const at = el('input', 'thumbnail-at');
-  at.type = 'number';
-  at.id = `thumbnail-at-${id}`;
-  at.min = '0';
-  at.step = 'any';
-  at.value = String(Math.round(duration * 5) / 10); // half-way
-  thumbLabel.htmlFor = at.id;
-  const thumbSubmit = el('button', 'primary thumbnail-submit', 'New thumbnail');
-  thumbSubmit.type = 'submit';
-  thumb.append(thumbLabel, at, el('span', 'hint', 'seconds'), thumbSubmit);
-  thumb.addEventListener('submit', (event) => {
-    event.preventDefault();
-    submit(thumbSubmit, 'thumbnail', { at: Number(at.value) || 0 });
-  });
+  const at = secondsInput('thumbnail-at', `thumbnail-at-${id}`, String(Math.round(duration * 5) / 10)); // half-way
+  const thumb = toolForm('thumbnail', 'Thumbnail at', at, [el('span', 'hint', 'seconds')], 'New thumbnail', submit,
+    () => ({ at: Number(at.value) || 0 }));
   return [board, preview, thumb];
+}
+
+/** A tool's form: the label of its `control`, what follows it, and a button submitting a job of `type`. */
+function toolForm(type, labelText, control, extras, submitText, submit, params) {
+  const form = el('form', `${type}-form`);
+  const label = el('label', 'tool-name', labelText);
+  label.htmlFor = control.id;
+  const go = button(submitText, `primary ${type}-submit`, null, 'submit');
+  form.append(label, control, ...extras, go);
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    submit(go, type, params());
+  });
+  return form;
+}
+
+function secondsInput(className, id, value) {
+  const input = el('input', className);
+  input.type = 'number';
+  input.id = id;
+  input.min = '0';
+  input.step = 'any';
+  input.value = value;
+  return input;
 }
 
 function defaultInterval(duration, choices) {
@@ -87,7 +85,7 @@ export function showOutput(card, job) {
     if (url) card.thumb.src = url + version;
     return;
   }
-  const image = job.type === 'storyboard' ? localUrl(r.sprite) : localUrl(r.url);
+  const image = FIGURES[job.type] && localUrl(FIGURES[job.type].image(r));
   if (!image) return;
   const outputs = card.outputs;
   let figure = outputs.figures.get(job.type);
@@ -113,10 +111,10 @@ export function showOutput(card, job) {
 
 function buildFigure(type) {
   const root = el('figure', `output output-${type}`);
-  const img = el('img', type === 'storyboard' ? 'storyboard-img' : 'preview-img');
-  img.alt = type === 'storyboard' ? 'Storyboard: a sheet of thumbnails through the video' : 'Animated preview';
+  const img = el('img', FIGURES[type].imgClass);
+  img.alt = FIGURES[type].alt;
   img.loading = 'lazy';
-  const caption = el('figcaption', '', type === 'storyboard' ? 'Storyboard ' : 'Preview ');
+  const caption = el('figcaption', '', FIGURES[type].caption);
   const links = el('span', 'output-links');
   caption.append(links);
   root.append(img, caption);

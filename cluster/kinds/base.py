@@ -63,12 +63,27 @@ class Kind:
     finish: Callable[[Job, Path], dict[str, Any]]
     summary_field: str  # its field in a video's summary
     summary_key: Callable[[dict[str, Any]], str] | None = None  # several outputs per video: the key of each
-    directory: bool = False  # the target is a directory, moved in place whole
-    last: str = ""  # a directory's file that names the others: written and published last
+    # the target is a directory, moved in place whole, and this its file naming the others: written and
+    # published last (None: the target is one file)
+    last: str | None = None
     partial_tag: Callable[[dict[str, Any]], str] = lambda _params: ""  # tells apart unfenced runs at once
     downloads: Mapping[str, Download] = field(default_factory=dict)
     # the seconds of media ffmpeg's progress counts up to, when not the whole source's
     progress_span: Callable[[dict[str, Any], float], float] | None = None
+
+    @property
+    def directory(self) -> bool:
+        return self.last is not None
+
+
+def per_video(where: Callable[[Layout, str], Path]) -> Callable[[Layout, str, dict[str, Any], str], Path]:
+    """The `Kind.target` of a kind making one output per video, whatever its params."""
+    return lambda layout, video_id, _params, _fmt: where(layout, video_id)
+
+
+def fixed_download(where: Callable[[Layout, str], PurePath], through_worker: bool = False) -> Download:
+    """The download of a video's one file, whatever the query."""
+    return Download(lambda layout, video_id, _info, _query: where(layout, video_id), through_worker)
 
 
 def asset_url(video_id: str, query: str) -> str:
@@ -78,6 +93,20 @@ def asset_url(video_id: str, query: str) -> str:
 def output_entry(name: str, url: str, path: Path) -> dict[str, Any]:
     """One file of a result's ``outputs``, measured at `path` (its partial or final name)."""
     return {"name": name, "url": url, "contentType": content_type(PurePath(name)), "size": os.path.getsize(path)}
+
+
+def file_result(job: Job, query: str, path: Path, **facts: Any) -> dict[str, Any]:
+    """What a kind making one file reports: its name, its download URL (``type=...`` query), `facts`, and the
+    file as its one output, measured at `path`."""
+    url = asset_url(job.video_id, query)
+    return {"file": job.output.name, "url": url, **facts, "outputs": [output_entry(job.output.name, url, path)]}
+
+
+def video_result(job: Job, query: str, path: Path) -> dict[str, Any]:
+    """What a kind making one video file (resize, convert) reports: the file, its URL, its size and what a probe says."""
+    info = media.probe(path)
+    return file_result(job, query, path, width=info.width, height=info.height, size=info.size_bytes,
+                       duration=info.duration_s, videoCodec=info.video_codec)
 
 
 # --- parameter checks shared by the kinds ----------------------------------------------------------
@@ -124,9 +153,6 @@ def scaled_height(width: int, info: Info) -> int:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """Width and height of an image we wrote (a JPEG), decoded by PyAV."""
-    import av  # loaded on first use: the web workers import the kinds but never decode
-
-    with av.open(os.fspath(path), options={"protocol_whitelist": "file"}) as container:
-        stream = container.streams.video[0]
-        return stream.codec_context.width, stream.codec_context.height
+    """Width and height of an image we wrote (a JPEG), as a probe of our own output reads them."""
+    info = media.probe(path)
+    return info.width, info.height

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster import jobspec, media
-from cluster.kinds.base import Download, Job, Kind
-from cluster.kinds.resize import video_result
+from cluster.kinds.base import Download, Job, Kind, video_result
 
 
 def _work(_params: dict[str, Any], info: Any) -> float:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster import jobspec, media
-from cluster.kinds.base import Download, Job, Kind, asset_url, output_entry
+from cluster.kinds.base import Job, Kind, file_result, fixed_download, per_video
+
+if TYPE_CHECKING:
+    from cluster.storage import Layout
 
 NO_AUDIO = "invalid parameters: the video has no audio"
 QUERY = "type=audio"
@@ -25,18 +28,20 @@ def _command(job: Job, dst: Path) -> list[str]:
 
 def _finish(job: Job, path: Path) -> dict[str, Any]:
     info = media.probe_audio(path)
-    url = asset_url(job.video_id, QUERY)
-    return {"file": job.output.name, "url": url, "size": info.size_bytes, "audioCodec": info.codec,
-            "duration": info.duration_s, "outputs": [output_entry(job.output.name, url, path)]}
+    return file_result(job, QUERY, path, size=info.size_bytes, audioCodec=info.codec, duration=info.duration_s)
+
+
+def _file(layout: Layout, video_id: str) -> Path:
+    return layout.audio(video_id)
 
 
 KIND = Kind(
     name="extract-audio",
     params=lambda _body, info: jobspec.audio_params(dict(info)),
     work=lambda _params, _info: 0.0,  # audio only: bounded by the source's duration limit
-    target=lambda layout, video_id, _params, _fmt: layout.audio(video_id),
+    target=per_video(_file),
     command=_command,
     finish=_finish,
     summary_field="audio",
-    downloads={"audio": Download(lambda layout, video_id, _info, _query: layout.audio(video_id))},
+    downloads={"audio": fixed_download(_file)},
 )

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster import hls, jobspec
-from cluster.kinds.base import Job, Kind, output_entry
+from cluster.kinds.base import Job, Kind, output_entry, per_video
 from cluster.storage import HLS_MASTER
 
 
@@ -39,12 +39,11 @@ KIND = Kind(
     name="hls",
     params=lambda body, info: jobspec.hls_params(body, dict(info)),
     work=_work,
-    target=lambda layout, video_id, _params, _fmt: layout.hls_dir(video_id),
+    target=per_video(lambda layout, video_id: layout.hls_dir(video_id)),
     command=_command,
     finish=_finish,
     summary_field="hls",
-    directory=True,
-    last=HLS_MASTER,
+    last=HLS_MASTER,  # a directory
     # one partial directory per ladder: two ladders of one video with other renditions may run at once
     partial_tag=lambda params: "-".join(str(h) for h in params.get("renditions", jobspec.HLS_HEIGHTS)),
 )

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster import media
 from cluster.jobspec import InvalidJob
 from cluster.kinds.base import (
     MAX_TIME_S,
-    Download,
     Info,
     Job,
     Kind,
-    asset_url,
     even_integer,
+    file_result,
+    fixed_download,
     integer,
-    output_entry,
+    per_video,
     scaled_height,
     seconds,
 )
+
+if TYPE_CHECKING:
+    from cluster.storage import Layout
 
 FILE = "preview.webp"
 QUERY = "type=preview"
@@ -62,14 +65,13 @@ def preview_command(job: Job, dst: Path) -> list[str]:
 
 
 def _finish(job: Job, path: Path) -> dict[str, Any]:
-    url = asset_url(job.video_id, QUERY)
     width = int(job.params["width"])
-    return {"file": FILE, "url": url, "width": width, "height": scaled_height(width, job.info.to_dict()),
-            "start": job.params["start"], "length": job.params["length"], "fps": job.params["fps"],
-            "size": path.stat().st_size, "outputs": [output_entry(FILE, url, path)]}
+    return file_result(job, QUERY, path, width=width, height=scaled_height(width, job.info.to_dict()),
+                       start=job.params["start"], length=job.params["length"], fps=job.params["fps"],
+                       size=path.stat().st_size)
 
 
-def _target(layout: Any, video_id: str, _params: dict[str, Any], _fmt: str) -> Path:
+def _file(layout: Layout, video_id: str) -> Path:
     return layout.video_dir(video_id) / FILE
 
 
@@ -77,10 +79,10 @@ KIND = Kind(
     name="preview",
     params=_params,
     work=_work,
-    target=_target,
+    target=per_video(_file),
     command=preview_command,
     finish=_finish,
     summary_field="preview",
     progress_span=lambda params, _duration: float(params["length"]),
-    downloads={"preview": Download(lambda layout, video_id, _info, _query: _target(layout, video_id, {}, ""))},
+    downloads={"preview": fixed_download(_file)},
 )

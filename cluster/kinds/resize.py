@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster import jobspec, media
-from cluster.kinds.base import Download, Job, Kind, asset_url, output_entry
+from cluster.kinds.base import Download, Job, Kind, video_result
 
 
 def _work(params: dict[str, Any], info: Any) -> float:
@@ -29,15 +29,6 @@ def _query(params: dict[str, Any]) -> str:
 
 def _finish(job: Job, path: Path) -> dict[str, Any]:
     return video_result(job, _query(job.params), path)
-
-
-def video_result(job: Job, query: str, path: Path) -> dict[str, Any]:
-    """What a job making one video file reports: the file, its URL, its size and what a probe says."""
-    info = media.probe(path)
-    url = asset_url(job.video_id, query)
-    return {"file": job.output.name, "url": url, "width": info.width, "height": info.height,
-            "size": info.size_bytes, "duration": info.duration_s, "videoCodec": info.video_codec,
-            "outputs": [output_entry(job.output.name, url, path)]}
 
 
 def _download(layout: Any, video_id: str, info: Any, query: Any) -> Path:

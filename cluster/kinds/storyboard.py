@@ -7,22 +7,26 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster import media
 from cluster.jobspec import InvalidJob
 from cluster.kinds.base import (
-    Download,
     Info,
     Job,
     Kind,
     asset_url,
     even_integer,
+    fixed_download,
     image_size,
     output_entry,
+    per_video,
     scaled_height,
     seconds,
 )
+
+if TYPE_CHECKING:
+    from cluster.storage import Layout
 
 DIRECTORY = "storyboard"
 SPRITE = "sprite.jpg"
@@ -118,7 +122,7 @@ def _finish(job: Job, directory: Path) -> dict[str, Any]:
                         output_entry(VTT, vtt_url, directory / VTT)]}
 
 
-def _target(layout: Any, video_id: str, _params: dict[str, Any] | None = None, _fmt: str = "") -> Path:
+def _directory(layout: Layout, video_id: str) -> Path:
     return layout.video_dir(video_id) / DIRECTORY
 
 
@@ -131,14 +135,13 @@ KIND = Kind(
     name="storyboard",
     params=_params,
     work=_work,
-    target=_target,
+    target=per_video(_directory),
     command=storyboard_command,
     finish=_finish,
     summary_field="storyboard",
-    directory=True,
-    last=VTT,
+    last=VTT,  # a directory
     partial_tag=lambda params: f"{params['interval']:g}-{params['width']}".replace(".", "_"),
-    downloads={"storyboard": Download(lambda layout, video_id, _info, _query: _target(layout, video_id) / SPRITE),
-               "storyboard-vtt": Download(lambda layout, video_id, _info, _query: _target(layout, video_id) / VTT,
-                                          through_worker=True)},
+    downloads={"storyboard": fixed_download(lambda layout, video_id: _directory(layout, video_id) / SPRITE),
+               "storyboard-vtt": fixed_download(lambda layout, video_id: _directory(layout, video_id) / VTT,
+                                                through_worker=True)},
 )

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster import media
 from cluster.kinds.base import (
     MAX_TIME_S,
-    Download,
     Info,
     Job,
     Kind,
-    asset_url,
     even_integer,
+    file_result,
+    fixed_download,
     image_size,
     last_frame_s,
-    output_entry,
+    per_video,
     scaled_height,
     seconds,
 )
+
+if TYPE_CHECKING:
+    from cluster.storage import Layout
 
 DEFAULT_WIDTH = 320
 MIN_WIDTH = 16
@@ -43,18 +46,20 @@ def _command(job: Job, dst: Path) -> list[str]:
 
 def _finish(job: Job, path: Path) -> dict[str, Any]:
     width, height = image_size(path)
-    url = asset_url(job.video_id, QUERY)
-    return {"file": job.output.name, "url": url, "width": width, "height": height, "at": job.params["at"],
-            "size": path.stat().st_size, "outputs": [output_entry(job.output.name, url, path)]}
+    return file_result(job, QUERY, path, width=width, height=height, at=job.params["at"], size=path.stat().st_size)
+
+
+def _file(layout: Layout, video_id: str) -> Path:
+    return layout.thumbnail(video_id)
 
 
 KIND = Kind(
     name="thumbnail",
     params=_params,
     work=lambda params, info: float(int(params["width"]) * scaled_height(int(params["width"]), info)),
-    target=lambda layout, video_id, _params, _fmt: layout.thumbnail(video_id),
+    target=per_video(_file),
     command=_command,
     finish=_finish,
     summary_field="thumbnailJob",  # "thumbnail" is the image's URL
-    downloads={"thumbnail": Download(lambda layout, video_id, _info, _query: layout.thumbnail(video_id))},
+    downloads={"thumbnail": fixed_download(_file)},
 )

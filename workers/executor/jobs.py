@@ -7,6 +7,7 @@ import asyncio
 import os
 import shlex
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cluster import kinds, media
@@ -46,9 +47,7 @@ async def execute(payload: dict[str, Any], storage: Storage, ffmpeg: str,
     """Run one job in the storage's workspace (the storage itself on local disk; with S3, local copies
     in the scratch dir), then have the storage keep its outputs under the run's names (S3: upload them
     under the run's keys). Only the primary makes a dispatched run's outputs visible, when it accepts it."""
-    kind = kinds.KINDS.get(payload["type"])
-    if kind is None:
-        raise JobFailure(f"invalid parameters: unknown job type {payload['type']!r}", permanent=True)
+    kind = _checked(kinds.kind, payload["type"])
     video = payload.get("video")
     if not video:
         raise JobFailure("source missing: the video is not in the store", permanent=True)
@@ -63,7 +62,7 @@ async def execute(payload: dict[str, Any], storage: Storage, ffmpeg: str,
                 if work is storage:
                     raise
                 raise _scratch_free(e, work, video_id) from e
-            await storage.save_outputs(work, video_id, run_id, job.output, kind.last if kind.directory else None)
+            await storage.save_outputs(work, video_id, run_id, job.output, kind.last)
     except StorageError as e:
         raise JobFailure(f"storage unavailable: {e}", permanent=False) from e
     return result
@@ -137,13 +136,21 @@ def _impossible_output(result: FfmpegResult) -> str | None:
     return next((marker for marker in IMPOSSIBLE_OUTPUT_MARKERS if marker in result.stderr_tail), None)
 
 
+def _partial(kind: Kind, job: Job) -> Path:
+    """Where the output (a file or a directory) is written: under the run's name when dispatched (the primary
+    moves it in place), else under a partial name told apart by the kind's tag (the job moves it)."""
+    if job.run_id:
+        return LocalStorage.run_partial(job.output, job.run_id)
+    return LocalStorage.partial(job.output, tag=_checked(kind.partial_tag, job.params))
+
+
 # --- kinds writing one file -------------------------------------------------------
 
 async def _run_file_job(kind: Kind, job: Job) -> dict[str, Any]:
     """Written under a partial name and moved in place when complete."""
     if job.run_id:
         return await _run_fenced_file_job(kind, job)
-    partial = LocalStorage.partial(job.output, tag=_checked(kind.partial_tag, job.params))
+    partial = _partial(kind, job)
     argv = _checked(kind.command, job, partial)
     try:
         await _run(kind, argv, job)
@@ -155,7 +162,7 @@ async def _run_file_job(kind: Kind, job: Job) -> dict[str, Any]:
 
 async def _run_fenced_file_job(kind: Kind, job: Job) -> dict[str, Any]:
     """The output stays under its run-scoped name: the primary moves it in place if it accepts the run."""
-    partial = LocalStorage.run_partial(job.output, job.run_id)
+    partial = _partial(kind, job)
     argv = _checked(kind.command, job, partial)
     try:
         await _run(kind, argv, job)
@@ -176,8 +183,7 @@ async def _run_dir_job(kind: Kind, job: Job) -> dict[str, Any]:
     """
     final_dir = job.output
     fenced = bool(job.run_id)  # the directory stays under its run-scoped name: the primary moves it in place
-    partial = (LocalStorage.run_partial(final_dir, job.run_id) if fenced
-               else final_dir.with_name(f".{final_dir.name}-{_checked(kind.partial_tag, job.params)}.part"))
+    partial = _partial(kind, job)
     argv = _checked(kind.command, job, partial)
     made = False
     try:

@@ -41,19 +41,12 @@ async def asset_response(storage: Storage, path: PurePath, download_name: str) -
 async def text_file_response(storage: Storage, path: PurePath, download_name: str) -> Response:
     """A small text file naming others by URLs relative to ours (a storyboard's VTT): served whole, even
     from S3, never by a redirect; never cached stale, as it changes when its job runs again."""
-    headers = {"Cache-Control": "no-cache"}
     if not storage.is_remote:
         if not Path(path).is_file():
             raise ApiError(404, NO_ASSET)
-        return FileResponse(path, media_type=content_type(path), headers=headers, filename=download_name,
-                            content_disposition_type="inline")
-    try:
-        body = await storage.read_bytes(PurePosixPath(path))
-    except StorageError as e:
-        raise ApiError(503, STORAGE_DOWN) from e
-    if body is None:
-        raise ApiError(404, NO_ASSET)
-    return Response(body, media_type=content_type(path), headers=headers)
+        return FileResponse(path, media_type=content_type(path), headers={"Cache-Control": "no-cache"},
+                            filename=download_name, content_disposition_type="inline")
+    return await _whole(storage, PurePosixPath(path), NO_ASSET)
 
 
 async def hls_file_response(storage: Storage, video_id: str, relative: str) -> Response:
@@ -69,13 +62,17 @@ async def hls_file_response(storage: Storage, video_id: str, relative: str) -> R
     key = PurePosixPath(storage.hls_dir(video_id)) / name
     if name.suffix != ".m3u8":
         return _redirect(storage.presigned_url(key))
+    return await _whole(storage, key, NO_HLS_FILE)  # a playlist changes when a ladder is made again
+
+
+async def _whole(storage: Storage, key: PurePosixPath, missing: str) -> Response:
+    """An S3 object read through the web worker and served whole, never cached stale (a playlist, a VTT)."""
     try:
         body = await storage.read_bytes(key)
     except StorageError as e:
         raise ApiError(503, STORAGE_DOWN) from e
     if body is None:
-        raise ApiError(404, NO_HLS_FILE)
-    # a playlist changes when a ladder is made again: never cached stale
+        raise ApiError(404, missing)
     return Response(body, media_type=content_type(key), headers={"Cache-Control": "no-cache"})
 
 
