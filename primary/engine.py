@@ -176,7 +176,9 @@ class JobEngine:
     def next_job(self) -> Job | None:
         if self.paused or self.draining:
             return None
-        job_id = self.queue.pop(self.gates.blocked(self.running_by_type()))
+        # counting the running jobs is needed only for types with a concurrency limit (most clusters have none)
+        blocked = self.gates.blocked(self.running_by_type()) if self.gates.limits else self.gates.paused
+        job_id = self.queue.pop(blocked)
         return self.active[job_id] if job_id else None
 
     def running_by_type(self) -> Counter[str]:
