@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import secrets
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import imageio_ffmpeg
-from harness import PYTHON, ROOT, bench_arguments, free_port, running_server, verdict, write_summary
+from harness import PYTHON, add_user, bench_arguments, free_port, running_server, verdict, write_summary
+from job_bench import make_clip
 
 HEAVY_JOBS = 200
 LIGHT_PER_ROUND = 2
@@ -35,18 +34,6 @@ TARGET_RATIO = 2.0
 DEADLINE_S = 600.0
 
 
-def make_clip(directory: Path) -> Path:
-    clip = directory / "clip.mp4"
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
-                    "-i", "testsrc2=size=320x240:rate=25:duration=1", "-c:v", "libx264", "-preset", "ultrafast",
-                    str(clip)], check=True, timeout=60)
-    return clip
-
-
-def add_user(data_dir: Path, name: str, password: str, admin: bool = False) -> None:
-    subprocess.run([PYTHON, "run_cluster.py", "user", "--data-dir", str(data_dir), "add", name, "--password-stdin",
-                    *(["--admin"] if admin else [])], cwd=ROOT, input=password + "\n", text=True, check=True,
-                   capture_output=True, timeout=60)
 
 
 class User:

@@ -102,8 +102,12 @@ def running_cluster(workers: int, executors: int, extra_args: Sequence[str] = ()
 
 def add_administrator(data_dir: Path, password: str) -> None:
     """Before the first start, so that the cluster creates no administrator of its own."""
-    subprocess.run([PYTHON, "run_cluster.py", "user", "--data-dir", str(data_dir), "add", ADMIN_NAME, "--admin",
-                    "--password-stdin"], cwd=ROOT, input=password + "\n", text=True, check=True,
+    add_user(data_dir, ADMIN_NAME, password, admin=True)
+
+
+def add_user(data_dir: Path, name: str, password: str, admin: bool = False) -> None:
+    subprocess.run([PYTHON, "run_cluster.py", "user", "--data-dir", str(data_dir), "add", name, "--password-stdin",
+                    *(["--admin"] if admin else [])], cwd=ROOT, input=password + "\n", text=True, check=True,
                    capture_output=True, timeout=START_TIMEOUT_S)
 
 
