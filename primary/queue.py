@@ -65,6 +65,9 @@ class _UserJobs:
             insort(self.holes, ticket)
         del self.holes[:bisect_left(self.holes, head)]
 
+    def type_of(self, job_id: str) -> str:
+        return next(job_type for job_type, jobs in self.by_type.items() if job_id in jobs)
+
     def head(self) -> int | None:
         """The ticket of the oldest job."""
         return min((next(iter(jobs.values())) for jobs in self.by_type.values()), default=None)
@@ -79,9 +82,9 @@ class _UserJobs:
                     best = (ticket, job_id, job_type)
         return (best[1], best[2]) if best else None
 
-    def rank(self, job_id: str, job_type: str) -> int:
+    def rank(self, job_id: str) -> int:
         """1-based, among this user's jobs in the level."""
-        ticket = self.by_type[job_type][job_id]
+        ticket = self.by_type[self.type_of(job_id)][job_id]
         head = self.head()
         assert head is not None
         return ticket - head + 1 - (bisect_left(self.holes, ticket) - bisect_left(self.holes, head))
@@ -134,7 +137,8 @@ class _Level:
 class JobQueue:
     def __init__(self) -> None:
         self._levels: dict[Priority, _Level] = {p: _Level(p) for p in _LEVELS}
-        self._where: dict[str, tuple[_UserJobs, str]] = {}  # job -> its user's jobs in its level, its type
+        # job -> its user's jobs in its level (its type is found there: a pair each would cost 56 bytes a job)
+        self._where: dict[str, _UserJobs] = {}
         self._by_type: Counter[str] = Counter()
 
     def __len__(self) -> int:
@@ -153,7 +157,7 @@ class JobQueue:
             raise ValueError(f"{job_id} is queued already")
         level = self._levels[priority]
         user = level.push(job_id, owner, job_type)
-        self._where[job_id] = (user, job_type)
+        self._where[job_id] = user
         self._by_type[job_type] += 1
         # the newest of its user's jobs: of rank count; a user's first one joined the back of the ring
         in_level = len(level.ring) if user.count == 1 else level.rank(owner, user.count)
@@ -171,17 +175,18 @@ class JobQueue:
         return None
 
     def remove(self, job_id: str) -> bool:
-        if job_id not in self._where:
+        user = self._where.get(job_id)
+        if user is None:
             return False
-        user, job_type = self._where[job_id]
+        job_type = user.type_of(job_id)
         self._levels[user.priority].remove(job_id, job_type, user)
         self._forget(job_id, job_type)
         return True
 
     def position(self, job_id: str) -> int:
         """1-based, across the levels; KeyError for a job not queued."""
-        user, job_type = self._where[job_id]
-        turn = user.rank(job_id, job_type)
+        user = self._where[job_id]
+        turn = user.rank(job_id)
         return self._ahead_of(user.priority) + self._levels[user.priority].rank(user.owner, turn)
 
     def _ahead_of(self, priority: Priority) -> int:
