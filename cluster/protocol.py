@@ -2,13 +2,14 @@
 
 Events travel on the primary's PUB socket as two frames, ``[topic, json]``;
 requests from web workers and messages to and from executors are single JSON
-frames. Every message is a frozen dataclass with ``encode``/``decode``.
+frames; a web worker may send several requests in one frame (a JSON array), answered by one frame of
+replies in the same order. Every message is a frozen dataclass with ``encode``/``decode``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
 from typing import Any
@@ -67,11 +68,15 @@ class PipelineEvent(str, Enum):
     CANCELLED = "pipeline:cancelled"
 
 
-def _loads(frame: bytes) -> dict[str, Any]:
+def _parse(frame: bytes) -> Any:
     try:
-        value = json.loads(frame)
+        return json.loads(frame)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ProtocolError(f"not JSON: {frame[:80]!r}") from e
+
+
+def _loads(frame: bytes) -> dict[str, Any]:
+    value = _parse(frame)
     if not isinstance(value, dict):
         raise ProtocolError(f"not a JSON object: {frame[:80]!r}")
     return value
@@ -123,11 +128,34 @@ class Request:
     args: dict[str, Any] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return _dumps(asdict(self))
+        return _dumps(self._value())
+
+    def _value(self) -> dict[str, Any]:
+        return {"id": self.id, "op": self.op, "args": self.args}
+
+    @staticmethod
+    def encode_many(requests: list[Request]) -> bytes:
+        """One frame: the request itself when alone, else an array of them."""
+        if len(requests) == 1:
+            return requests[0].encode()
+        return json.dumps([r._value() for r in requests], separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, frame: bytes) -> Request:
-        value = _loads(frame)
+        return cls._from(_loads(frame), frame)
+
+    @classmethod
+    def decode_many(cls, frame: bytes) -> tuple[list[Request], bool]:
+        """The requests of a frame, and whether it was an array (its replies then go back as one)."""
+        value = _parse(frame)
+        if isinstance(value, dict):
+            return [cls._from(value, frame)], False
+        if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+            raise ProtocolError(f"not a request or an array of requests: {frame[:80]!r}")
+        return [cls._from(v, frame) for v in value], True
+
+    @classmethod
+    def _from(cls, value: dict[str, Any], frame: bytes) -> Request:
         try:
             return cls(int(value["id"]), str(value["op"]), dict(value.get("args") or {}))
         except (KeyError, TypeError, ValueError) as e:
@@ -146,11 +174,30 @@ class Reply:
         return self.error is None
 
     def encode(self) -> bytes:
-        return _dumps(asdict(self))
+        return _dumps(self._value())
+
+    def _value(self) -> dict[str, Any]:
+        return {"id": self.id, "result": self.result, "error": self.error, "status": self.status}
+
+    @staticmethod
+    def encode_many(replies: list[Reply]) -> bytes:
+        return json.dumps([r._value() for r in replies], separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, frame: bytes) -> Reply:
-        value = _loads(frame)
+        return cls._from(_loads(frame), frame)
+
+    @classmethod
+    def decode_many(cls, frame: bytes) -> list[Reply]:
+        """A reply, or an array of them (the answer to an array of requests)."""
+        value = _parse(frame)
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, dict) for v in values):
+            raise ProtocolError(f"not a reply or an array of replies: {frame[:80]!r}")
+        return [cls._from(v, frame) for v in values]
+
+    @classmethod
+    def _from(cls, value: dict[str, Any], frame: bytes) -> Reply:
         try:
             return cls(int(value["id"]), value.get("result"), value.get("error"), int(value.get("status", 200)))
         except (KeyError, TypeError, ValueError) as e:
@@ -198,7 +245,7 @@ class ExecutorMessage:
     payload: dict[str, Any] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return _dumps(asdict(self))
+        return _dumps({"kind": self.kind, "run_id": self.run_id, "payload": self.payload})
 
     @classmethod
     def decode(cls, frame: bytes) -> ExecutorMessage:

@@ -59,11 +59,9 @@ class ControlServer:
             burst = await self.receive()
             with self._batch():
                 for identity, frame in burst:
-                    answer = self.answer_from(identity, frame)
-                    if isinstance(answer, Reply):
-                        replies.append([identity, answer.encode()])
-                    else:
-                        self._spawn(identity, *answer)
+                    reply = self.answer_frame(identity, frame)
+                    if reply is not None:
+                        replies.append([identity, reply])
             for reply in replies:  # after the batch is stored
                 self._socket.send_multipart(reply)
 
@@ -71,16 +69,37 @@ class ControlServer:
         """A burst of [identity, frame] messages (primary/remote_web.py checks each one's key)."""
         return await receive_burst(self._socket)
 
-    def answer_from(self, _identity: bytes, frame: bytes) -> Reply | tuple[Request, Any]:
-        return self.answer(frame)
-
-    def answer(self, frame: bytes) -> Reply | tuple[Request, Any]:
-        """The reply, or (the request, its handler's coroutine) for a coroutine handler."""
+    def answer_frame(self, identity: bytes, frame: Any) -> bytes | None:
+        """The encoded reply to a frame of one request or an array of them: the answers ready now (an array
+        for an array); those of coroutine handlers are sent by themselves when they finish."""
         try:
-            request = Request.decode(frame)
+            requests, many = Request.decode_many(self.frame_bytes(frame))
+        except ProtocolError as e:
+            return Reply(0, error=str(e), status=400).encode()
+        ready = []
+        for request in requests:
+            answer = self.answer_request(identity, frame, request)
+            if isinstance(answer, Reply):
+                ready.append(answer)
+            else:
+                self._spawn(identity, *answer)
+        if not ready:
+            return None
+        return Reply.encode_many(ready) if many else ready[0].encode()
+
+    def frame_bytes(self, frame: Any) -> bytes:
+        return frame  # type: ignore[no-any-return]
+
+    def answer_request(self, _identity: bytes, _frame: Any, request: Request) -> Reply | tuple[Request, Any]:
+        return self.run(request)
+
+    def answer_from(self, identity: bytes, frame: Any) -> Reply | tuple[Request, Any]:
+        """The answer to a frame of one request: the reply, or (the request, its handler's coroutine)."""
+        try:
+            request = Request.decode(self.frame_bytes(frame))
         except ProtocolError as e:
             return Reply(0, error=str(e), status=400)
-        return self.run(request)
+        return self.answer_request(identity, frame, request)
 
     def run(self, request: Request, handler: Handler | None = None) -> Reply | tuple[Request, Any]:
         """Answer a decoded request, with its registered handler unless another is given."""

@@ -154,6 +154,28 @@ def test_reply_decode_errors(frame: bytes) -> None:
         Reply.decode(frame)
 
 
+def test_several_requests_travel_in_one_frame_and_a_lone_one_as_itself() -> None:
+    requests = [Request(1, "health"), Request(2, "submit_job", {"type": "resize"})]
+    assert Request.decode_many(Request.encode_many(requests)) == (requests, True)
+    assert Request.encode_many(requests[:1]) == requests[0].encode()
+    assert Request.decode_many(requests[0].encode()) == (requests[:1], False)
+    replies = [Reply(1, result={"ok": True}), Reply(2, error="nope", status=404)]
+    assert Reply.decode_many(Reply.encode_many(replies)) == replies
+    assert Reply.decode_many(replies[1].encode()) == replies[1:]
+
+
+@pytest.mark.parametrize("frame", [b"[]", b"[1]", b'[{"id": 1, "op": "a"}, "b"]', b'[{"id": 1}]', b"7"])
+def test_request_array_decode_errors(frame: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        Request.decode_many(frame)
+
+
+@pytest.mark.parametrize("frame", [b"[1]", b'[{"id": 1}, {"result": 2}]', b"null"])
+def test_reply_array_decode_errors(frame: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        Reply.decode_many(frame)
+
+
 # executor messages
 
 

@@ -28,6 +28,7 @@ from primary.retention import Keep, Retention, keep_rules
 from primary.retry import RetryPolicy, RetryTracker
 from primary.stats import WindowStats
 from primary.store import CursorError, JobStore, ReadStore, job_cursor
+from workers.web.rpc import ControlClient, RpcError
 
 DAY_MS = 86_400_000.0
 
@@ -261,6 +262,58 @@ def test_coroutine_handlers_answer_and_plain_ones_answer_after_their_batch() -> 
     replies = asyncio.run(main())
     assert (replies[1].result, replies[2].result, replies[3].status) == (10, 6, 400)
     assert order.index("stored") < order.index("reply 2"), "a plain reply waits for its batch"
+
+
+def test_calls_made_in_one_turn_of_the_loop_travel_as_one_frame_and_are_answered_as_one() -> None:
+    frames: list[bytes] = []
+    batches: list[int] = []
+
+    @contextmanager
+    def batch() -> Iterator[None]:
+        batches.append(len(frames))
+        yield
+
+    async def slow(args: dict[str, Any]) -> int:
+        await asyncio.sleep(0.01)
+        return int(args["n"]) * 2
+
+    def fast(args: dict[str, Any]) -> int:
+        return int(args["n"]) + 1
+
+    class CountingServer(ControlServer):
+        async def receive(self) -> list[list[Any]]:
+            burst = await super().receive()
+            frames.extend(frame for _identity, frame in burst)
+            return burst
+
+    async def main() -> tuple[list[Any], Any]:
+        ctx = zmq.asyncio.Context()
+        endpoint = f"inproc://control-{uuid.uuid4().hex}"
+        router = ctx.socket(zmq.ROUTER)
+        router.bind(endpoint)
+        client = ControlClient(ctx, endpoint)
+        server = CountingServer(router, {"slow": slow, "fast": fast}, batch=batch)
+        tasks = [asyncio.create_task(server.serve()), asyncio.create_task(client.receive_replies())]
+        try:
+            calls = [client.call("fast", n=n) for n in range(20)] + [client.call("slow", n=4), client.call("nope")]
+            answers = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+            alone = await asyncio.wait_for(client.call("fast", n=100), 5)
+            return answers, alone
+        finally:
+            for task in tasks:
+                task.cancel()
+            server.close()
+            client.close()
+            ctx.term()
+
+    answers, alone = asyncio.run(main())
+    assert answers[:20] == [n + 1 for n in range(20)] and answers[20] == 8
+    assert isinstance(answers[21], RpcError) and answers[21].status == 400
+    assert alone == 101
+    assert len(frames) == 2, f"22 calls of one turn, then one more: {len(frames)} frames"
+    assert Request.decode_many(frames[0]) == ([Request(n + 1, "fast", {"n": n}) for n in range(20)]
+                                              + [Request(21, "slow", {"n": 4}), Request(22, "nope", {})], True)
+    assert Request.decode_many(frames[1])[1] is False, "a lone call is a plain request"
 
 
 # the hour's statistics and the loop probe

@@ -13,8 +13,11 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from cluster.logs import get_logger
 from cluster.protocol import ProtocolError, Reply, Request
 from cluster.remote_web import REFUSAL_ID, REFUSED_STATUS
+
+log = get_logger()
 
 CALL_TIMEOUT_S = 10.0
 
@@ -39,13 +42,18 @@ class ControlClient:
         self.on_refused: Callable[[str], None] = lambda reason: None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._outgoing: list[Request] = []  # calls made in this turn of the loop: sent as one frame at its end
+        self._sends: set[asyncio.Future[None]] = set()
 
     async def call(self, op: str, **args: Any) -> Any:
         request = Request(next(self._ids), op, args)
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
         self._pending[request.id] = future
+        if not self._outgoing:
+            loop.call_soon(self._send_outgoing)
+        self._outgoing.append(request)
         try:
-            await self._socket.send(request.encode())
             reply = await asyncio.wait_for(future, CALL_TIMEOUT_S)
         except TimeoutError as e:
             raise RpcError(503, "the primary did not answer") from e
@@ -55,19 +63,43 @@ class ControlClient:
             raise RpcError(reply.status, reply.error or "error")
         return reply.result
 
+    def _send_outgoing(self) -> None:
+        """One frame for every call of the turn: a burst of requests costs the primary one message."""
+        requests, self._outgoing = self._outgoing, []
+        try:
+            sending = self._socket.send(Request.encode_many(requests))
+        except zmq.ZMQError as e:  # the socket is closed: the worker is stopping
+            for request in requests:
+                future = self._pending.get(request.id)
+                if future is not None and not future.done():
+                    future.set_exception(RpcError(503, f"cannot reach the primary: {e}"))
+            return
+        # the socket's queue may be full: the frame goes when there is room (or the calls time out)
+        self._sends.add(sending)
+        sending.add_done_callback(self._sent)
+
+    def _sent(self, sending: asyncio.Future[None]) -> None:
+        self._sends.discard(sending)
+        if not sending.cancelled() and sending.exception() is not None:
+            log.warning("a request to the primary was not sent", error=str(sending.exception()))
+
     async def receive_replies(self) -> None:
         while True:
             frame = await self._socket.recv()
             try:
-                reply = Reply.decode(frame)
+                replies = Reply.decode_many(frame)
             except ProtocolError:
                 continue
-            if reply.id == REFUSAL_ID and reply.status == REFUSED_STATUS:
-                self.on_refused(reply.error or "refused")
-                continue
-            future = self._pending.get(reply.id)
-            if future is not None and not future.done():
-                future.set_result(reply)
+            for reply in replies:
+                self._answered(reply)
+
+    def _answered(self, reply: Reply) -> None:
+        if reply.id == REFUSAL_ID and reply.status == REFUSED_STATUS:
+            self.on_refused(reply.error or "refused")
+            return
+        future = self._pending.get(reply.id)
+        if future is not None and not future.done():
+            future.set_result(reply)
 
     def close(self) -> None:
         self._socket.close(linger=0)
