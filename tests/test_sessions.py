@@ -303,3 +303,57 @@ def test_the_session_cache_trusts_an_entry_only_while_no_session_event_can_be_wa
         assert rpc.calls == 6
 
     asyncio.run(scenario())
+
+
+def test_the_feed_is_behind_only_while_a_session_event_it_has_not_applied_has_arrived() -> None:
+    """Job events streaming past do not make the feed look behind (every request would ask the primary for
+    its session); a session event that reached the worker does, until the feed has handed it on."""
+    import asyncio
+    import uuid
+
+    import zmq.asyncio
+
+    from cluster.protocol import SESSION_TOPIC, Event
+    from workers.web.event_feed import EventFeed, SessionTripwire
+
+    class LastSeqRpc:
+        async def call(self, op: str, **args: Any) -> Any:
+            assert op == "last_seq"
+            return 0
+
+    async def scenario() -> None:
+        context = zmq.asyncio.Context()
+        endpoint = f"inproc://events-{uuid.uuid4().hex}"
+        pub = zmq.Context.shadow(context.underlying).socket(zmq.PUB)
+        pub.bind(endpoint)
+        sub, wire = context.socket(zmq.SUB), zmq.Context.shadow(context.underlying).socket(zmq.SUB)
+        for socket, topic in ((sub, b""), (wire, SESSION_TOPIC.encode())):
+            socket.setsockopt(zmq.SUBSCRIBE, topic)
+            socket.connect(endpoint)
+        feed = EventFeed(sub, LastSeqRpc(), SessionTripwire(wire))  # type: ignore[arg-type]
+        seen: list[int] = []
+        pumping = asyncio.create_task(feed.pump(lambda event, _text: seen.append(event.seq)))
+        try:
+            await asyncio.sleep(0.2)  # the subscriptions reach the PUB socket
+            for seq in range(1, 51):
+                pub.send_multipart(Event("job:queued", seq, 0.0, {"jobId": f"j{seq}"}).encode())
+            assert feed.up_to_date(), "job events waiting are not session events"
+            pub.send_multipart(Event("session:ended", 51, 0.0, {"userId": "u1", "tokenHashes": []}).encode())
+            deadline = time.monotonic() + 5
+            while feed.up_to_date() and 51 not in seen:
+                assert time.monotonic() < deadline, "the session event never arrived"
+                await asyncio.sleep(0)
+            if 51 not in seen:
+                assert not feed.up_to_date(), "a session event arrived that the feed has not applied"
+            while 51 not in seen:
+                assert time.monotonic() < deadline, "the feed never applied the session event"
+                await asyncio.sleep(0.01)
+            assert feed.up_to_date() and seen == list(range(1, 52))
+        finally:
+            pumping.cancel()
+            await asyncio.gather(pumping, return_exceptions=True)
+            for socket in (pub, sub, wire):
+                socket.close(linger=0)
+            context.term()
+
+    asyncio.run(scenario())

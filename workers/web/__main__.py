@@ -28,7 +28,7 @@ from cluster.storage import open_storage
 from workers.web.app import WorkerState, build_app
 from workers.web.auth import SessionCache
 from workers.web.draining import drain
-from workers.web.event_feed import EventFeed
+from workers.web.event_feed import EventFeed, SessionTripwire
 from workers.web.hub import Hub
 from workers.web.rpc import ControlClient, RpcError
 from workers.web.session_events import event_sink
@@ -125,16 +125,12 @@ async def run_worker(config: ClusterConfig, parent: int, context: zmq.asyncio.Co
                      rpc: ControlClient, shipper: LogShipper,
                      watchers: Sequence[Callable[[uvicorn.Server], Awaitable[None]]] = ()) -> None:
     """Serve until told to stop; the context, the control client and the log shipper are closed here."""
-    sub = context.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.RCVHWM, config.pub_hwm)
-    for topic in EVENT_TOPICS:
-        sub.setsockopt(zmq.SUBSCRIBE, topic)
-    if link.secure:
-        link.secure(sub)
-    sub.connect(link.events)
+    sub = _subscriber(context, config, link, EVENT_TOPICS)
+    # on the same ZeroMQ context, but a plain socket: it is only ever read without waiting
+    tripwire = SessionTripwire(_subscriber(zmq.Context.shadow(context.underlying), config, link,
+                                           (SESSION_TOPIC.encode(),)))
     hub = Hub(config.ws_queue_size)
-    feed = EventFeed(sub, rpc)
+    feed = EventFeed(sub, rpc, tripwire)
     sessions = SessionCache(rpc, feed.up_to_date)
     try:
         storage = open_storage(config)
@@ -150,6 +146,7 @@ async def run_worker(config: ClusterConfig, parent: int, context: zmq.asyncio.Co
     except (OSError, ValueError, RuntimeError, media.MediaError) as e:
         rpc.close()
         sub.close(linger=0)
+        tripwire.close()
         shipper.close()
         context.destroy(linger=0)
         raise BootFailure from e
@@ -171,9 +168,22 @@ async def run_worker(config: ClusterConfig, parent: int, context: zmq.asyncio.Co
         await asyncio.gather(*tasks, return_exceptions=True)
         rpc.close()
         sub.close(linger=0)
+        tripwire.close()
         log.info("web worker stopped")
         shipper.close()
         context.destroy(linger=0)
+
+
+def _subscriber(context: zmq.Context, config: ClusterConfig, link: PrimaryLink, topics: Sequence[bytes]) -> zmq.Socket:
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, config.pub_hwm)
+    for topic in topics:
+        sub.setsockopt(zmq.SUBSCRIBE, topic)
+    if link.secure:
+        link.secure(sub)
+    sub.connect(link.events)
+    return sub
 
 
 class BootFailure(Exception):

@@ -40,26 +40,54 @@ async def stored_events(rpc: ControlClient, since: int, until: int | None = None
             return
 
 
+class SessionTripwire:
+    """A second SUB socket on the event endpoint, for session events only, read by nobody but ``newest``:
+    the feed's own socket is never empty under a stream of job events, so asking it whether a session
+    event is waiting would send every request to the primary for its session."""
+
+    def __init__(self, socket: zmq.Socket) -> None:
+        """``socket``: a plain (not asyncio) SUB socket subscribed to SESSION_TOPIC, connected."""
+        self._socket = socket
+        self._newest = 0
+
+    def newest(self) -> int:
+        """The seq of the newest session event that reached this worker."""
+        while True:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return self._newest
+            try:
+                self._newest = max(self._newest, Event.decode(frames).seq)
+            except ProtocolError:
+                continue
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
 class EventFeed:
-    def __init__(self, sub: zmq.asyncio.Socket, rpc: ControlClient) -> None:
+    def __init__(self, sub: zmq.asyncio.Socket, rpc: ControlClient, sessions: SessionTripwire) -> None:
         self._sub = sub
         self._rpc = rpc
+        self._sessions = sessions
         self._sink: EventSink = lambda _event, _text: None
         self._filling = False  # fetching from the store: events are in hand that the sink has not had
+        self._last_seq = 0  # the newest event gone to the sink
 
     def up_to_date(self) -> bool:
-        """Every event that reached this worker has gone to the sink (none unread, no gap being filled).
+        """Every session event that reached this worker has gone to the sink (and no gap is being filled).
         A cached session is trusted only then: a session event may be the one still waiting."""
-        return not self._filling and not self._sub.get(zmq.EVENTS) & zmq.POLLIN
+        return not self._filling and self._sessions.newest() <= self._last_seq
 
     async def pump(self, sink: EventSink) -> None:
         """Hand each event to ``sink`` once, in seq order. A jump in seq, or a quiet spell (the drop may have
         hit the end of a burst), sends the pump to the store for what the PUB socket dropped."""
         self._sink = sink
-        last_seq = int(await self._rpc.call("last_seq"))
+        self._last_seq = int(await self._rpc.call("last_seq"))
         while True:
             if not await self._sub.poll(QUIET_CHECK_MS):
-                last_seq = await self._catch_up(last_seq, None)
+                self._last_seq = await self._catch_up(self._last_seq, None)
                 self._filling = False
                 continue
             frames = await self._sub.recv_multipart()
@@ -68,13 +96,13 @@ class EventFeed:
             except ProtocolError as e:
                 log.warning("bad event", error=str(e))
                 continue
-            if event.seq <= last_seq:
+            if event.seq <= self._last_seq:
                 continue
-            if event.seq > last_seq + 1:
-                last_seq = await self._catch_up(last_seq, event.seq - 1)
+            if event.seq > self._last_seq + 1:
+                self._last_seq = await self._catch_up(self._last_seq, event.seq - 1)
             self._sink(event, frames[1].decode())
             self._filling = False
-            last_seq = event.seq
+            self._last_seq = event.seq
 
     async def _catch_up(self, last_seq: int, until: int | None) -> int:
         self._filling = True
