@@ -144,7 +144,7 @@ class JobEngine:
                   owner=owner, priority=priority, timeout_s=timeout_s or policy.timeout_s,
                   max_retries=policy.max_retries)
         self._track(job, hash(key))
-        self._enqueue(job)
+        self._enqueue(job, at=job.created_at)  # one float for both: a million queued jobs, 24 MB less
         return job, True
 
     def find_identical(self, job_type: str, video_id: str, params: dict[str, Any]) -> Job | None:
@@ -351,12 +351,12 @@ class JobEngine:
             job.retry_at = None
             self._enqueue(job)
 
-    def _enqueue(self, job: Job, keep_order: bool = False) -> None:
+    def _enqueue(self, job: Job, keep_order: bool = False, at: float | None = None) -> None:
         if not keep_order:
             self._order += 1
             job.queue_order = self._order
         job.state = JobState.QUEUED
-        job.queued_at = now_ms()
+        job.queued_at = at if at is not None else now_ms()
         if job.run_id:
             self._by_run.pop(job.run_id, None)
         job.run_id = None

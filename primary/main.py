@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import fcntl
 import gc
 import os
@@ -186,6 +188,7 @@ class Primary:
         parts.engine.recover()
         parts.pipelines.recover()  # after the jobs: each live pipeline is checked against its stage's job
         gc.freeze()  # what recovery loaded lives on: the collector need not walk a million queued jobs again
+        release_free_memory()  # the rows recovery read and dropped
         store.checkpoint_elsewhere()
         swept = parts.files.sweep_at_start()  # no child runs yet
         if swept:
@@ -526,3 +529,13 @@ def run_primary(config: ClusterConfig) -> int:
     except (OSError, zmq.ZMQError) as e:  # a port in use, say
         log.error("cannot start", error=str(e))
         return 1
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``): reading a million rows
+    leaves tens of MiB free but held. Elsewhere (musl, macOS) there is nothing to do."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -484,6 +484,8 @@ def _job_from_row(row: sqlite3.Row, shared: dict[str, Any] | None = None) -> Job
             values[column] = sys.intern(values[column])
         for column in ("timeout_s", "progress"):  # mostly the same few values
             values[column] = shared.setdefault(f"{column}={values[column]!r}", values[column])
+        if values["queued_at"] == values["created_at"]:  # queued when made: one float object for both
+            values["queued_at"] = values["created_at"]
     values["state"] = JobState(values["state"])
     values["priority"] = Priority(values["priority"])
     return Job(**values)
