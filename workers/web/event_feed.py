@@ -18,6 +18,7 @@ log = get_logger()
 
 PAGE = 500
 QUIET_CHECK_MS = 1000
+BURST = 256  # events handed on before the loop runs anything else
 
 EventSink = Callable[[Event, str], None]
 
@@ -85,24 +86,32 @@ class EventFeed:
         hit the end of a burst), sends the pump to the store for what the PUB socket dropped."""
         self._sink = sink
         self._last_seq = int(await self._rpc.call("last_seq"))
+        waiting = zmq.Socket.shadow(self._sub.underlying)  # read without a future each: a burst at once
         while True:
             if not await self._sub.poll(QUIET_CHECK_MS):
                 self._last_seq = await self._catch_up(self._last_seq, None)
                 self._filling = False
                 continue
-            frames = await self._sub.recv_multipart()
-            try:
-                event = Event.decode(frames)
-            except ProtocolError as e:
-                log.warning("bad event", error=str(e))
-                continue
-            if event.seq <= self._last_seq:
-                continue
-            if event.seq > self._last_seq + 1:
-                self._last_seq = await self._catch_up(self._last_seq, event.seq - 1)
-            self._sink(event, frames[1].decode())
-            self._filling = False
-            self._last_seq = event.seq
+            for _ in range(BURST):
+                try:
+                    frames = waiting.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                await self._take(frames)
+
+    async def _take(self, frames: list[bytes]) -> None:
+        try:
+            event = Event.decode(frames)
+        except ProtocolError as e:
+            log.warning("bad event", error=str(e))
+            return
+        if event.seq <= self._last_seq:
+            return
+        if event.seq > self._last_seq + 1:
+            self._last_seq = await self._catch_up(self._last_seq, event.seq - 1)
+        self._sink(event, frames[1].decode())
+        self._filling = False
+        self._last_seq = event.seq
 
     async def _catch_up(self, last_seq: int, until: int | None) -> int:
         self._filling = True
