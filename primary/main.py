@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import fcntl
 import gc
 import os
@@ -24,6 +22,7 @@ import zmq.asyncio
 from cluster.child import EXIT_BOOT_FAILURE
 from cluster.config import ClusterConfig
 from cluster.curve import CertError
+from cluster.heap import release_free_memory
 from cluster.kinds import KINDS
 from cluster.logs import configure_logging, get_logger
 from cluster.passwords import random_password
@@ -529,13 +528,3 @@ def run_primary(config: ClusterConfig) -> int:
     except (OSError, zmq.ZMQError) as e:  # a port in use, say
         log.error("cannot start", error=str(e))
         return 1
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``): reading a million rows
-    leaves tens of MiB free but held. Elsewhere (musl, macOS) there is nothing to do."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass

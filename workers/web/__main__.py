@@ -22,6 +22,7 @@ import zmq.asyncio
 from cluster import media
 from cluster.child import EXIT_BOOT_FAILURE, LISTEN_FD_ENV, LogShipper, child_config, die_with_parent, watch_parent
 from cluster.config import ClusterConfig
+from cluster.heap import map_large_blocks
 from cluster.logs import configure_logging, get_logger
 from cluster.protocol import SESSION_TOPIC
 from cluster.storage import open_storage
@@ -35,6 +36,7 @@ from workers.web.session_events import event_sink
 from workers.web.slow_clients import http_protocol
 from workers.web.ws_frames import FrameWriterProtocol
 
+UPLOAD_BLOCK_MMAP = 1 << 20  # an upload's part buffers (8 MiB) are mapped, and unmapped once sent
 EVENT_TOPICS = (b"job:", b"queue:", SESSION_TOPIC.encode())
 
 log = get_logger()
@@ -200,6 +202,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the primary decides
     parent = die_with_parent()
     config = child_config()
+    map_large_blocks(UPLOAD_BLOCK_MMAP)
     try:
         uvloop.run(serve(config, parent))
     except BootFailure as e:
