@@ -82,7 +82,7 @@ def _loads(frame: bytes) -> dict[str, Any]:
     return value
 
 
-def _dumps(value: dict[str, Any]) -> bytes:
+def _dumps(value: dict[str, Any] | list[dict[str, Any]]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
@@ -138,7 +138,7 @@ class Request:
         """One frame: the request itself when alone, else an array of them."""
         if len(requests) == 1:
             return requests[0].encode()
-        return json.dumps([r._value() for r in requests], separators=(",", ":")).encode()
+        return _dumps([r._value() for r in requests])
 
     @classmethod
     def decode(cls, frame: bytes) -> Request:
@@ -181,7 +181,7 @@ class Reply:
 
     @staticmethod
     def encode_many(replies: list[Reply]) -> bytes:
-        return json.dumps([r._value() for r in replies], separators=(",", ":")).encode()
+        return _dumps([r._value() for r in replies])
 
     @classmethod
     def decode(cls, frame: bytes) -> Reply:

@@ -93,14 +93,6 @@ class ControlServer:
     def answer_request(self, _identity: bytes, _frame: Any, request: Request) -> Reply | tuple[Request, Any]:
         return self.run(request)
 
-    def answer_from(self, identity: bytes, frame: Any) -> Reply | tuple[Request, Any]:
-        """The answer to a frame of one request: the reply, or (the request, its handler's coroutine)."""
-        try:
-            request = Request.decode(self.frame_bytes(frame))
-        except ProtocolError as e:
-            return Reply(0, error=str(e), status=400)
-        return self.answer_request(identity, frame, request)
-
     def run(self, request: Request, handler: Handler | None = None) -> Reply | tuple[Request, Any]:
         """Answer a decoded request, with its registered handler unless another is given."""
         handler = handler or self._handlers.get(request.op)

@@ -100,6 +100,13 @@ class FakeFrame:
         return self._properties[name]
 
 
+def _answer(server: Any, request: Request, key: str) -> Reply:
+    """The control server's reply to one frame from web worker w1, answered at once."""
+    frame = server.answer_frame(b"w1", FakeFrame(request, key))
+    assert frame is not None, "answered at once, not by a coroutine"
+    return Reply.decode(frame)
+
+
 def test_a_remote_web_worker_is_known_by_its_connection_never_by_a_pid_of_ours() -> None:
     from primary.rate_limits import WebSocketCounts
     from primary.remote_web import RemoteControlServer, RemoteWebWorkers
@@ -116,13 +123,13 @@ def test_a_remote_web_worker_is_known_by_its_connection_never_by_a_pid_of_ours()
     user = {"userId": "u1"}
     local_pid = os.getpid()
     counts.open({"pid": local_pid, "user": {"userId": "u2"}})  # a local worker's client
-    hello = server.answer_from(b"w1", FakeFrame(Request(1, "web_hello", {"pid": local_pid, "host": {
-        "hostname": "web-host-1", "pid": local_pid}}), "KEY"))
-    assert isinstance(hello, Reply) and hello.result == {"max_upload_mb": 7}
-    opened = server.answer_from(b"w1", FakeFrame(Request(2, "ws_open", {"pid": local_pid, "user": user}), "KEY"))
-    assert isinstance(opened, Reply) and opened.status == 200
-    server.answer_from(b"w1", FakeFrame(Request(3, "worker_ready", {"pid": local_pid, "host": {
-        "hostname": "web-host-1", "pid": local_pid, "usage": {"rssBytes": 5}}}), "KEY"))
+    hello = _answer(server, Request(1, "web_hello", {"pid": local_pid, "host": {
+        "hostname": "web-host-1", "pid": local_pid}}), "KEY")
+    assert hello.result == {"max_upload_mb": 7}
+    opened = _answer(server, Request(2, "ws_open", {"pid": local_pid, "user": user}), "KEY")
+    assert opened.status == 200
+    _answer(server, Request(3, "worker_ready", {"pid": local_pid, "host": {
+        "hostname": "web-host-1", "pid": local_pid, "usage": {"rssBytes": 5}}}), "KEY")
     assert workers.processes() == [{"role": "web", "pid": local_pid, "serving": True, "remote": True,
                                     "hostname": "web-host-1", "address": "10.0.0.5", "rssBytes": 5}]
     counts.forget_worker(local_pid)  # the local worker exits: the remote one's count stays
@@ -132,8 +139,8 @@ def test_a_remote_web_worker_is_known_by_its_connection_never_by_a_pid_of_ours()
     assert counts.count("u1") == 0 and workers.processes() == []
     assert Reply.decode(sent[-1][1]) == Reply(REFUSAL_ID, error="the key of this web tier is revoked",
                                               status=REFUSED_STATUS) and sent[-1][0] == b"w1"
-    again = server.answer_from(b"w1", FakeFrame(Request(4, "last_seq", {}), "KEY"))
-    assert isinstance(again, Reply) and again.status == REFUSED_STATUS
+    again = _answer(server, Request(4, "last_seq", {}), "KEY")
+    assert again.status == REFUSED_STATUS
 
 
 # --- the primary's TCP sockets check keys on every message, over loopback ---------------------
