@@ -157,6 +157,8 @@ async def run_worker(config: ClusterConfig, parent: int, context: zmq.asyncio.Co
     draining: list[asyncio.Task[None]] = []
     start_drain = lambda: draining or draining.append(asyncio.create_task(drain(server, state, hub)))
     loop.add_signal_handler(signal.SIGTERM, start_drain)
+    # not through the loop: the handler must run before the loop reads the request that came meanwhile
+    signal.signal(signal.SIGCONT, lambda _signum, _frame: sessions.distrust_all())
     tasks = [asyncio.create_task(c) for c in (rpc.receive_replies(), feed.pump(event_sink(hub, sessions)),
                                                watch_parent(parent, orphaned), _exit_when(orphaned, server),
                                                report_to_primary(server, state, config, link, start_drain),

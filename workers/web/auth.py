@@ -34,8 +34,18 @@ class SessionCache:
         self._users: dict[str, tuple[float, dict[str, Any]]] = {}  # token hash -> (fetched at, user)
         self._by_user: dict[str, set[str]] = {}  # user id -> its cached token hashes
         self._changes = 0  # counts invalidations: a lookup that overlapped one is not cached
+        self._thawed = False
+
+    def distrust_all(self) -> None:
+        """The process was stopped (SIGSTOP) and goes on: its ZeroMQ I/O thread was stopped too, so the session
+        events that came meanwhile may still sit unread in the kernel, where ``up_to_date`` cannot see them.
+        Safe in a signal handler: the next lookup empties the cache."""
+        self._thawed = True
 
     async def user(self, token: str) -> dict[str, Any]:
+        if self._thawed:
+            self._thawed = False
+            self.forget_all()
         key = token_hash(token)
         cached = self._users.get(key)
         if cached and time.monotonic() - cached[0] < SESSION_CACHE_S and self._up_to_date():
@@ -60,6 +70,11 @@ class SessionCache:
             cached = self._users.pop(key, None)
             if cached:
                 self._by_user.get(str(cached[1]["userId"]), set()).discard(key)
+
+    def forget_all(self) -> None:
+        self._changes += 1
+        self._users.clear()
+        self._by_user.clear()
 
     def user_changed(self, user_id: str) -> None:
         self._changes += 1
