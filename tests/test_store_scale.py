@@ -362,3 +362,34 @@ def test_stored_event_bodies_are_the_bytes_the_pub_socket_sent(store: JobStore) 
     store.append_events(events)
     assert [body.encode() for body in store.event_bodies_since(0)] == [e.body() for e in events]
     assert store.event_bodies_since(0, owner="bob") == [events[1].body().decode()]
+
+
+def test_a_call_the_primary_never_answers_fails_with_503_and_a_later_call_still_goes_through() -> None:
+    async def main() -> tuple[list[Any], Any]:
+        ctx = zmq.asyncio.Context()
+        endpoint = f"inproc://control-{uuid.uuid4().hex}"
+        router = ctx.socket(zmq.ROUTER)
+        router.bind(endpoint)
+        client = ControlClient(ctx, endpoint, timeout_s=0.2)
+        replies = asyncio.create_task(client.receive_replies())
+        try:
+            unanswered = [client.call("fast", n=n) for n in range(3)]  # nobody serves the router yet
+            failures = await asyncio.wait_for(asyncio.gather(*unanswered, return_exceptions=True), 5)
+            await asyncio.wait_for(router.recv_multipart(), 5)  # the frame did arrive, unanswered
+            server = ControlServer(router, {"fast": lambda args: int(args["n"]) + 1})
+            serving = asyncio.create_task(server.serve())
+            try:
+                return failures, await asyncio.wait_for(client.call("fast", n=1), 5)
+            finally:
+                serving.cancel()
+                await asyncio.gather(serving, return_exceptions=True)
+        finally:
+            replies.cancel()
+            await asyncio.gather(replies, return_exceptions=True)
+            router.close(linger=0)
+            client.close()
+            ctx.term()
+
+    failures, later = asyncio.run(main())
+    assert [(type(f), getattr(f, "status", None)) for f in failures] == [(RpcError, 503)] * 3, failures
+    assert later == 2

@@ -53,15 +53,13 @@ class SessionTripwire:
 
     def newest(self) -> int:
         """The seq of the newest session event that reached this worker."""
-        while True:
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return self._newest
+        while self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # asked on every request: no zmq.Again raised
+            frames = self._socket.recv_multipart(zmq.NOBLOCK)
             try:
                 self._newest = max(self._newest, Event.decode(frames).seq)
             except ProtocolError:
                 continue
+        return self._newest
 
     def close(self) -> None:
         self._socket.close(linger=0)

@@ -54,7 +54,8 @@ async def idle_limited(request: Request, idle_s: float) -> AsyncIterator[bytes]:
     chunks = request.stream().__aiter__()
     while True:
         try:
-            chunk = await asyncio.wait_for(anext(chunks), idle_s)
+            async with asyncio.timeout(idle_s):  # not wait_for: it makes a task of each chunk
+                chunk = await anext(chunks)
         except StopAsyncIteration:
             return
         except TimeoutError as e:

@@ -30,9 +30,11 @@ class RpcError(Exception):
 
 class ControlClient:
     def __init__(self, context: zmq.asyncio.Context, endpoint: str,
-                 secure: Callable[[zmq.Socket], None] | None = None, monitor_events: int = 0) -> None:
+                 secure: Callable[[zmq.Socket], None] | None = None, monitor_events: int = 0,
+                 timeout_s: float = CALL_TIMEOUT_S) -> None:
         """``secure``: a remote web tier's CURVE keys; ``monitor_events``: a monitor socket for these events,
-        made before the connection so that none is missed."""
+        made before the connection so that none is missed; ``timeout_s``: a call unanswered that long fails
+        with 503 (checked about every ``timeout_s / 10``)."""
         self._socket = context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         if secure is not None:
@@ -41,27 +43,40 @@ class ControlClient:
         self._socket.connect(endpoint)
         self.on_refused: Callable[[str], None] = lambda reason: None
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        # call id -> (its answer, its deadline): in call order, so in deadline order too
+        self._pending: dict[int, tuple[asyncio.Future[Reply], float]] = {}
         self._outgoing: list[Request] = []  # calls made in this turn of the loop: sent as one frame at its end
         self._sends: set[asyncio.Future[None]] = set()
+        self._timeout_s = timeout_s
+        self._expiry: asyncio.TimerHandle | None = None
 
     async def call(self, op: str, **args: Any) -> Any:
         request = Request(next(self._ids), op, args)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
-        self._pending[request.id] = future
+        self._pending[request.id] = (future, loop.time() + self._timeout_s)
+        if self._expiry is None:
+            self._expiry = loop.call_later(self._timeout_s / 10, self._expire)
         if not self._outgoing:
             loop.call_soon(self._send_outgoing)
         self._outgoing.append(request)
         try:
-            reply = await asyncio.wait_for(future, CALL_TIMEOUT_S)
-        except TimeoutError as e:
-            raise RpcError(503, "the primary did not answer") from e
+            reply = await future  # one timer for every call (``_expire``), not one each
         finally:
             self._pending.pop(request.id, None)
         if not reply.ok:
             raise RpcError(reply.status, reply.error or "error")
         return reply.result
+
+    def _expire(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for future, deadline in self._pending.values():
+            if deadline > now:
+                break
+            if not future.done():
+                future.set_exception(RpcError(503, "the primary did not answer"))
+        self._expiry = loop.call_later(self._timeout_s / 10, self._expire) if self._pending else None
 
     def _send_outgoing(self) -> None:
         """One frame for every call of the turn: a burst of requests costs the primary one message."""
@@ -70,7 +85,7 @@ class ControlClient:
             sending = self._socket.send(Request.encode_many(requests))
         except zmq.ZMQError as e:  # the socket is closed: the worker is stopping
             for request in requests:
-                future = self._pending.get(request.id)
+                future, _ = self._pending.get(request.id, (None, 0.0))
                 if future is not None and not future.done():
                     future.set_exception(RpcError(503, f"cannot reach the primary: {e}"))
             return
@@ -97,9 +112,11 @@ class ControlClient:
         if reply.id == REFUSAL_ID and reply.status == REFUSED_STATUS:
             self.on_refused(reply.error or "refused")
             return
-        future = self._pending.get(reply.id)
+        future, _ = self._pending.get(reply.id, (None, 0.0))
         if future is not None and not future.done():
             future.set_result(reply)
 
     def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         self._socket.close(linger=0)
