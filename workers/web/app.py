@@ -21,16 +21,13 @@ from cluster.config import ClusterConfig
 from cluster.logs import get_logger
 from workers.web import paging, pipeline_routes, queue_routes, request_body, webhook_routes
 from workers.web.assets import asset_response, hls_file_response, text_file_response
-from workers.web.auth import RequireSession, SessionCache, admit, login, logout, update_user, user_call
-from workers.web.client_ip import ForwardedHeaders, TrustedProxies, client_ip
-from workers.web.csrf import CsrfGuard
-from workers.web.draining import CloseWhenDraining
+from workers.web.auth import SessionCache, admit, login, logout, update_user, user_call
+from workers.web.client_ip import client_ip
 from workers.web.errors import EXCEPTION_HANDLERS, ApiError, too_many
-from workers.web.http_stats import RequestStats
+from workers.web.front_door import FrontDoor
 from workers.web.hub import Hub
 from workers.web.operator_access import is_operator, require_operator
 from workers.web.rpc import ControlClient
-from workers.web.security_headers import SecurityHeaders
 from workers.web.upload_slots import UploadSlots
 from workers.web.uploads import ingest, receive_body, source_limits, upload_extension
 from workers.web.websocket import websocket_endpoint
@@ -129,11 +126,7 @@ def build_app(state: WorkerState) -> Starlette:
         Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-                    middleware=[Middleware(ForwardedHeaders, proxies=TrustedProxies(state.config.forwarded_allow_ips)),
-                                Middleware(SecurityHeaders), Middleware(RequestStats, counts=state.requests),
-                                Middleware(CloseWhenDraining, state=state),
-                                Middleware(CsrfGuard, allowed=state.config.allowed_origins),
-                                Middleware(RequireSession)])
+                    middleware=[Middleware(FrontDoor, state=state)])
     app.state.worker = state
     return app
 

@@ -90,7 +90,7 @@ class SessionCache:
 
 
 async def user_call(request: Request, op: str, **args: Any) -> Any:
-    """An RPC on behalf of the logged-in user (RequireSession put it there); the primary checks ownership."""
+    """An RPC on behalf of the logged-in user (``require_session`` put it there); the primary checks ownership."""
     return await request.app.state.worker.rpc.call(op, user=request.state.user, **args)
 
 
@@ -175,23 +175,11 @@ PUBLIC_PATHS = frozenset({"/api/login", "/api/health"})
 PROTECTED_PREFIXES = ("/api/", "/get-video-asset", "/hls/")
 
 
-class RequireSession:
-    """ASGI middleware: every API route, asset and HLS file needs a session (401 first, before the body
-    is read); the user is left in ``scope["state"]["user"]`` for the route."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and _protected(scope["path"]):
-            connection = HTTPConnection(scope)
-            try:
-                user = await current_user(connection)
-            except ApiError as e:
-                await JSONResponse({"error": str(e)}, status_code=e.status)(scope, receive, send)
-                return
-            scope.setdefault("state", {})["user"] = user
-        await self.app(scope, receive, send)
+async def require_session(scope: Any) -> None:
+    """Every API route, asset and HLS file needs a session (ApiError 401 first, before the body is read);
+    the user is left in ``scope["state"]["user"]`` for the route."""
+    if _protected(scope["path"]):
+        scope.setdefault("state", {})["user"] = await current_user(HTTPConnection(scope))
 
 
 def _protected(path: str) -> bool:

@@ -1,8 +1,8 @@
 """Who is asking, and which address they asked for: the peer, unless a trusted proxy says otherwise.
 
 ``X-Forwarded-For``, ``-Proto`` and ``-Host`` are believed only from the peers in ``--forwarded-allow-ips``
-(default: none), so nobody can rotate a header to pass for many addresses. The ``ForwardedHeaders``
-middleware settles it once per request; everything else reads ``client_ip`` and ``own_origin``.
+(default: none), so nobody can rotate a header to pass for many addresses. ``believe_forwarded``
+settles it once per request (workers/web/front_door.py); everything else reads ``client_ip`` and ``own_origin``.
 """
 
 from __future__ import annotations
@@ -46,34 +46,25 @@ class TrustedProxies:
         return hops[0] if hops else peer
 
 
-class ForwardedHeaders:
-    """ASGI middleware: ``scope["client"]``, ``scope["scheme"]`` and the forwarded host, from a trusted proxy."""
-
-    def __init__(self, app: Any, proxies: TrustedProxies) -> None:
-        self.app = app
-        self.proxies = proxies
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
-            peer = scope["client"][0] if scope.get("client") else None
-            if self.proxies.trusts(peer):
-                self._believe(scope, Headers(scope=scope), peer or "")
-        await self.app(scope, receive, send)
-
-    def _believe(self, scope: Any, headers: Headers, peer: str) -> None:
-        forwarded_for = ",".join(headers.getlist("x-forwarded-for"))
-        if forwarded_for:
-            scope["client"] = (self.proxies.client_of(peer, forwarded_for), 0)
-        proto = headers.get("x-forwarded-proto", "").strip().lower()
-        if proto in ("http", "https"):
-            scope["scheme"] = proto.replace("http", "ws") if scope["type"] == "websocket" else proto
-        host = headers.get("x-forwarded-host", "").split(",")[0].strip()
-        if host:
-            scope.setdefault("state", {})["forwarded_host"] = host
+def believe_forwarded(scope: Any, proxies: TrustedProxies) -> None:
+    """``scope["client"]``, ``scope["scheme"]`` and the forwarded host, when the peer is a trusted proxy."""
+    peer = scope["client"][0] if scope.get("client") else None
+    if not proxies.trusts(peer):
+        return
+    headers = Headers(scope=scope)
+    forwarded_for = ",".join(headers.getlist("x-forwarded-for"))
+    if forwarded_for:
+        scope["client"] = (proxies.client_of(peer or "", forwarded_for), 0)
+    proto = headers.get("x-forwarded-proto", "").strip().lower()
+    if proto in ("http", "https"):
+        scope["scheme"] = proto.replace("http", "ws") if scope["type"] == "websocket" else proto
+    host = headers.get("x-forwarded-host", "").split(",")[0].strip()
+    if host:
+        scope.setdefault("state", {})["forwarded_host"] = host
 
 
 def client_ip(connection: HTTPConnection) -> str:
-    """The client's address as believed (see ``ForwardedHeaders``); "" when the server does not know it."""
+    """The client's address as believed (see ``believe_forwarded``); "" when the server does not know it."""
     return connection.client.host if connection.client else ""
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse
 
 from cluster.logs import clip
 from workers.web.auth import COOKIE
@@ -33,23 +32,10 @@ def allowed_origins(spec: str) -> frozenset[str]:
     return frozenset(normalize_origin(item) for item in spec.split(",") if item.strip())
 
 
-class CsrfGuard:
-    """ASGI middleware: 403 ``{"error"}`` for a state-changing request that fails the rules above."""
-
-    def __init__(self, app: Any, allowed: str) -> None:
-        self.app = app
-        self.allowed = allowed_origins(allowed)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] in STATE_CHANGING:
-            problem = request_problem(scope, self.allowed)
-            if problem:
-                await JSONResponse({"error": problem}, status_code=403)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def request_problem(scope: Any, allowed: frozenset[str]) -> str | None:
+    """Why an HTTP request fails the rules above (403), or None."""
+    if scope["method"] not in STATE_CHANGING:
+        return None
     headers = Headers(scope=scope)
     if _has_body(headers) and scope["path"] not in RAW_BODY_PATHS and not _is_json(headers):
         return "a request body must be sent as content-type: application/json"

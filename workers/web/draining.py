@@ -15,25 +15,9 @@ CLOSE_SERVICE_RESTART = 1012
 LINGER_S = 2.0
 
 
-class CloseWhenDraining:
-    """ASGI middleware: while the worker drains, every response closes its connection, so a keep-alive
-    client moves to another worker after this answer instead of finding its connection cut."""
-
-    def __init__(self, app: Any, state: Any) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_close(message: Any) -> None:
-            if message["type"] == "http.response.start" and self.state.draining:
-                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_close)
+# while the worker drains, every response closes its connection (workers/web/front_door.py), so a keep-alive
+# client moves to another worker after this answer instead of finding its connection cut
+CLOSE_CONNECTION = (b"connection", b"close")
 
 
 async def drain(server: uvicorn.Server, state: Any, hub: Hub, linger_s: float = LINGER_S) -> None:

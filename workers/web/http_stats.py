@@ -8,35 +8,15 @@ from typing import Any
 from starlette.routing import Match
 
 
-class RequestStats:
-    """ASGI middleware: counts each response by route template (not raw path: bounded label values)."""
-
-    def __init__(self, app: Any, counts: Counter[tuple[str, str, int]]) -> None:
-        self.app = app
-        self.counts = counts
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def remember_status(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, remember_status)
-        finally:
-            self.counts[(scope["method"], _route(scope), status)] += 1
+def count_response(counts: Counter[tuple[str, str, int]], scope: Any, status: int) -> None:
+    """By route template, not raw path: bounded label values."""
+    counts[(scope["method"], _route(scope), status)] += 1
 
 
 def _route(scope: Any) -> str:
-    routed = scope.get("route")  # the router's pick, when the request got that far: one match, not every route's
-    if routed is not None and routed.matches(scope)[0] is Match.FULL:
-        return _label(routed)
+    routed = scope.get("route")  # the router's pick, when the request got that far: no match again
+    if routed is not None and scope["method"] in (getattr(routed, "methods", None) or (scope["method"],)):
+        return _label(routed)  # the router picks a route whose methods miss this one only for a 405
     router = scope["app"].router if "app" in scope else None  # refused by a middleware first, or a 405
     for route in getattr(router, "routes", ()):
         match, _ = route.matches(scope)

@@ -3,8 +3,6 @@ framed, and no response is sniffed into another type. Harmless on the API's JSON
 
 from __future__ import annotations
 
-from typing import Any
-
 # blob: for hls.js (its MediaSource URLs and its worker); 'self' in connect-src also covers ws(s):// here
 DIRECTIVES = (
     "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data: blob:",
@@ -20,20 +18,7 @@ HEADERS = [
 ]
 
 
-class SecurityHeaders:
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(name, value) for name, value in HEADERS if name not in present]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+def with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The response's headers and each of HEADERS it does not set itself."""
+    present = {name.lower() for name, _ in headers}
+    return [*headers, *((name, value) for name, value in HEADERS if name not in present)]
