@@ -28,13 +28,11 @@ class FrontDoor:
         self.allowed = allowed_origins(state.config.allowed_origins)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        kind = scope["type"]
-        if kind == "websocket":
+        if scope["type"] in ("http", "websocket"):
             believe_forwarded(scope, self.proxies)
-        if kind != "http":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        believe_forwarded(scope, self.proxies)
         status = 500
 
         async def send_response(message: Any) -> None:

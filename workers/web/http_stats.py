@@ -14,10 +14,11 @@ def count_response(counts: Counter[tuple[str, str, int]], scope: Any, status: in
 
 
 def _route(scope: Any) -> str:
-    routed = scope.get("route")  # the router's pick, when the request got that far: no match again
-    if routed is not None and scope["method"] in (getattr(routed, "methods", None) or (scope["method"],)):
-        return _label(routed)  # the router picks a route whose methods miss this one only for a 405
-    router = scope["app"].router if "app" in scope else None  # refused by a middleware first, or a 405
+    routed = scope.get("route")  # the router's pick, when the request got that far: not matched again
+    methods = getattr(routed, "methods", None)  # a Mount has none
+    if routed is not None and (methods is None or scope["method"] in methods):  # else a 405: "other"
+        return _label(routed)
+    router = scope["app"].router if "app" in scope else None  # refused by the front door first, or a 405
     for route in getattr(router, "routes", ()):
         match, _ = route.matches(scope)
         if match is Match.FULL:

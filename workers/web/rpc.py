@@ -85,8 +85,8 @@ class ControlClient:
             sending = self._socket.send(Request.encode_many(requests))
         except zmq.ZMQError as e:  # the socket is closed: the worker is stopping
             for request in requests:
-                future, _ = self._pending.get(request.id, (None, 0.0))
-                if future is not None and not future.done():
+                future = self._waiting(request.id)
+                if future is not None:
                     future.set_exception(RpcError(503, f"cannot reach the primary: {e}"))
             return
         # the socket's queue may be full: the frame goes when there is room (or the calls time out)
@@ -112,9 +112,14 @@ class ControlClient:
         if reply.id == REFUSAL_ID and reply.status == REFUSED_STATUS:
             self.on_refused(reply.error or "refused")
             return
-        future, _ = self._pending.get(reply.id, (None, 0.0))
-        if future is not None and not future.done():
+        future = self._waiting(reply.id)
+        if future is not None:
             future.set_result(reply)
+
+    def _waiting(self, call_id: int) -> asyncio.Future[Reply] | None:
+        """The answer still awaited for that call, if any."""
+        future, _deadline = self._pending.get(call_id, (None, 0.0))
+        return future if future is not None and not future.done() else None
 
     def close(self) -> None:
         if self._expiry is not None:
