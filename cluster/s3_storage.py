@@ -16,6 +16,7 @@ directory after its owner removed it. Credentials come from boto3's usual chain 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import os
@@ -24,6 +25,7 @@ import secrets
 import shutil
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,10 @@ from cluster.storage import Layout, LocalStorage, StorageError, StorageSettings,
 PART_SIZE = 8 * 1024 * 1024
 PARTS_IN_FLIGHT = 3  # per upload: with the part being filled, ~32 MiB of body in memory at most
 PART_ATTEMPTS = 4  # our own retries of a part, beyond botocore's retries of each request
+# Each part carries its CRC32, which S3 checks, and the object gets a checksum of its parts' (as boto3's
+# upload_file does). We compute it and send it as a plain header: botocore would send a checksum of its
+# own making in an aws-chunked trailer over HTTPS, which some S3-compatible servers refuse.
+CHECKSUM_ALGORITHM = "CRC32"
 S3_MAX_ATTEMPTS = 5  # botocore's "standard" retry mode: back-off with jitter on throttling and 5xx
 POOL_THREADS = 16
 CHECK_CONNECT_TIMEOUT_S = 3.0
@@ -401,7 +407,7 @@ class S3Storage(Layout):
             with open(path, "rb") as source:
                 self.client.put_object(Bucket=self.bucket, Key=str(key), Body=source, **extra)
             return
-        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=str(key), **extra)["UploadId"]
+        upload_id = self.start_upload(str(key))
         try:
             parts = []
             with open(path, "rb") as source:
@@ -409,19 +415,25 @@ class S3Storage(Layout):
                     if stop.is_set():
                         raise Stopped
                     parts.append(self.upload_part(str(key), upload_id, len(parts) + 1, data))
-            self.assembling_client.complete_multipart_upload(Bucket=self.bucket, Key=str(key), UploadId=upload_id,
-                                                  MultipartUpload={"Parts": parts})
+            self.complete_upload(str(key), upload_id, parts)
         except BaseException:
             self.abort_upload(str(key), upload_id)
             raise
 
+    def start_upload(self, key: str) -> str:
+        """A new multipart upload of ``key``, whose parts carry checksums; its upload id."""
+        return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type(
+            PurePosixPath(key)), ChecksumAlgorithm=CHECKSUM_ALGORITHM)["UploadId"]
+
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray) -> dict[str, Any]:
-        """One part, retried with back-off: botocore retries each request, we retry the part."""
+        """One part, retried with back-off: botocore retries each request, we retry the part. The part as
+        `complete_upload` names it."""
+        checksum = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
         for attempt in range(PART_ATTEMPTS):
             try:
                 answer = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                                 PartNumber=number, Body=data)
-                return {"PartNumber": number, "ETag": answer["ETag"]}
+                                                 PartNumber=number, Body=data, ChecksumCRC32=checksum)
+                return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC32": checksum}
             except (BotoCoreError, ClientError) as e:
                 if attempt == PART_ATTEMPTS - 1:
                     raise
@@ -429,6 +441,12 @@ class S3Storage(Layout):
                             attempt=attempt + 1)
                 time.sleep(backoff_s(attempt))
         raise AssertionError("not reached")
+
+    def complete_upload(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        """Make the object of the parts `upload_part` answered (in any order). Blocking."""
+        self.assembling_client.complete_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id,
+            MultipartUpload={"Parts": sorted(parts, key=lambda part: part["PartNumber"])})
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         try:
@@ -481,10 +499,8 @@ class MultipartWriter:
                                **extra)
         else:
             await self.flush()
-            parts = sorted(self._parts, key=lambda p: p["PartNumber"])
             try:
-                await storage.call(storage.assembling_client.complete_multipart_upload, Bucket=storage.bucket,
-                                   Key=key, UploadId=self._upload_id, MultipartUpload={"Parts": parts})
+                await storage.call(storage.complete_upload, key, self._upload_id, self._parts)
             except StorageError:
                 # A retried complete fails (NoSuchUpload) when the first attempt succeeded unseen: the key
                 # is new (a fresh video id), so an object under it is this upload's.
@@ -506,9 +522,7 @@ class MultipartWriter:
     async def _send_part(self) -> None:
         storage = self._storage
         if self._upload_id is None:
-            answer = await storage.call(storage.client.create_multipart_upload, Bucket=storage.bucket,
-                                        Key=self._key, ContentType=content_type(PurePosixPath(self._key)))
-            self._upload_id = answer["UploadId"]
+            self._upload_id = await storage.call(storage.start_upload, self._key)
         while len(self._in_flight) >= PARTS_IN_FLIGHT:
             await self._collect()
         number = len(self._started) + 1

@@ -138,9 +138,10 @@ def test_an_upload_streams_to_s3_by_parts_and_leaves_no_multipart_upload(
     video_id = s3_cluster.upload(big_clip)
     stored = keys(s3, bucket, f"{PREFIX}/{video_id}")
     assert stored == [f"{PREFIX}/{video_id}/original.mp4", f"{PREFIX}/{video_id}/thumbnail.jpg"]
-    head = s3.head_object(Bucket=bucket, Key=f"{PREFIX}/{video_id}/original.mp4")
+    head = s3.head_object(Bucket=bucket, Key=f"{PREFIX}/{video_id}/original.mp4", ChecksumMode="ENABLED")
     assert head["ContentLength"] == big_clip.stat().st_size
     assert "-" in head["ETag"], "a multipart object's ETag ends in -<parts>"
+    assert head.get("ChecksumCRC32"), "each part carried its CRC32, so the object has a checksum of its parts"
     assert multipart_uploads(s3, bucket) == []
     assert not (s3_cluster.data_dir / "storage" / video_id).exists(), "nothing of it on local disk"
     assert scratch_temp_files(s3_cluster) == []
