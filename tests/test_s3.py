@@ -430,6 +430,19 @@ def test_a_part_that_keeps_failing_aborts_the_upload(dropping_storage: tuple[Any
     assert list((storage.root / ".tmp").iterdir()) == []
 
 
+@pytest.mark.parametrize("dropping_storage", [0], indirect=True)
+def test_the_local_copy_is_gone_before_s3_assembles_the_upload(dropping_storage: tuple[Any, PartDroppingProxy],
+                                                               s3: Any, bucket: str) -> None:
+    storage, _ = dropping_storage
+    copies_at_completion: list[list[str]] = []
+    storage.assembling_client.meta.events.register(
+        "before-call.s3.CompleteMultipartUpload", lambda **_: copies_at_completion.append(
+            [p.name for p in storage.temp_dir.iterdir() if not p.name.endswith(".jpg.part")]))
+    key = asyncio.run(_upload_through(storage, 20 * 1024 * 1024))
+    assert copies_at_completion == [[]], "the upload's local copy was still there while S3 assembled it"
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == 20 * 1024 * 1024
+
+
 def test_backoff_of_a_failed_part_grows_and_is_capped() -> None:
     from cluster.s3_storage import backoff_s
 
