@@ -28,6 +28,13 @@ def child_config() -> ClusterConfig:
     return ClusterConfig.from_json(os.environ[CONFIG_ENV])
 
 
+def lower_priority(amount: int) -> None:
+    """Run ``amount`` nice levels below the parent (the kernel caps it at 19); raising no error where the
+    platform has no nice."""
+    if amount > 0 and hasattr(os, "nice"):
+        os.nice(amount)
+
+
 def die_with_parent() -> int:
     """Ask the kernel for SIGTERM when the primary dies; exit now if it already has."""
     parent = int(os.environ.get(PARENT_ENV, "0"))

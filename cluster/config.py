@@ -82,6 +82,7 @@ class ClusterConfig:
     upload_idle_s: float = 30.0
     max_uploads_per_worker: int = 8
     max_uploads_per_user: int = 2
+    web_nice: int = 5
     remote_bind: str = ""
     storage: str = ""
     s3_endpoint: str = ""
@@ -204,6 +205,8 @@ _HELP = {
     "upload_idle_s": "an upload that sends nothing for this long is aborted (408)",
     "max_uploads_per_worker": "uploads in flight on one web worker before 429 (0: no limit)",
     "max_uploads_per_user": "uploads in flight per user on one web worker before 429 (0: no limit)",
+    "web_nice": "how much lower than the primary's the web workers' CPU priority is (0-19): when the cores are "
+                "busy the primary, which every request waits on, runs first",
     "remote_bind": "also listen for remote executors and web tiers on tcp://ADDR:PORT (CurveZMQ, keys from "
                    "'run_cluster.py keys'): executors on PORT, events PORT+1, control PORT+2, logs PORT+3",
     "storage": "where media lives: empty for local disk under the data dir, or s3://BUCKET/PREFIX "
@@ -259,6 +262,7 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
     return config
 
 
+MAX_NICE = 19
 # The numeric fields with a bound, by bound: one table, not an if per field.
 _AT_LEAST_ONE = ("workers", "event_retention", "max_json_body_kb", "webhook_max_attempts", "webhook_retry_initial_ms")
 _POSITIVE = ("max_source_pixels", "max_source_fps", "max_source_duration_s", "max_job_work", "webhook_timeout_s",
@@ -273,6 +277,8 @@ _NOT_NEGATIVE = ("executors", "upload_rate_per_min", "job_rate_per_min", "login_
 def validate(config: ClusterConfig) -> None:
     if not 0 < config.port < 65536:
         raise ValueError(f"port out of range: {config.port}")
+    if not 0 <= config.web_nice <= MAX_NICE:
+        raise ValueError(f"--web-nice must be from 0 to {MAX_NICE}")
     for names, ok, bound in ((_AT_LEAST_ONE, lambda v: v >= 1, "be at least 1"),
                              (_POSITIVE, lambda v: v > 0, "be positive"),
                              (_NOT_NEGATIVE, lambda v: v >= 0, "not be negative")):

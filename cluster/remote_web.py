@@ -28,7 +28,7 @@ HANDED_OUT = (
 )
 # the web host's own flags: where it listens, what it runs, whom it trusts, its own secret
 HOST_LOCAL = ("host", "port", "workers", "data_dir", "ffmpeg", "log_format", "forwarded_allow_ips",
-              "metrics_token", "scratch_dir")
+              "metrics_token", "scratch_dir", "web_nice")
 
 
 def web_settings(config: ClusterConfig) -> dict[str, Any]:

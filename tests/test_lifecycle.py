@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from cluster.config import ClusterConfig, env_name
 from tests.harness import ROOT, Cluster
 
@@ -26,6 +28,22 @@ def test_flags_choose_the_number_of_processes(cluster_factory: Callable[..., Clu
     cluster = cluster_factory(workers=3, executors=2)
     roles = [p["role"] for p in cluster.health()["processes"]]
     assert sorted(roles) == ["executor", "executor", "primary", "web", "web", "web"]
+
+
+def test_web_workers_run_below_the_primary_s_cpu_priority(cluster_factory: Callable[..., Cluster]) -> None:
+    cluster = cluster_factory(workers=2, executors=1, extra=["--web-nice", "3"])
+    niceness = {p["pid"]: (p["role"], psutil.Process(p["pid"]).nice()) for p in cluster.health()["processes"]}
+    primary = next(nice for role, nice in niceness.values() if role == "primary")
+    assert sorted(role_nice for role_nice in niceness.values() if role_nice[0] != "primary") == [
+        ("executor", primary), ("web", primary + 3), ("web", primary + 3)]
+
+
+def test_a_web_nice_out_of_range_is_refused(tmp_path: Path) -> None:
+    answer = subprocess.run([sys.executable, "run_cluster.py", "--data-dir", str(tmp_path / "data"), "--web-nice",
+                             "20"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert answer.returncode != 0
+    assert "--web-nice must be from 0 to 19" in answer.stderr
+    assert "Traceback" not in answer.stderr
 
 
 def test_environment_variables_set_flags(tmp_path: Path) -> None:
