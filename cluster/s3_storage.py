@@ -572,7 +572,6 @@ class S3UploadSink:
             await storage.call(storage._copy, listed, str(storage.original(self.video_id, fmt)), None)
             await storage.call(storage._delete_keys, [listed["Key"]])
         thumbnail.unlink(missing_ok=True)
-        self.path.unlink(missing_ok=True)
 
     async def abort(self) -> None:
         self._file.close()
