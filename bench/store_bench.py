@@ -53,6 +53,7 @@ TARGET_SUBMITS = 3000
 TARGET_GROWTH = 1.3
 TARGET_LAG_S = 0.020
 TARGET_RSS = 1 << 30
+PRIMARY_RSS = 'vc_process_resident_bytes{role="primary"'
 LATENCY_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 SUBMIT_LUA = """
 local n = 0
@@ -188,7 +189,7 @@ def wrk_script(tmp: Path, token: str, name: str, lua: str) -> Path:
 
 def measure_running(figures: Figures, url: str, token: str, tmp: Path, duration_s: float) -> None:
     auth = wrk_script(tmp, token, "auth", "")
-    figures.rss_bytes = _primary_rss(url, token)
+    figures.rss_bytes = int(_metric(_metrics(url, token), PRIMARY_RSS))
     figures.health_rps = wrk(url + "/api/health", SUBMIT_CONNECTIONS, duration_s)[0]
     queued_before, runs = _queued(url, token), []
     for run in range(SUBMIT_RUNS):
@@ -206,10 +207,10 @@ def measure_running(figures: Figures, url: str, token: str, tmp: Path, duration_
             raise RuntimeError(f"{name}: {errors} errors")
         figures.latencies_ms[name] = (p50, p99)
     figures.resume_ms = _percentiles([resume_last_1000(url, token) for _ in range(RESUMES)])
-    metrics = httpx.get(url + "/metrics", headers=_auth(token), timeout=30, trust_env=False).text
+    metrics = _metrics(url, token)
     figures.lag_p99_s = _metric(metrics, "vc_primary_loop_lag_p99_seconds")
     figures.lag_max_s = _metric(metrics, "vc_primary_loop_lag_max_seconds")
-    figures.rss_after_bytes = int(_metric(metrics, 'vc_process_resident_bytes{role="primary"'))
+    figures.rss_after_bytes = int(_metric(metrics, PRIMARY_RSS))
     figures.queued_after = _queued(url, token)
 
 
@@ -218,9 +219,8 @@ def _queued(url: str, token: str) -> int:
     return int(stats["byState"]["queued"])
 
 
-def _primary_rss(url: str, token: str) -> int:
-    metrics = httpx.get(url + "/metrics", headers=_auth(token), timeout=30, trust_env=False).text
-    return int(_metric(metrics, 'vc_process_resident_bytes{role="primary"'))
+def _metrics(url: str, token: str) -> str:
+    return httpx.get(url + "/metrics", headers=_auth(token), timeout=30, trust_env=False).text
 
 
 def resume_last_1000(url: str, token: str) -> float:

@@ -213,7 +213,7 @@ def main() -> None:
     parent = die_with_parent()
     config = child_config()
     # the primary answers every web worker's calls: under a full CPU it goes first (bench/README.md,
-    # store_bench: its loop lag p99 13 -> 7-9 ms at a million jobs, the same submissions per second)
+    # store_bench: with every core busy its loop lag halves and submissions do not drop)
     lower_priority(config.web_nice)
     map_large_blocks(UPLOAD_BLOCK_MMAP)
     try:
